@@ -1,0 +1,1 @@
+"""Kubernetes-free portfolio analysis: prices, indicators, sentiment, portfolio figures."""

@@ -1,0 +1,87 @@
+"""One picklable settings object, shipped unchanged to every Dask worker.
+
+Every knob of a run lives here so that a worker needs nothing but its arguments: no
+globals, no environment lookups on the worker side.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, replace
+from datetime import date
+from pathlib import Path
+
+PRICE_SOURCES = ("yfinance", "stooq", "local", "embedded", "synthetic")
+NEWS_SOURCES = ("yfinance", "rss", "embedded")
+
+# The order a user gets when they ask for "live" data: real services first, then the
+# data that ships inside the package, so a run still finishes offline.
+LIVE_PRICE_ORDER = ("yfinance", "stooq", "local", "embedded")
+LIVE_NEWS_ORDER = ("yfinance", "rss", "embedded")
+
+
+def default_cache_dir() -> Path:
+    """Where downloads are cached: $PORTFOLIO_CACHE_DIR, else ~/.cache/portfolio-operator."""
+    env = os.environ.get("PORTFOLIO_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "portfolio-operator"
+
+
+@dataclass(frozen=True)
+class AnalysisConfig:
+    """Settings of one analysis run.
+
+    The default reads only the embedded data, so that a fresh machine with no network gets
+    a complete, repeatable result; pass ``price_sources=LIVE_PRICE_ORDER`` for live data.
+    """
+
+    price_sources: tuple[str, ...] = ("embedded",)
+    news_sources: tuple[str, ...] = ("embedded",)
+    # Date range. With no ``end`` the range ends at the newest data a source has.
+    start: date | None = None
+    end: date | None = None
+    lookback_days: int = 365
+    min_history_days: int = 30
+    local_data_dir: Path | None = None
+    cache_dir: Path | None = field(default_factory=default_cache_dir)
+    use_cache: bool = True
+    # Network behaviour.
+    requests_per_second: float = 2.0
+    max_retries: int = 4
+    backoff_base_seconds: float = 0.5
+    timeout_seconds: float = 15.0
+    stooq_url: str = "https://stooq.com/q/d/l/"
+    rss_url_template: str = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
+    max_articles: int = 20
+    # Portfolio figures.
+    risk_free_rate: float = 0.0
+    benchmark: str | None = None
+    # Dask batching: how many tickers one task handles.
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.price_sources if s not in PRICE_SOURCES]
+        if unknown or not self.price_sources:
+            raise ValueError(
+                f"unknown price source(s) {unknown or '(none given)'}: choose from "
+                f"{', '.join(PRICE_SOURCES)}"
+            )
+        unknown = [s for s in self.news_sources if s not in NEWS_SOURCES]
+        if unknown:
+            raise ValueError(
+                f"unknown news source(s) {unknown}: choose from {', '.join(NEWS_SOURCES)}"
+            )
+        if self.lookback_days < 1:
+            raise ValueError(f"lookback_days must be at least 1, got {self.lookback_days}")
+        if self.requests_per_second <= 0:
+            raise ValueError(
+                f"requests_per_second must be positive, got {self.requests_per_second}"
+            )
+        if self.start and self.end and self.start > self.end:
+            raise ValueError(f"start {self.start} is after end {self.end}")
+
+    def with_changes(self, **changes: object) -> AnalysisConfig:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)

@@ -1,0 +1,1 @@
+"""kopf operator that turns PortfolioAnalysis resources into Dask runs."""

@@ -1,0 +1,1 @@
+"""Shared pytest configuration. Fixture plugins live in tests/support/."""
