@@ -1,0 +1,290 @@
+"""Portfolio figures from a close-price panel and holdings (shares) or weights.
+
+Conventions, chosen once and used everywhere (reports, CLI, operator status):
+
+* **Returns** are simple daily returns, ``r_t = V_t / V_{t-1} - 1``.
+* **Holdings** (ticker -> shares) are *buy and hold*: the share counts never change, so the
+  portfolio value is ``sum(shares * close)`` on each date and weights drift with prices.
+  Market values and weights are taken at the last close.
+* **Weights** (ticker -> fraction) are *rebalanced daily* back to the given weights, so the
+  portfolio return is ``sum(w_i * r_i)`` on each date; the value series starts at 1.0.
+  Weights must be non-negative and sum to 1 (within 1e-6): they are never normalised
+  silently, because weights summing to 100 or 0.6 usually mean a mistake worth reporting.
+* With neither holdings nor weights, every column of ``close`` gets an equal weight.
+* Only dates on which every held ticker has a price are used (a ticker listed later shortens
+  the window instead of being filled with invented prices).
+* **Annualised return** is geometric: ``(1 + total_return) ** (periods_per_year / n) - 1``
+  over ``n`` daily returns. **Volatility** is the sample standard deviation (ddof=1) of daily
+  returns times ``sqrt(periods_per_year)``.
+* **Sharpe ratio**: the annual risk-free rate becomes a per-period rate
+  ``(1 + rf) ** (1 / periods_per_year) - 1``; Sharpe is ``mean(excess) / std(excess) *
+  sqrt(periods_per_year)``; ``None`` when returns do not vary.
+* **Max drawdown**, **VaR** and **CVaR** are reported as *positive loss fractions*
+  (0.25 = a 25 % loss). ``drawdown_series`` itself is <= 0, as charts show it.
+  Historical 1-day 95 % VaR is ``-Q(0.05)`` of the daily returns (numpy's linear
+  interpolation); CVaR (expected shortfall) is minus the mean of the returns at or below that
+  quantile. A negative VaR means even the worst 5 % of days gained.
+* **Beta** is ``cov(r_p, r_b) / var(r_b)`` over the dates both series have returns.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+WEIGHT_SUM_TOLERANCE = 1e-6
+VAR_LEVEL = 0.95
+
+
+def _json_float(value: float) -> float | None:
+    """A plain float for JSON, or None for NaN/inf (JSON has no NaN)."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _check_close(close: pd.DataFrame) -> None:
+    if not isinstance(close, pd.DataFrame):
+        raise TypeError(f"close must be a pandas DataFrame (dates x tickers), got {type(close)}")
+    if close.empty or close.shape[1] == 0:
+        raise ValueError("close is empty: pass a dates x tickers frame of close prices")
+    if not isinstance(close.index, pd.DatetimeIndex):
+        raise ValueError("close must be indexed by dates (a DatetimeIndex)")
+    if not close.index.is_unique or not close.index.is_monotonic_increasing:
+        raise ValueError("close's dates must be sorted and unique")
+    non_numeric = [c for c in close.columns if not pd.api.types.is_numeric_dtype(close[c])]
+    if non_numeric:
+        raise ValueError(f"close has non-numeric columns {non_numeric}: pass prices as numbers")
+
+
+def _check_positions(close: pd.DataFrame, positions: Mapping[str, float], what: str) -> pd.Series:
+    """Positions as a float Series over known tickers, or a ValueError saying what to fix."""
+    if not positions:
+        raise ValueError(f"{what} is empty: name at least one ticker")
+    missing = sorted(set(positions) - set(close.columns))
+    if missing:
+        raise ValueError(
+            f"{what} name tickers with no prices: {', '.join(map(str, missing))} "
+            f"(prices exist for {', '.join(map(str, close.columns))})"
+        )
+    series = pd.Series({t: positions[t] for t in positions}, dtype="float64")
+    bad = series[~np.isfinite(series.to_numpy())]
+    if len(bad):
+        raise ValueError(f"{what} must be finite numbers; check {', '.join(bad.index)}")
+    negative = series[series < 0]
+    if len(negative):
+        raise ValueError(
+            f"{what} must not be negative (short positions are not supported): "
+            + ", ".join(f"{t}={v:g}" for t, v in negative.items())
+        )
+    if series.sum() <= 0:
+        raise ValueError(f"{what} total is zero: give at least one ticker a positive amount")
+    return series
+
+
+def _resolve_positions(
+    close: pd.DataFrame,
+    holdings: Mapping[str, float] | None,
+    weights: Mapping[str, float] | None,
+) -> tuple[str, pd.Series]:
+    """("holdings", shares) or ("weights", weights) after validation."""
+    if holdings is not None and weights is not None:
+        raise ValueError("pass holdings (shares) or weights, not both")
+    if holdings is not None:
+        return "holdings", _check_positions(close, holdings, "holdings")
+    if weights is None:
+        weights = dict.fromkeys(close.columns, 1.0 / close.shape[1])
+    series = _check_positions(close, weights, "weights")
+    total = float(series.sum())
+    if abs(total - 1.0) > WEIGHT_SUM_TOLERANCE:
+        raise ValueError(
+            f"weights sum to {total:g}; they must sum to 1 (divide percentages by 100, "
+            "or pass holdings as share counts instead)"
+        )
+    return "weights", series
+
+
+def _held_prices(close: pd.DataFrame, positions: pd.Series) -> pd.DataFrame:
+    """Close prices of the held tickers on the dates where all of them have a price."""
+    prices = close[list(positions.index)].astype("float64")
+    complete = prices.dropna(how="any")
+    if len(complete) < 2:
+        counts = prices.notna().sum().sort_values()
+        raise ValueError(
+            f"fewer than 2 dates on which every held ticker has a price "
+            f"(shortest history: {counts.index[0]} with {int(counts.iloc[0])} prices)"
+        )
+    nonpositive = complete.columns[(complete <= 0).any().to_numpy()]
+    if len(nonpositive):
+        raise ValueError(f"close prices must be positive; check {', '.join(map(str, nonpositive))}")
+    return complete
+
+
+def portfolio_value_series(
+    close: pd.DataFrame,
+    holdings: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None,
+) -> pd.Series:
+    """Portfolio value per date, for charts.
+
+    Holdings: market value ``sum(shares * close)``. Weights: growth of 1.0 with daily
+    rebalancing (see the module docstring).
+    """
+    _check_close(close)
+    mode, positions = _resolve_positions(close, holdings, weights)
+    prices = _held_prices(close, positions)
+    return _value_series(mode, positions, prices)
+
+
+def _value_series(mode: str, positions: pd.Series, prices: pd.DataFrame) -> pd.Series:
+    if mode == "holdings":
+        values = prices.to_numpy() @ positions.to_numpy()
+    else:
+        asset_returns = prices.pct_change().iloc[1:].to_numpy()
+        growth = np.concatenate([[1.0], np.cumprod(1.0 + asset_returns @ positions.to_numpy())])
+        values = growth
+    return pd.Series(values, index=prices.index, name="portfolio_value")
+
+
+def drawdown_series(values: pd.Series) -> pd.Series:
+    """Fall from the running peak at each date, as a fraction <= 0 (-0.2 = 20 % below peak)."""
+    if len(values) == 0:
+        raise ValueError("drawdown_series needs a non-empty value series")
+    return (values / values.cummax() - 1.0).rename("drawdown")
+
+
+def _annualized_return(total_return: float, periods: int, periods_per_year: int) -> float:
+    growth = 1.0 + total_return
+    if growth <= 0:
+        return -1.0
+    return growth ** (periods_per_year / periods) - 1.0
+
+
+def _sharpe(returns: np.ndarray, risk_free_rate: float, periods_per_year: int) -> float | None:
+    if len(returns) < 2:
+        return None
+    per_period_rf = (1.0 + risk_free_rate) ** (1.0 / periods_per_year) - 1.0
+    excess = returns - per_period_rf
+    spread = excess.std(ddof=1)
+    # Float noise on a constant series leaves a spread around 1e-18, not exactly 0.
+    if not spread > 1e-12:
+        return None
+    return float(excess.mean() / spread * math.sqrt(periods_per_year))
+
+
+def _value_at_risk(returns: np.ndarray) -> tuple[float, float]:
+    """Historical (VaR, CVaR) at VAR_LEVEL as positive loss fractions."""
+    cutoff = np.quantile(returns, 1.0 - VAR_LEVEL)
+    tail = returns[returns <= cutoff]
+    return float(-cutoff), float(-tail.mean())
+
+
+def _beta(values: pd.Series, benchmark_prices: pd.Series) -> float | None:
+    """Beta from returns over the dates both price series share (same intervals for both)."""
+    joined = pd.concat([values, benchmark_prices.astype("float64")], axis=1, join="inner")
+    returns = joined.dropna().pct_change().iloc[1:]
+    if len(returns) < 2:
+        return None
+    variance = returns.iloc[:, 1].var(ddof=1)
+    if not variance > 1e-18:
+        return None
+    return float(returns.iloc[:, 0].cov(returns.iloc[:, 1], ddof=1) / variance)
+
+
+def _correlation(asset_returns: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    matrix = asset_returns.corr()
+    return {
+        str(row): {str(col): _json_float(v) for col, v in matrix.loc[row].items()}
+        for row in matrix.index
+    }
+
+
+def _benchmark_prices(close: pd.DataFrame, benchmark: pd.Series | str | None) -> pd.Series | None:
+    if benchmark is None:
+        return None
+    if isinstance(benchmark, str):
+        if benchmark not in close.columns:
+            raise ValueError(
+                f"benchmark {benchmark!r} is not a column of close: add its prices or pass "
+                "the benchmark's close prices as a Series"
+            )
+        return close[benchmark]
+    if not isinstance(benchmark, pd.Series) or not isinstance(benchmark.index, pd.DatetimeIndex):
+        raise ValueError("benchmark must be a ticker in close or a Series of prices by date")
+    if (benchmark.dropna() <= 0).any():
+        raise ValueError("benchmark prices must be positive")
+    return benchmark
+
+
+def portfolio_figures(
+    close: pd.DataFrame,
+    holdings: Mapping[str, float] | None = None,
+    weights: Mapping[str, float] | None = None,
+    *,
+    risk_free_rate: float = 0.0,
+    benchmark: pd.Series | str | None = None,
+    periods_per_year: int = 252,
+) -> dict:
+    """Return, risk and allocation figures of one portfolio, as a JSON-friendly dict.
+
+    ``close`` is a dates x tickers frame of adjusted close prices. Pass ``holdings``
+    (ticker -> shares, buy and hold) or ``weights`` (ticker -> fraction, rebalanced daily);
+    with neither, all columns are weighted equally. ``benchmark`` is a price Series, or the
+    name of a column of ``close``, for beta. ``risk_free_rate`` is an annual rate (0.04 = 4 %).
+    Conventions are in the module docstring. Raises ValueError with what to fix.
+    """
+    _check_close(close)
+    if periods_per_year <= 0:
+        raise ValueError(f"periods_per_year must be positive, got {periods_per_year}")
+    if not math.isfinite(risk_free_rate) or risk_free_rate <= -1:
+        raise ValueError(f"risk_free_rate is an annual rate above -1, got {risk_free_rate}")
+    benchmark_prices = _benchmark_prices(close, benchmark)
+    mode, positions = _resolve_positions(close, holdings, weights)
+    prices = _held_prices(close, positions)
+    values = _value_series(mode, positions, prices)
+    returns = values.pct_change().iloc[1:]
+    returns_array = returns.to_numpy()
+    periods = len(returns_array)
+
+    total_return = float(values.iloc[-1] / values.iloc[0] - 1.0)
+    volatility = (
+        float(returns_array.std(ddof=1) * math.sqrt(periods_per_year)) if periods > 1 else None
+    )
+    drawdown = drawdown_series(values)
+    trough = drawdown.idxmin()
+    peak = values.loc[:trough].idxmax()
+    var_95, cvar_95 = _value_at_risk(returns_array)
+
+    if mode == "holdings":
+        last_values = prices.iloc[-1] * positions
+        market_value = {str(t): float(v) for t, v in last_values.items()}
+        total_market_value = float(last_values.sum())
+        current_weights = last_values / total_market_value
+    else:
+        market_value, total_market_value = None, None
+        current_weights = positions
+
+    return {
+        "mode": mode,
+        "tickers": [str(t) for t in positions.index],
+        "start": prices.index[0].date().isoformat(),
+        "end": prices.index[-1].date().isoformat(),
+        "periods": periods,
+        "market_value": market_value,
+        "total_market_value": total_market_value,
+        "weights": {str(t): float(w) for t, w in current_weights.items()},
+        "total_return": total_return,
+        "annualized_return": _annualized_return(total_return, periods, periods_per_year),
+        "annualized_volatility": volatility,
+        "sharpe_ratio": _sharpe(returns_array, risk_free_rate, periods_per_year),
+        "risk_free_rate": float(risk_free_rate),
+        "max_drawdown": float(-drawdown.loc[trough]) + 0.0,  # + 0.0 turns -0.0 into 0.0
+        "max_drawdown_peak": peak.date().isoformat(),
+        "max_drawdown_trough": trough.date().isoformat(),
+        "var_95": var_95,
+        "cvar_95": cvar_95,
+        "beta": None if benchmark_prices is None else _beta(values, benchmark_prices),
+        "correlation": _correlation(prices.pct_change().iloc[1:]),
+    }
