@@ -1,0 +1,124 @@
+"""The embedded data sets: real values where the packages ship them, sound synthetic data."""
+
+from __future__ import annotations
+
+import gzip
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+from portfolio_analysis import embedded
+
+
+def _raw_bokeh(ticker: str) -> pd.DataFrame:
+    """The bokeh file as published, read independently of the loader under test."""
+    from bokeh_sampledata import package_path
+
+    with gzip.open(package_path("stocks.csv.gz"), "rt") as handle:
+        raw = pd.read_csv(handle)
+    raw = raw[raw["Ticker"] == ticker]
+    return raw.set_index(pd.to_datetime(raw["Date"]))
+
+
+def test_sample_prices_are_split_and_dividend_adjusted():
+    aapl = embedded.sample_histories()["AAPL"]
+    raw = _raw_bokeh("AAPL")
+    # Before 2000's and 2005's splits AAPL traded above 100; adjusted, it is about 4.
+    assert raw.loc["2000-03-01", "Close"] == pytest.approx(130.31)
+    assert aapl.loc["2000-03-01", "close"] == pytest.approx(4.186662803811)
+    np.testing.assert_allclose(aapl["close"].to_numpy(), raw["Adj Close"].to_numpy(), rtol=1e-12)
+    # The intraday shape is kept: open/close and high/low ratios are those of the raw data.
+    np.testing.assert_allclose(
+        (aapl["open"] / aapl["close"]).to_numpy(), (raw["Open"] / raw["Close"]).to_numpy()
+    )
+    np.testing.assert_allclose(
+        (aapl["high"] / aapl["low"]).to_numpy(), (raw["High"] / raw["Low"]).to_numpy()
+    )
+    np.testing.assert_array_equal(aapl["volume"].to_numpy(), raw["Volume"].to_numpy())
+
+
+def test_sample_covers_the_documented_tickers_and_years():
+    sample = embedded.sample_histories()
+    assert set(sample) == set(embedded.SAMPLE_TICKERS) == set(embedded.SAMPLE_PORTFOLIO)
+    assert sample["AAPL"].index[0] == pd.Timestamp("2000-03-01")
+    assert sample["GOOG"].index[0].year == 2004
+    assert sample["FB"].index[0].year == 2012
+    for frame in sample.values():
+        assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+        assert frame.index.name == "date"
+        assert frame.index.is_monotonic_increasing and frame.index.is_unique
+        assert frame.index[-1] == pd.Timestamp("2013-03-01")
+        assert (frame.dtypes == np.float64).all()
+
+
+def test_sp500_universe_has_524_tickers_over_one_year_with_sectors():
+    universe = embedded.sp500_histories()
+    assert len(universe) == 524
+    assert min(f.index[0] for f in universe.values()) == pd.Timestamp("2009-08-21")
+    assert max(f.index[-1] for f in universe.values()) == pd.Timestamp("2010-08-20")
+    # First data row of the package's CSV: 20090821,A,25.6,25.61,25.22,25.55,34758
+    first = universe["A"].iloc[0]
+    assert first.to_dict() == {
+        "open": 25.6,
+        "high": 25.61,
+        "low": 25.22,
+        "close": 25.55,
+        "volume": 34758.0,
+    }
+    sectors = embedded.sp500_sectors()
+    assert sectors["AAPL"] == "Information Technology"
+    assert sectors["XOM"] == "Energy"
+    assert set(sectors) == set(universe)
+
+
+def test_universe_tickers():
+    assert embedded.universe_tickers("sample") == list(embedded.SAMPLE_TICKERS)
+    sp500 = embedded.universe_tickers("sp500")
+    assert len(sp500) == 524 and sp500 == sorted(sp500) and "XOM" in sp500
+    with pytest.raises(ValueError, match="choose from sample, sp500"):
+        embedded.universe_tickers("nasdaq")
+
+
+def test_loaders_parse_once_per_process():
+    assert embedded.sp500_histories() is embedded.sp500_histories()
+    assert embedded.sample_histories() is embedded.sample_histories()
+
+
+def test_synthetic_histories_are_deterministic_and_independent_of_other_tickers():
+    start, end = date(2020, 1, 1), date(2020, 12, 31)
+    alone = embedded.synthetic_histories(["AAPL"], start, end)["AAPL"]
+    together = embedded.synthetic_histories(["MSFT", "AAPL"], start, end)
+    pd.testing.assert_frame_equal(alone, together["AAPL"])
+    assert not np.allclose(together["AAPL"]["close"], together["MSFT"]["close"])
+    other_seed = embedded.synthetic_histories(["AAPL"], start, end, seed=1)["AAPL"]
+    assert not np.allclose(alone["close"], other_seed["close"])
+    assert alone.attrs["source"] == "synthetic"
+
+
+def test_synthetic_histories_look_like_daily_ohlcv():
+    histories = embedded.synthetic_histories(
+        [f"T{i:03d}" for i in range(500)], date(2014, 1, 1), date(2023, 12, 31)
+    )
+    assert len(histories) == 500
+    dates = pd.bdate_range("2014-01-01", "2023-12-31")
+    for frame in histories.values():
+        assert frame.index.equals(dates)
+        assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
+    panel = {f: pd.concat({t: h[f] for t, h in histories.items()}, axis=1) for f in embedded.OHLCV}
+    assert (panel["low"] > 0).all().all()
+    assert (panel["high"] >= np.maximum(panel["open"], panel["close"])).all().all()
+    assert (panel["low"] <= np.minimum(panel["open"], panel["close"])).all().all()
+    assert (panel["volume"] >= 1).all().all()
+    assert (panel["volume"] == panel["volume"].round()).all().all()
+    # Annualised volatility stays in the documented 15%..60% band (sampling noise aside).
+    vol = np.log(panel["close"]).diff().std() * np.sqrt(252)
+    assert vol.between(0.13, 0.65).all()
+    # Open gaps from the previous close, not from nowhere: small overnight moves.
+    gap = (panel["open"] / panel["close"].shift()).iloc[1:]
+    assert (np.abs(np.log(gap)) < 0.2).all().all()
+
+
+def test_synthetic_histories_empty_inputs():
+    assert embedded.synthetic_histories([], date(2020, 1, 1), date(2020, 2, 1)) == {}
+    assert embedded.synthetic_histories(["A"], date(2020, 1, 5), date(2020, 1, 4)) == {}
