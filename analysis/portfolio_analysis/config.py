@@ -19,6 +19,10 @@ NEWS_SOURCES = ("yfinance", "rss", "embedded")
 LIVE_PRICE_ORDER = ("yfinance", "stooq", "local", "embedded")
 LIVE_NEWS_ORDER = ("yfinance", "rss", "embedded")
 
+# Embedded price data sets (see embedded.py). The first one holding a ticker serves it, so a
+# run over the S&P 500 universe should put "sp500" first to keep every ticker on the same dates.
+EMBEDDED_DATASETS = ("sample", "sp500")
+
 
 def default_cache_dir() -> Path:
     """Where downloads are cached: $PORTFOLIO_CACHE_DIR, else ~/.cache/portfolio-operator."""
@@ -45,8 +49,13 @@ class AnalysisConfig:
     lookback_days: int = 365
     min_history_days: int = 30
     local_data_dir: Path | None = None
+    embedded_datasets: tuple[str, ...] = EMBEDDED_DATASETS
+    synthetic_seed: int = 0
     cache_dir: Path | None = field(default_factory=default_cache_dir)
     use_cache: bool = True
+    # Cached downloads whose range ends today (or later) are refetched after this long, as
+    # today's bar can still change; ranges wholly in the past never expire.
+    cache_ttl_seconds: float = 6 * 3600.0
     # Network behaviour.
     requests_per_second: float = 2.0
     max_retries: int = 4
@@ -73,6 +82,14 @@ class AnalysisConfig:
             raise ValueError(
                 f"unknown news source(s) {unknown}: choose from {', '.join(NEWS_SOURCES)}"
             )
+        unknown = [d for d in self.embedded_datasets if d not in EMBEDDED_DATASETS]
+        if unknown or not self.embedded_datasets:
+            raise ValueError(
+                f"unknown embedded data set(s) {unknown or '(none given)'}: choose from "
+                f"{', '.join(EMBEDDED_DATASETS)}"
+            )
+        if self.cache_ttl_seconds < 0:
+            raise ValueError(f"cache_ttl_seconds must be >= 0, got {self.cache_ttl_seconds}")
         if self.lookback_days < 1:
             raise ValueError(f"lookback_days must be at least 1, got {self.lookback_days}")
         if self.requests_per_second <= 0:
