@@ -18,14 +18,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from importlib import resources
-from typing import Protocol
+from typing import Protocol, TypeVar
+from urllib.parse import quote
 
+import feedparser
+import httpx
 import numpy as np
+import tenacity
 import yaml
+from curl_cffi import requests as curl_requests
+from curl_cffi.requests import exceptions as curl_exceptions
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from portfolio_analysis.config import AnalysisConfig
@@ -38,6 +46,8 @@ NEGATIVE_THRESHOLD = -0.05
 # item moves a stock over days, not months: with a 7-day half-life last week's headline
 # counts half as much as today's and a month-old one about 1/20.
 RECENCY_HALF_LIFE_DAYS = 7.0
+
+T = TypeVar("T")
 
 
 def _inflect(valence: float, *words: str) -> dict[str, float]:
@@ -316,12 +326,283 @@ def summarize_sentiment(
     }
 
 
+# --- network sources -----------------------------------------------------------------------
+# NOTE: retries use tenacity the way the price sources are meant to (exponential backoff with
+# full jitter, Retry-After honoured); sources.py had no shared helper to reuse when this was
+# written. The shared request-rate limit (ratelimit.py) is not applied here yet.
+
+USER_AGENT = "portfolio-operator (+https://github.com/portfolio-operator; news headlines)"
+MAX_RETRY_AFTER_SECONDS = 60.0
+
+
+class _TransientError(Exception):
+    """A failure worth retrying: HTTP 429 or 5xx, a timeout, a dropped connection."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None if absent."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
+def _with_retries(config: AnalysisConfig, what: str, attempt: Callable[[], T]) -> T:
+    """Run ``attempt``, retrying _TransientError with exponential backoff and full jitter.
+
+    Waits are random in [0, backoff_base_seconds * 2**n] (at least Retry-After when the server
+    sent one); at most ``config.max_retries`` retries. The last transient failure becomes a
+    NewsSourceError that says what was tried.
+    """
+    jitter = tenacity.wait_random_exponential(
+        multiplier=config.backoff_base_seconds, max=MAX_RETRY_AFTER_SECONDS
+    )
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None) or 0.0
+        return max(jitter(state), retry_after)
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception_type(_TransientError),
+        wait=wait,
+        stop=tenacity.stop_after_attempt(config.max_retries + 1),
+        reraise=True,
+    )
+    try:
+        return retrying(attempt)
+    except _TransientError as error:
+        raise NewsSourceError(
+            f"{what}: {error} (gave up after {config.max_retries + 1} attempts)"
+        ) from error
+
+
+@functools.cache
+def _http_client() -> httpx.Client:
+    """One pooled client per process (TLS set-up is the slow part); timeouts per request."""
+    return httpx.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT})
+
+
+class RssNewsSource:
+    """A per-ticker finance RSS 2.0 feed (``config.rss_url_template``), parsed by feedparser."""
+
+    name = "rss"
+
+    def __init__(self, client: httpx.Client | None = None) -> None:
+        self._client = client
+
+    def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
+        url = config.rss_url_template.format(ticker=quote(ticker, safe=""))
+        client = self._client or _http_client()
+
+        def attempt() -> httpx.Response:
+            try:
+                response = client.get(url, timeout=config.timeout_seconds)
+            except httpx.TimeoutException as error:
+                raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
+            except httpx.TransportError as error:
+                raise _TransientError(f"connection failed ({error})") from error
+            if response.status_code == 429 or response.status_code >= 500:
+                raise _TransientError(
+                    f"HTTP {response.status_code}",
+                    _retry_after_seconds(response.headers.get("Retry-After")),
+                )
+            return response
+
+        response = _with_retries(config, f"RSS feed {url}", attempt)
+        if response.status_code >= 400:
+            raise NewsSourceError(f"RSS feed {url}: HTTP {response.status_code}")
+        return self._parse(response, url, config)
+
+    def _parse(self, response: httpx.Response, url: str, config: AnalysisConfig) -> list[Article]:
+        feed = feedparser.parse(
+            response.content,
+            response_headers={k.lower(): v for k, v in response.headers.items()},
+        )
+        entries = [e for e in feed.entries if (e.get("title") or "").strip()]
+        if not entries:
+            # feedparser recovers what it can from broken XML; with nothing usable left, say
+            # why instead of reporting "no news".
+            if feed.bozo:
+                raise NewsSourceError(f"RSS feed {url} is malformed: {feed.get('bozo_exception')}")
+            if not feed.get("version"):
+                raise NewsSourceError(f"{url} did not answer with an RSS or Atom feed")
+            return []
+        articles = []
+        for entry in entries[: config.max_articles]:
+            stamp = entry.get("published_parsed") or entry.get("updated_parsed")
+            articles.append(
+                Article(
+                    title=entry["title"].strip(),
+                    published=datetime(*stamp[:6], tzinfo=UTC) if stamp else None,
+                    source=self.name,
+                    url=entry.get("link"),
+                    publisher=(entry.get("source") or {}).get("title"),
+                )
+            )
+        return articles
+
+
+class YahooNewsSession(curl_requests.Session):
+    """The curl_cffi session yfinance's news call runs on.
+
+    yfinance 1.7 posts to Yahoo with a fixed 30 s timeout and hides the HTTP status and
+    unreadable bodies (it returns no news instead). This session caps every request's timeout
+    at ``timeout_cap`` and keeps the last response per thread, so the source can retry 5xx
+    and tell "no news" from "broken answer".
+    """
+
+    def __init__(self, *args: object, timeout_cap: float = 15.0, **kwargs: object) -> None:
+        kwargs.setdefault("impersonate", "chrome")
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.timeout_cap = timeout_cap
+        self._news_state = threading.local()
+
+    def request(self, method, url, **kwargs):  # type: ignore[override]
+        timeout = kwargs.get("timeout")
+        capped = isinstance(timeout, int | float) and timeout < self.timeout_cap
+        kwargs["timeout"] = timeout if capped else self.timeout_cap
+        self._news_state.response = None
+        response = super().request(method, url, **kwargs)
+        self._news_state.response = response
+        return response
+
+    @property
+    def last_response(self):  # noqa: ANN201 - curl_cffi's Response
+        """The last response this thread received, or None."""
+        return getattr(self._news_state, "response", None)
+
+
+@functools.cache
+def _default_yahoo_session() -> YahooNewsSession:
+    return YahooNewsSession()
+
+
+def _parse_yahoo_time(value: object) -> datetime | None:
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(value, UTC)
+        if isinstance(value, str) and value:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None
+
+
+def _yahoo_article(item: object, source: str) -> Article | None:
+    """One item of Yahoo's news stream: the ``{"content": {...}}`` form or the old flat one."""
+    if not isinstance(item, dict):
+        return None
+    content = item.get("content")
+    if isinstance(content, dict):
+        title = content.get("title")
+        published = _parse_yahoo_time(content.get("pubDate") or content.get("displayTime"))
+        url = ((content.get("canonicalUrl") or {}).get("url")) or (
+            (content.get("clickThroughUrl") or {}).get("url")
+        )
+        publisher = (content.get("provider") or {}).get("displayName")
+    else:
+        title = item.get("title")
+        published = _parse_yahoo_time(item.get("providerPublishTime"))
+        url, publisher = item.get("link"), item.get("publisher")
+    if not isinstance(title, str) or not title.strip():
+        return None
+    return Article(title.strip(), published, source, url, publisher)
+
+
+class YFinanceNewsSource:
+    """Yahoo Finance's news stream for a ticker, through ``yfinance.Ticker.get_news``.
+
+    yfinance keeps one session per process (a singleton): passing ours makes every later
+    yfinance call in the process use it too.
+    """
+
+    name = "yfinance"
+
+    def __init__(self, session: YahooNewsSession | None = None) -> None:
+        self._session = session
+
+    def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
+        import yfinance  # slow import (~0.5 s): only when this source is used
+        from yfinance.exceptions import YFException, YFRateLimitError
+
+        session = self._session or _default_yahoo_session()
+        session.timeout_cap = config.timeout_seconds
+        what = f"Yahoo news for {ticker}"
+
+        def attempt() -> list:
+            try:
+                stream = yfinance.Ticker(ticker, session=session).get_news(
+                    count=config.max_articles
+                )
+            except YFRateLimitError as error:
+                raise _TransientError("HTTP 429 (rate limited)") from error
+            except curl_exceptions.Timeout as error:
+                raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
+            except curl_exceptions.RequestException as error:
+                raise _TransientError(f"connection failed ({error})") from error
+            except YFException as error:
+                raise NewsSourceError(f"{what}: {error}") from error
+            except Exception as error:  # yfinance trips over answers it doesn't expect
+                raise NewsSourceError(
+                    f"{what}: unreadable answer ({type(error).__name__}: {error})"
+                ) from error
+            response = session.last_response
+            status = response.status_code if response is not None else 200
+            if status == 429 or status >= 500:
+                raise _TransientError(f"HTTP {status}")
+            if status >= 400:
+                raise NewsSourceError(f"{what}: HTTP {status}")
+            if not stream and response is not None:
+                _check_yahoo_news_body(response, what)
+            return stream
+
+        stream = _with_retries(config, what, attempt)
+        if not isinstance(stream, list):
+            raise NewsSourceError(
+                f"{what}: expected a list of stories, got {type(stream).__name__}"
+            )
+        articles = [a for a in (_yahoo_article(item, self.name) for item in stream) if a]
+        if stream and not articles:
+            raise NewsSourceError(f"{what}: {len(stream)} stories but none had a title")
+        return articles[: config.max_articles]
+
+
+def _check_yahoo_news_body(response: object, what: str) -> None:
+    """Raise unless an empty stream really came from Yahoo's news JSON (yfinance hides errors)."""
+    try:
+        payload = response.json()  # type: ignore[attr-defined]
+    except ValueError as error:
+        raise NewsSourceError(f"{what}: the answer is not JSON") from error
+    stream = None
+    if isinstance(payload, dict) and isinstance(payload.get("data"), dict):
+        ticker_stream = payload["data"].get("tickerStream")
+        stream = ticker_stream.get("stream") if isinstance(ticker_stream, dict) else None
+    if not isinstance(stream, list):
+        raise NewsSourceError(f"{what}: the answer has no data.tickerStream.stream list")
+
+
 # --- trying sources in order ---------------------------------------------------------------
 
 
 def default_news_sources() -> dict[str, NewsSource]:
     """The built-in sources by name (``config.news_sources`` picks and orders them)."""
-    return {"embedded": EmbeddedNewsSource()}
+    return {
+        "yfinance": YFinanceNewsSource(),
+        "rss": RssNewsSource(),
+        "embedded": EmbeddedNewsSource(),
+    }
 
 
 def fetch_headlines(
