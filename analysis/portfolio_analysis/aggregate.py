@@ -1,0 +1,260 @@
+"""The seed's aggregation step: gathered per-ticker results -> frames -> flow reports.
+
+Plain functions (``flows.py`` wraps them as Prefect tasks with the seed's names), so the
+CLI and the operator aggregate exactly as the flows do without paying for Prefect.
+Every aggregation skips ``None`` results (the seed workers' "no data" answer) and
+anything that is not a per-ticker result dict.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import date, datetime, timezone
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+# VADER's own convention for calling a compound score positive or negative.
+POSITIVE_SENTIMENT = 0.05
+NEGATIVE_SENTIMENT = -0.05
+
+PRICING_COLUMNS = ["ticker", "source", "close", "start", "end", "days"]
+
+
+def utc_timestamp() -> str:
+    """Now, as the ISO 8601 UTC timestamp every report carries."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy/pandas scalars made plain and NaN/inf made None (JSON has no NaN)."""
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, pd.DataFrame):
+        return jsonable(value.to_dict(orient="records"))
+    if isinstance(value, pd.Series):
+        return jsonable(value.to_dict())
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, (pd.Timestamp, datetime, date)):
+        return value.isoformat()
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if value is None or isinstance(value, str):
+        return value
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return str(value)
+
+
+def _results(results: Iterable[Any]) -> list[dict]:
+    return [r for r in results if isinstance(r, Mapping) and r.get("ticker")]
+
+
+def _frame(rows: list[dict], first: Sequence[str]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return pd.DataFrame(columns=list(first))
+    frame = frame.drop_duplicates(subset="ticker", keep="first")
+    ordered = [c for c in first if c in frame.columns]
+    return frame[ordered + [c for c in frame.columns if c not in ordered]].reset_index(drop=True)
+
+
+def aggregate_pricing_results(pricing_results: Iterable[dict | None]) -> pd.DataFrame:
+    """One row per priced ticker: ticker, source, close, start, end, days."""
+    rows = []
+    for result in _results(pricing_results):
+        price_data = result.get("price_data") or {}
+        rows.append(
+            {
+                "ticker": result["ticker"],
+                "source": result.get("source"),
+                "close": price_data.get("close"),
+                "start": price_data.get("start"),
+                "end": price_data.get("end"),
+                "days": price_data.get("days"),
+            }
+        )
+    return _frame(rows, PRICING_COLUMNS)
+
+
+def aggregate_technical_results(technical_results: Iterable[dict | None]) -> pd.DataFrame:
+    """One row per ticker with its indicator summary (``sma_20``, ``rsi_14``, ... signals)."""
+    rows = [
+        {"ticker": r["ticker"], **dict(r.get("summary") or {})}
+        for r in _results(technical_results)
+    ]
+    return _frame(rows, ["ticker"])
+
+
+def aggregate_news_results(news_results: Iterable[dict | None]) -> pd.DataFrame:
+    """One row per ticker with its sentiment figures (the article list itself is left out)."""
+    rows = []
+    for result in _results(news_results):
+        scalars = {
+            k: v
+            for k, v in result.items()
+            if k != "articles" and not isinstance(v, (list, dict, tuple))
+        }
+        rows.append(scalars)
+    return _frame(rows, ["ticker", "article_count", "avg_sentiment"])
+
+
+def combine_analysis(
+    pricing: pd.DataFrame,
+    technicals: pd.DataFrame,
+    news: pd.DataFrame,
+    tickers: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per ticker joining price, indicators and sentiment, in the requested order.
+
+    The first non-empty frame decides which tickers appear (with prices requested, a ticker
+    that could not be priced is not "analysed", even if it has headlines).
+    """
+    frames = [f for f in (pricing, technicals, news) if f is not None and not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=["ticker"])
+    combined = frames[0]
+    for frame in frames[1:]:
+        extra = [c for c in frame.columns if c == "ticker" or c not in combined.columns]
+        combined = combined.merge(frame[extra], on="ticker", how="left")
+    if tickers is not None:
+        order = {t: i for i, t in enumerate(tickers)}
+        combined = combined.sort_values("ticker", key=lambda s: s.map(order).fillna(len(order)))
+    return combined.reset_index(drop=True)
+
+
+def _mean(frame: pd.DataFrame, column: str) -> float | None:
+    if column not in frame.columns:
+        return None
+    values = pd.to_numeric(frame[column], errors="coerce")
+    return jsonable(values.mean()) if values.notna().any() else None
+
+
+def summarize_combined(combined: pd.DataFrame) -> dict:
+    """The seed's comprehensive summary: averages and sentiment counts."""
+    sentiment = (
+        pd.to_numeric(combined["avg_sentiment"], errors="coerce")
+        if "avg_sentiment" in combined.columns
+        else pd.Series(dtype="float64")
+    )
+    return {
+        "avg_rsi": _mean(combined, "rsi_14"),
+        "avg_sma_20": _mean(combined, "sma_20"),
+        "avg_news_sentiment": jsonable(sentiment.mean()) if sentiment.notna().any() else None,
+        "securities_with_positive_sentiment": int((sentiment >= POSITIVE_SENTIMENT).sum()),
+        "securities_with_negative_sentiment": int((sentiment <= NEGATIVE_SENTIMENT).sum()),
+    }
+
+
+def run_status(succeeded: int, failed: Sequence[Mapping]) -> str:
+    """``success`` with no failures, ``partial`` with some, ``failed`` when nothing worked."""
+    if succeeded == 0:
+        return "failed"
+    return "partial" if failed else "success"
+
+
+def _failed(failed: Iterable[Mapping] | None) -> list[dict]:
+    return [dict(f) for f in failed or ()]
+
+
+def pricing_report(pricing: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
+    """The seed's multi-source pricing flow result, plus ``sources`` and ``failed``."""
+    failed = _failed(failed)
+    return jsonable(
+        {
+            "status": run_status(len(pricing), failed),
+            "securities_fetched": len(pricing),
+            "prices": dict(zip(pricing["ticker"], pricing["close"], strict=True)),
+            "sources": dict(zip(pricing["ticker"], pricing["source"], strict=True)),
+            "failed": failed,
+            "timestamp": utc_timestamp(),
+        }
+    )
+
+
+def technical_report(technicals: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
+    """The seed's technical analysis flow result, plus ``failed``."""
+    failed = _failed(failed)
+    return jsonable(
+        {
+            "status": run_status(len(technicals), failed),
+            "securities_analyzed": len(technicals),
+            "technical_summary": technicals,
+            "failed": failed,
+            "timestamp": utc_timestamp(),
+        }
+    )
+
+
+def news_report(news: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
+    """The seed's news analysis flow result, plus ``failed``."""
+    failed = _failed(failed)
+    sentiment = (
+        pd.to_numeric(news["avg_sentiment"], errors="coerce")
+        if "avg_sentiment" in news.columns
+        else pd.Series(dtype="float64")
+    )
+    counts = (
+        pd.to_numeric(news["article_count"], errors="coerce").fillna(0)
+        if "article_count" in news.columns
+        else pd.Series(dtype="float64")
+    )
+    with_news = news[counts.to_numpy() > 0] if len(news) else news
+    return jsonable(
+        {
+            "status": run_status(len(news), failed),
+            "total_articles": int(counts.sum()),
+            "securities_with_news": len(with_news),
+            "sentiment_by_ticker": dict(zip(news.get("ticker", []), sentiment, strict=True)),
+            "positive_sentiment": int((sentiment >= POSITIVE_SENTIMENT).sum()),
+            "negative_sentiment": int((sentiment <= NEGATIVE_SENTIMENT).sum()),
+            "failed": failed,
+            "timestamp": utc_timestamp(),
+        }
+    )
+
+
+def comprehensive_report(
+    combined: pd.DataFrame,
+    *,
+    failed: Iterable[Mapping] | None = None,
+    execution_time_seconds: float,
+    timings: Mapping[str, float] | None = None,
+    portfolio: Mapping | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict:
+    """The seed's comprehensive result shape, extended with portfolio, timings and failures.
+
+    ``securities_analyzed`` counts tickers with a result in ``combined_analysis``; a ticker
+    that failed one stage but not another appears in both ``combined_analysis`` and
+    ``failed`` (with the failed stage), and the status is then ``partial``.
+    """
+    failed = _failed(failed)
+    report: dict[str, Any] = {
+        "timestamp": utc_timestamp(),
+        "execution_time_seconds": round(float(execution_time_seconds), 4),
+        "securities_analyzed": len(combined),
+        "summary": summarize_combined(combined),
+    }
+    if portfolio is not None:
+        report["portfolio"] = dict(portfolio)
+    report["timings"] = {k: round(float(v), 4) for k, v in (timings or {}).items()}
+    if extra:
+        report.update(extra)
+    return jsonable(
+        {
+            "status": run_status(len(combined), failed),
+            "report": report,
+            "combined_analysis": combined,
+            "failed": failed,
+        }
+    )

@@ -1,0 +1,679 @@
+"""The plain-Dask pipeline shared by the CLI, the Prefect flows and the operator.
+
+One client, batches of tickers per task, prices kept on the workers:
+
+* one ``fetch_price_batch`` task per batch; its result (the validated histories) stays on
+  the worker that fetched it, as a future;
+* ``technicals_batch`` and ``price_batch_summary`` take that future as their argument, so
+  Dask runs them where the prices already are, and nothing fetches prices twice;
+* ``news_batch`` tasks run alongside the price tasks;
+* only small results (summaries, the close panel) travel back to the client, which adds the
+  portfolio figures.
+
+A failed ticker never fails the run: workers report per-ticker error records, and a batch
+task that still raises after Dask's ``retries`` turns into an error record for each of its
+tickers. A worker that dies mid-run is Dask's business: the scheduler re-runs its tasks
+elsewhere (up to ``distributed.scheduler.allowed-failures`` times), recomputing lost price
+batches from their lineage.
+
+Per-ticker work stays plain Dask (never Prefect tasks) because Dask workers in other
+processes cannot reach a temporary Prefect server; ``flows.py`` wraps this module.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from portfolio_analysis.config import AnalysisConfig
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from distributed import Client, Future
+
+DEFAULT_CONNECT_TIMEOUT = 5.0
+# Batching: at least this many batches per worker, so that a slow or lost batch is not the
+# whole run, and at most MAX_BATCH_SIZE tickers per task, so that one task stays short.
+BATCHES_PER_WORKER = 2
+MAX_BATCH_SIZE = 100
+# Dask re-runs a task that raised this many times before the pipeline records its tickers
+# as failed (worker functions catch per-ticker problems themselves; this covers the rest).
+TASK_RETRIES = 2
+POLL_SECONDS = 0.005
+
+ANALYSES = ("pricing", "technicals", "news", "portfolio")
+
+Progress = Callable[[str, int, int], None]
+
+
+class SchedulerUnreachableError(ConnectionError):
+    """The Dask scheduler named by the user could not be reached."""
+
+
+class AnalysisCancelled(RuntimeError):
+    """The run was cancelled through its ``cancel`` event; outstanding tasks were cancelled."""
+
+
+# --- client set-up -------------------------------------------------------------------------
+
+
+def local_worker_count(requested: int | None = None) -> int:
+    """Workers for an embedded cluster: one process per core, fewer if asked for fewer."""
+    cores = os.cpu_count() or 1
+    if requested is None:
+        return cores
+    if requested < 1:
+        raise ValueError(f"workers must be at least 1, got {requested}")
+    return min(cores, requested)
+
+
+def setup_dask_client(
+    address: str | None = None,
+    *,
+    n_workers: int | None = None,
+    timeout: float = DEFAULT_CONNECT_TIMEOUT,
+) -> Client:
+    """A Dask client: connected to ``address`` (``tcp://host:port``), or to a new LocalCluster.
+
+    The embedded cluster uses worker processes with one thread each (the work is pandas code
+    that holds the GIL), ``min(cores, n_workers)`` of them; closing the client closes it.
+    An unreachable or malformed address raises :class:`SchedulerUnreachableError` after at
+    most ``timeout`` seconds, naming the address and what to check.
+    """
+    from distributed import Client
+
+    if address is None or address == "":
+        import logging
+
+        return Client(
+            n_workers=local_worker_count(n_workers),
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+            set_as_default=False,
+        )
+    if "://" not in address and ":" not in address:
+        raise SchedulerUnreachableError(
+            f"{address!r} is not a Dask scheduler address: use tcp://HOST:PORT "
+            "(e.g. tcp://127.0.0.1:8786)"
+        )
+    try:
+        return Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SchedulerUnreachableError(
+            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: check the "
+            f"address and that a scheduler is running there ({reason})"
+        ) from exc
+
+
+@contextmanager
+def dask_session(
+    dask_scheduler: str | None = None,
+    client: Client | None = None,
+    n_workers: int | None = None,
+) -> Iterator[Client]:
+    """The given client as is, or a new one that is closed (with its cluster) afterwards."""
+    if client is not None:
+        yield client
+        return
+    own = setup_dask_client(dask_scheduler, n_workers=n_workers)
+    try:
+        yield own
+    finally:
+        own.close()
+
+
+def worker_count(client: Client) -> int:
+    """Workers currently connected to the client's scheduler (at least 1 for planning)."""
+    return max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
+
+
+# --- batching ------------------------------------------------------------------------------
+
+
+def plan_batches(
+    tickers: Sequence[str], n_workers: int, batch_size: int | None = None
+) -> list[list[str]]:
+    """Split tickers into batches, one Dask task each.
+
+    With ``batch_size`` given, chunks of that size. Otherwise ``BATCHES_PER_WORKER`` batches
+    per worker (more when a batch would exceed ``MAX_BATCH_SIZE``), nearly equal in size:
+    per-task overhead (~2 ms scheduling, ~13 ms per result round-trip measured here) is paid
+    per batch, not per ticker, and every worker still gets work to balance.
+    """
+    tickers = list(tickers)
+    if not tickers:
+        return []
+    if batch_size is not None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        return [tickers[i : i + batch_size] for i in range(0, len(tickers), batch_size)]
+    n_workers = max(1, n_workers)
+    per_worker = max(BATCHES_PER_WORKER, math.ceil(len(tickers) / (n_workers * MAX_BATCH_SIZE)))
+    n_batches = min(len(tickers), n_workers * per_worker)
+    size, extra = divmod(len(tickers), n_batches)
+    batches, start = [], 0
+    for i in range(n_batches):
+        stop = start + size + (1 if i < extra else 0)
+        batches.append(tickers[start:stop])
+        start = stop
+    return batches
+
+
+# --- hooks for callers that go through a Prefect flow ---------------------------------------
+
+
+@dataclass
+class RunHooks:
+    """Per-call settings a caller hands through a Prefect flow without making them flow
+    parameters (callables, events and frames are no flow parameters)."""
+
+    progress: Progress | None = None
+    cancel: threading.Event | None = None
+    n_workers: int | None = None
+    series_tickers: Collection[str] = ()
+    gathered: list[StageResults] = field(default_factory=list)
+
+
+_HOOKS: ContextVar[RunHooks | None] = ContextVar("portfolio_analysis_run_hooks", default=None)
+
+
+@contextmanager
+def run_hooks(**settings: Any) -> Iterator[RunHooks]:
+    """Within this block, runs use these hooks where their own arguments are not given,
+    and append what they gathered to ``hooks.gathered`` (the CLI's ``--prefect`` path)."""
+    hooks = RunHooks(**settings)
+    token = _HOOKS.set(hooks)
+    try:
+        yield hooks
+    finally:
+        _HOOKS.reset(token)
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+def normalize_tickers(tickers: Sequence[str] | str | None) -> list[str]:
+    """Upper-case, stripped, de-duplicated tickers in their given order."""
+    if tickers is None:
+        return []
+    if isinstance(tickers, str):
+        tickers = tickers.split(",")
+    seen: dict[str, None] = {}
+    for ticker in tickers:
+        if not isinstance(ticker, str):
+            raise ValueError(f"tickers must be strings, got {ticker!r}")
+        cleaned = ticker.strip().upper()
+        if cleaned:
+            seen.setdefault(cleaned, None)
+    return list(seen)
+
+
+def error_record(ticker: str, stage: str, reason: str) -> dict[str, str]:
+    """The per-ticker error shape shared by every stage (see docs/architecture.md)."""
+    return {"ticker": ticker, "stage": stage, "reason": reason}
+
+
+@dataclass
+class StageResults:
+    """What the Dask part of a run gathered, before aggregation.
+
+    ``pricing``/``technicals``/``news`` hold the seed workers' per-ticker result shapes
+    (pricing without the full OHLCV list, technicals without the indicator history).
+    """
+
+    tickers: list[str]
+    pricing: list[dict] = field(default_factory=list)
+    technicals: list[dict] = field(default_factory=list)
+    news: list[dict] = field(default_factory=list)
+    close: pd.DataFrame | None = None
+    series: dict[str, pd.DataFrame] = field(default_factory=dict)
+    failed: list[dict] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    workers: int = 0
+    batches: int = 0
+    tasks: int = 0
+    close_parts: list[pd.DataFrame] = field(default_factory=list, repr=False)
+
+
+@dataclass
+class _Job:
+    stage: str
+    tickers: list[str]
+    depends_on: Future | None = None
+
+
+def _stages_needing_prices(stages: Collection[str]) -> bool:
+    return bool({"pricing", "technicals", "portfolio"} & set(stages))
+
+
+def _check_stages(stages: Collection[str]) -> list[str]:
+    unknown = sorted(set(stages) - set(ANALYSES))
+    if unknown:
+        raise ValueError(f"unknown analyses {unknown}: choose from {', '.join(ANALYSES)}")
+    if not stages:
+        raise ValueError(f"no analyses requested: choose from {', '.join(ANALYSES)}")
+    return [s for s in ANALYSES if s in stages]
+
+
+def run_stages(
+    tickers: Sequence[str],
+    *,
+    stages: Collection[str] = ANALYSES,
+    config: AnalysisConfig | None = None,
+    dask_scheduler: str | None = None,
+    client: Client | None = None,
+    n_workers: int | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    series_tickers: Collection[str] = (),
+    series_days: int = 260,
+) -> StageResults:
+    """Run the per-ticker work of ``stages`` on Dask and gather it (no aggregation).
+
+    ``series_tickers`` names tickers whose indicator history (last ``series_days`` rows)
+    comes back too, for report charts.
+    """
+    from distributed import as_completed
+
+    hooks = _HOOKS.get()
+    if hooks is not None:
+        progress = progress or hooks.progress
+        cancel = cancel or hooks.cancel
+        n_workers = n_workers or hooks.n_workers
+        series_tickers = series_tickers or hooks.series_tickers
+    config = config or AnalysisConfig()
+    stages = _check_stages(stages)
+    tickers = normalize_tickers(tickers)
+    if not tickers:
+        raise ValueError("no tickers to analyse: pass tickers or holdings")
+    results = StageResults(tickers=tickers)
+    _raise_if_cancelled(cancel, None, [])
+    started = time.perf_counter()
+    with dask_session(dask_scheduler, client, n_workers) as dask_client:
+        results.timings["dask_setup"] = time.perf_counter() - started
+        results.workers = worker_count(dask_client)
+        batches = plan_batches(tickers, results.workers, config.batch_size)
+        results.batches = len(batches)
+        jobs = _submit(dask_client, batches, stages, config, frozenset(series_tickers), series_days)
+        results.tasks = len(jobs)
+        totals = _stage_totals(jobs)
+        done = dict.fromkeys(totals, 0)
+        run_started = time.perf_counter()
+        # Results stream back as tasks finish; errors come back as (type, exc, tb).
+        pending = as_completed(
+            list(jobs), loop=dask_client.loop, with_results=True, raise_errors=False
+        )
+        failed_price_batches: set[Future] = set()
+        while not pending.is_empty():
+            _raise_if_cancelled(cancel, dask_client, list(jobs))
+            ready = pending.next_batch(block=False)
+            if not ready:
+                (cancel or threading.Event()).wait(POLL_SECONDS)
+                continue
+            for future, outcome in ready:
+                job = jobs[future]
+                if future.status == "error" or future.status == "cancelled":
+                    _record_batch_failure(results, job, outcome, failed_price_batches, future)
+                else:
+                    _collect(results, job, outcome)
+                if job.stage in totals:
+                    done[job.stage] += len(job.tickers)
+                    results.timings[job.stage] = time.perf_counter() - run_started
+                    if progress:
+                        progress(job.stage, done[job.stage], totals[job.stage])
+        # Drop the futures so the workers can release the price batches.
+        jobs.clear()
+    order = {t: i for i, t in enumerate(tickers)}
+    for part in (results.pricing, results.technicals, results.news, results.failed):
+        part.sort(key=lambda r: order.get(r["ticker"], len(order)))
+    results.close = _concat_close(results)
+    if hooks is not None:
+        hooks.gathered.append(results)
+    return results
+
+
+def _submit(
+    client: Client,
+    batches: list[list[str]],
+    stages: list[str],
+    config: AnalysisConfig,
+    series_tickers: frozenset[str],
+    series_days: int,
+) -> dict[Future, _Job]:
+    """Submit every task of the run up front; the scheduler orders and places them."""
+    from portfolio_analysis import workers
+
+    jobs: dict[Future, _Job] = {}
+    need_prices = _stages_needing_prices(stages)
+    price_futures: list[tuple[Future, list[str]]] = []
+    # Interleave price and news batches so both make progress from the start.
+    for batch in batches:
+        if need_prices:
+            prices = client.submit(
+                workers.fetch_price_batch, batch, config, pure=False, retries=TASK_RETRIES
+            )
+            price_futures.append((prices, batch))
+        if "news" in stages:
+            news = client.submit(
+                workers.news_batch, batch, config, pure=False, retries=TASK_RETRIES
+            )
+            jobs[news] = _Job("news", batch)
+    for prices, batch in price_futures:
+        summary = client.submit(workers.price_batch_summary, prices, retries=TASK_RETRIES)
+        jobs[summary] = _Job("pricing", batch, depends_on=prices)
+        if "technicals" in stages:
+            wanted = sorted(series_tickers.intersection(batch))
+            technicals = client.submit(
+                workers.technicals_batch, prices, wanted, series_days, retries=TASK_RETRIES
+            )
+            jobs[technicals] = _Job("technicals", batch, depends_on=prices)
+    return jobs
+
+
+def _stage_totals(jobs: Mapping[Future, _Job]) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for job in jobs.values():
+        totals[job.stage] = totals.get(job.stage, 0) + len(job.tickers)
+    return totals
+
+
+def _raise_if_cancelled(
+    cancel: threading.Event | None, client: Client | None, futures: list[Future]
+) -> None:
+    if cancel is None or not cancel.is_set():
+        return
+    if client is not None and futures:
+        client.cancel(futures, force=True)
+    raise AnalysisCancelled(
+        f"analysis cancelled; {len(futures)} outstanding task(s) were cancelled"
+    )
+
+
+def _reason(outcome: Any) -> str:
+    """A one-line reason from an errored future's (type, exception, traceback)."""
+    exc = outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _record_batch_failure(
+    results: StageResults,
+    job: _Job,
+    outcome: Any,
+    failed_price_batches: set[Future],
+    future: Future,
+) -> None:
+    """Every ticker of a batch whose task failed for good becomes an error record."""
+    if job.depends_on is not None:
+        if job.depends_on in failed_price_batches:
+            return  # the pricing failure is already recorded for these tickers
+        if job.depends_on.status in ("error", "cancelled"):
+            failed_price_batches.add(job.depends_on)
+            stage = "pricing"
+        else:
+            stage = job.stage
+    else:
+        stage = job.stage
+    reason = f"batch task failed after {TASK_RETRIES} retries: {_reason(outcome)}"
+    results.failed.extend(error_record(t, stage, reason) for t in job.tickers)
+
+
+def _collect(results: StageResults, job: _Job, outcome: Any) -> None:
+    """Fold one finished batch into the results."""
+    results.failed.extend(outcome.failed)
+    if job.stage == "pricing":
+        results.pricing.extend(outcome.results)
+        if outcome.close is not None and not outcome.close.empty:
+            results.close_parts.append(outcome.close)
+    elif job.stage == "technicals":
+        results.technicals.extend(outcome.results)
+        results.series.update(outcome.series)
+    elif job.stage == "news":
+        results.news.extend(outcome.results)
+
+
+def _concat_close(results: StageResults) -> pd.DataFrame | None:
+    if not results.close_parts:
+        return None
+    import pandas as pd
+
+    close = pd.concat(results.close_parts, axis=1).sort_index()
+    results.close_parts.clear()
+    ordered = [t for t in results.tickers if t in close.columns]
+    return close[ordered]
+
+
+# --- the whole analysis --------------------------------------------------------------------
+
+
+@dataclass
+class AnalysisRun:
+    """A finished run: the report dict plus the frames the charts are drawn from."""
+
+    result: dict
+    close: pd.DataFrame | None
+    series: dict[str, pd.DataFrame]
+    holdings: dict[str, float] | None
+    stages: StageResults
+
+
+def resolve_request(
+    tickers: Sequence[str] | str | None, holdings: Mapping[str, float] | None
+) -> tuple[list[str], dict[str, float] | None]:
+    """Tickers and holdings of a run: given tickers, else the holdings' tickers, else the
+    embedded sample portfolio."""
+    if holdings is not None:
+        if not isinstance(holdings, Mapping):
+            raise ValueError("holdings must map ticker -> shares, e.g. {'AAPL': 10}")
+        holdings = {str(t).strip().upper(): v for t, v in holdings.items()}
+        for ticker, shares in holdings.items():
+            if not isinstance(shares, (int, float)) or isinstance(shares, bool):
+                raise ValueError(f"holdings: shares of {ticker} must be a number, got {shares!r}")
+    chosen = normalize_tickers(tickers)
+    if not chosen and holdings:
+        chosen = list(holdings)
+    if tickers is None and holdings is None:
+        from portfolio_analysis import embedded
+
+        holdings = dict(embedded.SAMPLE_PORTFOLIO)
+        chosen = list(holdings)
+    if not chosen:
+        raise ValueError("no tickers to analyse: pass tickers or holdings with at least one")
+    return chosen, holdings
+
+
+def run_analysis(
+    tickers: Sequence[str] | str | None = None,
+    holdings: Mapping[str, float] | None = None,
+    *,
+    analyses: Collection[str] = ANALYSES,
+    config: AnalysisConfig | None = None,
+    dask_scheduler: str | None = None,
+    client: Client | None = None,
+    n_workers: int | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    series_tickers: Collection[str] = (),
+) -> AnalysisRun:
+    """:func:`run_combined_analysis` plus the frames a report draws (close panel, series)."""
+    started = time.perf_counter()
+    config = config or AnalysisConfig()
+    stages = _check_stages(analyses)
+    chosen, holdings = resolve_request(tickers, holdings)
+    gathered = run_stages(
+        fetch_list(chosen, stages, config),
+        stages=stages,
+        config=config,
+        dask_scheduler=dask_scheduler,
+        client=client,
+        n_workers=n_workers,
+        progress=progress,
+        cancel=cancel,
+        series_tickers=series_tickers,
+    )
+    result = assemble_report(
+        gathered, chosen, holdings, stages=stages, config=config, started=started
+    )
+    if progress and "portfolio" in stages:
+        progress("portfolio", 1, 1)
+    return AnalysisRun(result, gathered.close, gathered.series, holdings, gathered)
+
+
+@dataclass(frozen=True)
+class ReportSteps:
+    """The aggregation steps of a run. Plain functions by default; ``flows.py`` passes the
+    same functions wrapped as Prefect tasks, so both paths aggregate identically."""
+
+    aggregate_pricing_results: Callable[..., Any]
+    aggregate_technical_results: Callable[..., Any]
+    aggregate_news_results: Callable[..., Any]
+    combine_analysis: Callable[..., Any]
+    portfolio_section: Callable[..., Any]
+    comprehensive_report: Callable[..., Any]
+
+
+def plain_steps() -> ReportSteps:
+    """The aggregation steps as plain function calls (no Prefect)."""
+    from portfolio_analysis import aggregate
+
+    return ReportSteps(
+        aggregate.aggregate_pricing_results,
+        aggregate.aggregate_technical_results,
+        aggregate.aggregate_news_results,
+        aggregate.combine_analysis,
+        portfolio_section,
+        aggregate.comprehensive_report,
+    )
+
+
+def assemble_report(
+    gathered: StageResults,
+    tickers: Sequence[str],
+    holdings: Mapping[str, float] | None,
+    *,
+    stages: Collection[str],
+    config: AnalysisConfig,
+    started: float,
+    steps: ReportSteps | None = None,
+) -> dict:
+    """Aggregate what the workers gathered into the comprehensive report."""
+    steps = steps or plain_steps()
+    extra_tickers = set(gathered.tickers) - set(tickers)  # e.g. the benchmark
+    pricing = steps.aggregate_pricing_results(
+        [r for r in gathered.pricing if r["ticker"] not in extra_tickers]
+    )
+    technicals = steps.aggregate_technical_results(
+        [r for r in gathered.technicals if r["ticker"] not in extra_tickers]
+    )
+    news = steps.aggregate_news_results(gathered.news)
+    combined = steps.combine_analysis(pricing, technicals, news, list(tickers))
+    portfolio = None
+    if "portfolio" in stages:
+        portfolio_started = time.perf_counter()
+        portfolio = steps.portfolio_section(gathered.close, list(tickers), holdings, config)
+        gathered.timings["portfolio"] = time.perf_counter() - portfolio_started
+    return steps.comprehensive_report(
+        combined,
+        failed=[r for r in gathered.failed if r["ticker"] not in extra_tickers],
+        execution_time_seconds=time.perf_counter() - started,
+        timings=gathered.timings,
+        portfolio=portfolio,
+        extra={
+            "tickers": list(tickers),
+            "workers": gathered.workers,
+            "batches": gathered.batches,
+            "price_sources": list(config.price_sources),
+            "news_sources": list(config.news_sources),
+        },
+    )
+
+
+def fetch_list(tickers: Sequence[str], stages: Collection[str], config: AnalysisConfig) -> list[str]:
+    """The tickers to fetch: the requested ones plus the benchmark for the portfolio's beta."""
+    fetch = list(tickers)
+    if config.benchmark and "portfolio" in stages:
+        benchmark = config.benchmark.strip().upper()
+        if benchmark not in fetch:
+            fetch.append(benchmark)
+    return fetch
+
+
+def portfolio_section(
+    close: pd.DataFrame | None,
+    tickers: Sequence[str],
+    holdings: Mapping[str, float] | None,
+    config: AnalysisConfig,
+) -> dict:
+    """Portfolio figures over the tickers that were priced; ``{"error": ...}`` if none can be."""
+    from portfolio_analysis.portfolio import portfolio_figures
+
+    priced = [t for t in tickers if close is not None and t in close.columns]
+    if not priced:
+        return {"error": "no ticker was priced, so there are no portfolio figures"}
+    excluded = [t for t in tickers if t not in priced]
+    positions = None
+    if holdings is not None:
+        positions = {t: s for t, s in holdings.items() if t in priced}
+        if not positions:
+            return {"error": "none of the held tickers was priced"}
+    benchmark = None
+    if config.benchmark:
+        name = config.benchmark.strip().upper()
+        if close is not None and name in close.columns:
+            benchmark = close[name]
+    try:
+        figures = portfolio_figures(
+            close[priced],
+            holdings=positions,
+            risk_free_rate=config.risk_free_rate,
+            benchmark=benchmark,
+        )
+    except ValueError as exc:
+        return {"error": str(exc)}
+    figures["excluded"] = excluded
+    if config.benchmark:
+        figures["benchmark"] = config.benchmark.strip().upper()
+    return figures
+
+
+def run_combined_analysis(
+    tickers: Sequence[str] | None = None,
+    holdings: Mapping[str, float] | None = None,
+    *,
+    analyses: Collection[str] = ANALYSES,
+    config: AnalysisConfig | None = None,
+    dask_scheduler: str | None = None,
+    client: Client | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> dict:
+    """Prices, indicators, news and portfolio figures for ``tickers`` on one Dask client.
+
+    ``holdings`` (ticker -> shares) gives the portfolio figures' positions and, without
+    ``tickers``, the tickers; with neither, the embedded sample portfolio is analysed.
+    ``dask_scheduler`` None starts an embedded LocalCluster, ``tcp://...`` connects there
+    (:class:`SchedulerUnreachableError` if it can't), ``client`` reuses a client.
+    ``progress(stage, done, total)`` is called as batches finish; setting ``cancel`` cancels
+    the outstanding tasks and raises :class:`AnalysisCancelled`. Returns the comprehensive
+    shape described in docs/architecture.md; failed tickers are listed, never raised.
+    """
+    return run_analysis(
+        tickers,
+        holdings,
+        analyses=analyses,
+        config=config,
+        dask_scheduler=dask_scheduler,
+        client=client,
+        progress=progress,
+        cancel=cancel,
+    ).result

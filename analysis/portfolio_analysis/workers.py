@@ -1,0 +1,302 @@
+"""Functions that run on Dask workers: the seed's one-ticker API and the batch versions.
+
+The seed's worker functions (``fetch_price_from_multiple_sources``,
+``calculate_security_technicals``, ``fetch_news_for_ticker``) take one ticker, return the
+seed's result dict or ``None`` on bad input, and never raise.
+
+The pipeline maps the batch versions instead, one task per batch of tickers, so Dask's
+per-task overhead is paid per batch: ``fetch_price_batch`` (its result stays on the worker),
+``price_batch_summary`` and ``technicals_batch`` (run where that result is), ``news_batch``.
+Batch functions turn per-ticker problems into error records; anything else raises, so
+that Dask's ``retries`` apply, and the pipeline records the batch's tickers as failed if it
+keeps failing. All are plain module-level functions, picklable by reference.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from portfolio_analysis.config import AnalysisConfig
+
+log = logging.getLogger(__name__)
+
+OHLCV = ["open", "high", "low", "close", "volume"]
+# Indicator columns carried into the chart series of the HTML report.
+SERIES_COLUMNS = [
+    "close",
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "bollinger_upper",
+    "bollinger_middle",
+    "bollinger_lower",
+    "rsi_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+]
+
+
+def _error(ticker: str, stage: str, reason: str) -> dict[str, str]:
+    return {"ticker": ticker, "stage": stage, "reason": reason}
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text or type(exc).__name__
+
+
+# --- batch results -------------------------------------------------------------------------
+
+
+@dataclass
+class PriceBatch:
+    """Validated price histories of one batch; stays on the worker that fetched it."""
+
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    failed: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class BatchResult:
+    """What a batch task sends back to the client: seed-shaped results and error records."""
+
+    results: list[dict] = field(default_factory=list)
+    failed: list[dict] = field(default_factory=list)
+    close: pd.DataFrame | None = None  # dates x tickers (pricing)
+    series: dict[str, pd.DataFrame] = field(default_factory=dict)  # chart data (technicals)
+
+
+# --- prices --------------------------------------------------------------------------------
+
+
+def fetch_price_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> PriceBatch:
+    """Price histories of ``tickers`` from the configured sources, tried in order."""
+    from portfolio_analysis.sources import fetch_histories
+
+    config = config or AnalysisConfig()
+    histories, failures = fetch_histories(list(tickers), config)
+    batch = PriceBatch()
+    for ticker in tickers:
+        history = histories.get(ticker)
+        if history is not None:
+            batch.histories[ticker] = history.frame
+            batch.sources[ticker] = history.source
+        else:
+            reason = failures.get(ticker, "no source returned data")
+            batch.failed.append(_error(ticker, "pricing", reason))
+    return batch
+
+
+def _price_summary(ticker: str, frame: pd.DataFrame, source: str) -> dict:
+    return {
+        "ticker": ticker,
+        "price_data": {
+            "close": float(frame["close"].iloc[-1]),
+            "start": frame.index[0].date().isoformat(),
+            "end": frame.index[-1].date().isoformat(),
+            "days": len(frame),
+        },
+        "source": source,
+    }
+
+
+def price_batch_summary(batch: PriceBatch) -> BatchResult:
+    """Last close, date range and source per ticker, plus the batch's close panel."""
+    results = [
+        _price_summary(ticker, frame, batch.sources[ticker])
+        for ticker, frame in batch.histories.items()
+    ]
+    close = (
+        pd.DataFrame({t: f["close"] for t, f in batch.histories.items()})
+        if batch.histories
+        else None
+    )
+    return BatchResult(results=results, failed=list(batch.failed), close=close)
+
+
+def _ohlcv_records(frame: pd.DataFrame) -> list[dict]:
+    records = frame[OHLCV].reset_index()
+    records["date"] = records.iloc[:, 0].dt.strftime("%Y-%m-%d")
+    return records[["date", *OHLCV]].to_dict(orient="records")
+
+
+def fetch_price_from_multiple_sources(ticker: str, config: AnalysisConfig | None = None) -> dict | None:
+    """Seed API: ``{"ticker", "price_data": {"close", "ohlcv": [...], ...}, "source"}``.
+
+    Returns None when no configured source has valid data for ``ticker`` (or it is not a
+    ticker at all); never raises.
+    """
+    if not isinstance(ticker, str) or not ticker.strip():
+        return None
+    ticker = ticker.strip().upper()
+    try:
+        batch = fetch_price_batch([ticker], config)
+        frame = batch.histories.get(ticker)
+        if frame is None:
+            log.info("no price data for %s: %s", ticker, batch.failed)
+            return None
+        result = _price_summary(ticker, frame, batch.sources[ticker])
+        result["price_data"]["ohlcv"] = _ohlcv_records(frame)
+        return result
+    except Exception:
+        log.warning("pricing %s failed", ticker, exc_info=True)
+        return None
+
+
+# --- technicals ----------------------------------------------------------------------------
+
+
+def _summaries(histories: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Per-ticker summary rows and the indicator panel for ``histories``."""
+    from portfolio_analysis import technicals
+
+    panel = technicals.build_panel(histories)
+    indicators = technicals.compute_indicators(panel)
+    return technicals.summarize(panel, indicators), {"close": panel["close"], **indicators}
+
+
+def _summary_records(summary: pd.DataFrame) -> list[dict]:
+    frame = summary.copy()
+    if "ticker" not in frame.columns:
+        frame.index.name = "ticker"
+        frame = frame.reset_index()
+    records = []
+    for row in frame.to_dict(orient="records"):
+        ticker = str(row.pop("ticker"))
+        clean = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+        records.append({"ticker": ticker, "summary": clean})
+    return records
+
+
+def _series(ticker: str, indicators: Mapping[str, pd.DataFrame], days: int) -> pd.DataFrame:
+    columns = {
+        name: indicators[name][ticker]
+        for name in SERIES_COLUMNS
+        if name in indicators and ticker in indicators[name].columns
+    }
+    return pd.DataFrame(columns).dropna(subset=["close"]).tail(days)
+
+
+def technicals_batch(
+    batch: PriceBatch, series_tickers: Sequence[str] = (), series_days: int = 260
+) -> BatchResult:
+    """Indicator summaries of every ticker in a price batch, computed on one panel.
+
+    If the batch's panel fails as a whole, each ticker is retried alone so one bad series
+    can't take the others down. ``series_tickers`` also get their last ``series_days`` rows
+    of indicators back, for charts.
+    """
+    out = BatchResult()
+    if not batch.histories:
+        return out
+    try:
+        summary, indicators = _summaries(batch.histories)
+        groups = [(summary, indicators)]
+    except Exception as exc:
+        if len(batch.histories) == 1:
+            ticker = next(iter(batch.histories))
+            out.failed.append(_error(ticker, "technicals", _reason(exc)))
+            return out
+        groups = []
+        for ticker, frame in batch.histories.items():
+            try:
+                groups.append(_summaries({ticker: frame}))
+            except Exception as single:
+                out.failed.append(_error(ticker, "technicals", _reason(single)))
+    for summary, indicators in groups:
+        out.results.extend(_summary_records(summary))
+        for ticker in series_tickers:
+            if ticker in indicators["close"].columns:
+                out.series[ticker] = _series(ticker, indicators, series_days)
+    return out
+
+
+def _frame_from_price_data(price_data: Any) -> pd.DataFrame:
+    if isinstance(price_data, pd.DataFrame):
+        frame = price_data.copy()
+    elif isinstance(price_data, Mapping) and isinstance(price_data.get("ohlcv"), list):
+        frame = pd.DataFrame(price_data["ohlcv"])
+        if "date" not in frame.columns:
+            raise ValueError("price_data['ohlcv'] records need a 'date'")
+        frame = frame.set_index(pd.to_datetime(frame.pop("date")))
+    else:
+        raise ValueError("price_data must be an OHLCV DataFrame or a dict with an 'ohlcv' list")
+    frame.columns = [str(c).lower() for c in frame.columns]
+    frame.index.name = "date"
+    return frame
+
+
+def calculate_security_technicals(ticker: str, price_data: Any) -> dict | None:
+    """Seed API: ``{"ticker", "technical_indicators": [...], "summary": {...}}``.
+
+    ``price_data`` is the pricing worker's ``price_data`` dict (with its ``ohlcv`` list) or
+    an OHLCV DataFrame indexed by date. Returns None on unusable data; never raises.
+    """
+    if not isinstance(ticker, str) or not ticker.strip():
+        return None
+    try:
+        from portfolio_analysis.validation import validate_ohlcv
+
+        frame = validate_ohlcv(ticker, _frame_from_price_data(price_data))
+        summary, indicators = _summaries({ticker: frame})
+        history = pd.DataFrame({name: panel[ticker] for name, panel in indicators.items()})
+        history.index = history.index.strftime("%Y-%m-%d")
+        history = history.astype("float64").replace([np.inf, -np.inf], np.nan)
+        records = history.reset_index(names="date").to_dict(orient="records")
+        records = [
+            {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+            for r in records
+        ]
+        return {
+            "ticker": ticker,
+            "technical_indicators": records,
+            "summary": _summary_records(summary)[0]["summary"],
+        }
+    except Exception as exc:
+        log.info("technicals for %s failed: %s", ticker, _reason(exc))
+        return None
+
+
+# --- news ----------------------------------------------------------------------------------
+
+
+def _news_one(ticker: str, config: AnalysisConfig) -> dict:
+    from portfolio_analysis import sentiment
+
+    articles = sentiment.fetch_headlines(ticker, config)
+    return sentiment.summarize_sentiment(ticker, articles)
+
+
+def news_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> BatchResult:
+    """Headline sentiment of each ticker (seed news shape), errors as records."""
+    config = config or AnalysisConfig()
+    out = BatchResult()
+    for ticker in tickers:  # one request per ticker: news APIs are per ticker
+        try:
+            out.results.append(_news_one(ticker, config))
+        except Exception as exc:
+            out.failed.append(_error(ticker, "news", _reason(exc)))
+    return out
+
+
+def fetch_news_for_ticker(ticker: str, config: AnalysisConfig | None = None) -> dict | None:
+    """Seed API: ``{"ticker", "article_count", "avg_sentiment", "articles": [...], ...}``.
+
+    A ticker with no headlines gets ``article_count`` 0 and ``avg_sentiment`` None; None
+    when no news source could answer or the ticker is not a string; never raises.
+    """
+    if not isinstance(ticker, str) or not ticker.strip():
+        return None
+    try:
+        return _news_one(ticker.strip().upper(), config or AnalysisConfig())
+    except Exception as exc:
+        log.info("news for %s failed: %s", ticker, _reason(exc))
+        return None
