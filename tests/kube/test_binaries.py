@@ -1,0 +1,112 @@
+"""Finding the control-plane binaries the envtest way, and failing (never skipping) without them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.support.control_plane import (
+    REPO_ROOT,
+    BinariesNotFoundError,
+    KubeBinaries,
+    default_binaries_dir,
+    pinned_versions,
+)
+
+NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
+
+
+def fake_binaries(folder: Path, names=NAMES) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        path = folder / name
+        path.write_text("#!/bin/sh\n")
+        path.chmod(0o755)
+    return folder
+
+
+def test_kubebuilder_assets_wins_over_the_cache_and_test_asset_wins_over_both(
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache"
+    fake_binaries(cache / "portfolio-operator" / "kube" / pinned_versions()["KUBE_VERSION"] / "bin")
+    # setup-envtest ships only these three; the controller manager must come from the cache.
+    assets = fake_binaries(tmp_path / "assets", ("etcd", "kube-apiserver", "kubectl"))
+    own_etcd = fake_binaries(tmp_path / "own", ("etcd",)) / "etcd"
+    environ = {
+        "XDG_CACHE_HOME": str(cache),
+        "KUBEBUILDER_ASSETS": str(assets),
+        "TEST_ASSET_ETCD": str(own_etcd),
+        "HOME": str(tmp_path),
+    }
+
+    found = KubeBinaries.find(environ)
+
+    assert found.etcd == own_etcd
+    assert found.kube_apiserver == assets / "kube-apiserver"
+    assert found.kubectl == assets / "kubectl"
+    assert (
+        found.kube_controller_manager == default_binaries_dir(environ) / "kube-controller-manager"
+    )
+    assert default_binaries_dir(environ).is_relative_to(cache)
+
+
+def test_missing_binaries_name_each_one_and_the_way_to_get_them(tmp_path: Path) -> None:
+    assets = fake_binaries(tmp_path / "assets", ("kubectl",))
+    environ = {
+        "XDG_CACHE_HOME": str(tmp_path / "empty-cache"),
+        "KUBEBUILDER_ASSETS": str(assets),
+        "TEST_ASSET_KUBE_APISERVER": str(tmp_path / "nowhere" / "kube-apiserver"),
+    }
+    with pytest.raises(BinariesNotFoundError) as error:
+        KubeBinaries.find(environ)
+    message = str(error.value)
+    assert "etcd not found" in message
+    assert "kube-controller-manager not found" in message
+    assert "TEST_ASSET_KUBE_APISERVER=" in message and "not an executable" in message
+    assert "kubectl not found" not in message
+    assert "hack/kube-binaries.sh" in message and "KUBEBUILDER_ASSETS" in message
+
+
+def test_build_script_prints_the_folder_the_fixture_looks_in(tmp_path: Path) -> None:
+    environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    environ.pop("KUBE_BINARIES_DIR", None)
+    script = str(REPO_ROOT / "hack" / "kube-binaries.sh")
+
+    missing = subprocess.run([script, "--print-dir"], env=environ, capture_output=True, text=True)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "hack/kube-binaries.sh" in missing.stderr
+
+    folder = fake_binaries(
+        default_binaries_dir(environ),
+        (*NAMES, "kube-scheduler", "kubelet", "kube-proxy"),
+    )
+    present = subprocess.run([script, "--print-dir"], env=environ, capture_output=True, text=True)
+    assert present.returncode == 0, present.stderr
+    assert present.stdout.strip() == str(folder)
+
+
+def test_fixture_fails_rather_than_skips_without_binaries(tmp_path: Path) -> None:
+    (tmp_path / "test_inner.py").write_text(
+        "def test_needs_kube(control_plane):\n    assert control_plane.running\n"
+    )
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TEST_ASSET_")}
+    environ.update(
+        KUBEBUILDER_ASSETS=str(tmp_path / "no-assets"),
+        XDG_CACHE_HOME=str(tmp_path / "no-cache"),
+        PYTHONPATH=str(REPO_ROOT),
+        PATH=os.path.dirname(sys.executable) + os.pathsep + "/usr/bin:/bin",
+    )
+    environ.pop("KUBE_BINARIES_DIR", None)
+    inner = subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "tests.support.kube_fixtures",
+         "-p", "no:cacheprovider", "-rA", "test_inner.py"],
+        cwd=tmp_path, env=environ, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert inner.returncode == 1, inner.stdout + inner.stderr
+    assert "1 error" in inner.stdout and "skipped" not in inner.stdout
+    assert "hack/kube-binaries.sh" in inner.stdout
