@@ -1,0 +1,171 @@
+"""The Dask cluster of one analysis: dask-kubernetes' DaskCluster and DaskAutoscaler.
+
+The manifests come from dask-kubernetes' own `make_cluster_spec`, so they match the CRDs the
+dask-kubernetes operator serves (kubernetes.dask.org/v1). That operator turns a DaskCluster into
+a scheduler Deployment, a Service named ``<cluster>-scheduler`` (ports 8786 for Dask, 8787 for
+the dashboard) and a worker group; it sets ``status.phase`` to Created, Pending and, once the
+scheduler Service exists, Running. The DaskAutoscaler scales the default worker group between
+``minimum`` and ``maximum`` from the scheduler's adaptive target.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from portfolio_operator.crd import AnalysisRequest, ClusterSpec
+from portfolio_operator.status import owner_reference
+
+DASK_GROUP = "kubernetes.dask.org"
+DASK_VERSION = "v1"
+DASKCLUSTERS = "daskclusters"
+DASKAUTOSCALERS = "daskautoscalers"
+# dask-kubernetes names the scheduler Service "<cluster>-scheduler" and limits cluster names so
+# that this stays a valid 63-character DNS label.
+SCHEDULER_SUFFIX = "-scheduler"
+MAX_CLUSTER_NAME = 63 - len(SCHEDULER_SUFFIX)
+SCHEDULER_PORT = 8786
+DASHBOARD_PORT = 8787
+DEFAULT_ADDRESS_TEMPLATE = "tcp://{cluster}-scheduler.{namespace}.svc:8786"
+DEFAULT_DASHBOARD_TEMPLATE = "http://{cluster}-scheduler.{namespace}.svc:8787/status"
+SPEC_HASH_ANNOTATION = "analysis.portfolio-operator.io/cluster-spec-hash"
+OWNER_LABEL = "analysis.portfolio-operator.io/name"
+DASK_RUNNING_PHASE = "Running"
+
+
+def cluster_name(resource_name: str, uid: str) -> str:
+    """A DaskCluster name derived from the resource, stable across operator restarts.
+
+    Short names are kept readable (``<name>-dask``); long ones are cut and made unique with a
+    piece of the resource's uid, staying within dask-kubernetes' length limit.
+    """
+    readable = f"{resource_name}-dask"
+    if len(readable) <= MAX_CLUSTER_NAME and "." not in resource_name:
+        return readable
+    tag = hashlib.sha256(uid.encode()).hexdigest()[:8]
+    base = resource_name.replace(".", "-")[: MAX_CLUSTER_NAME - len(tag) - 6].rstrip("-")
+    return f"{base}-dask-{tag}"
+
+
+def scheduler_address(name: str, namespace: str, template: str = DEFAULT_ADDRESS_TEMPLATE) -> str:
+    return template.format(cluster=name, namespace=namespace)
+
+
+def dashboard_url(name: str, namespace: str, template: str = DEFAULT_DASHBOARD_TEMPLATE) -> str:
+    return template.format(cluster=name, namespace=namespace)
+
+
+def _drop_none(value: Any) -> Any:
+    """Remove null fields: the CRDs' structural schemas don't accept them."""
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_none(v) for v in value]
+    return value
+
+
+def desired_cluster(spec: ClusterSpec, default_image: str) -> dict[str, Any]:
+    """The parts of the spec that shape the cluster; a change means a new cluster."""
+    return {
+        "image": spec.image or default_image,
+        "imagePullPolicy": spec.image_pull_policy,
+        "resources": {k: dict(v) for k, v in sorted(spec.resources.items())},
+        "minWorkers": spec.min_workers,
+        "maxWorkers": spec.max_workers,
+    }
+
+
+def spec_hash(desired: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(desired, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dask_cluster_manifest(
+    owner: Mapping[str, Any],
+    name: str,
+    request: AnalysisRequest,
+    default_image: str,
+    worker_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """A DaskCluster owned by the PortfolioAnalysis, starting at minWorkers workers."""
+    from dask_kubernetes.operator import make_cluster_spec
+
+    desired = desired_cluster(request.cluster, default_image)
+    manifest = make_cluster_spec(
+        name=name,
+        image=desired["image"],
+        n_workers=desired["minWorkers"],
+        resources=desired["resources"] or None,
+        env=dict(worker_env or {}) or None,
+    )
+    for part in ("worker", "scheduler"):
+        for container in manifest["spec"][part]["spec"]["containers"]:
+            container["imagePullPolicy"] = desired["imagePullPolicy"]
+    manifest["metadata"] = _child_metadata(owner, name)
+    manifest["metadata"]["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(desired)}
+    return _drop_none(manifest)
+
+
+def autoscaler_manifest(
+    owner: Mapping[str, Any], name: str, request: AnalysisRequest
+) -> dict[str, Any]:
+    """A DaskAutoscaler keeping the cluster between minWorkers and maxWorkers."""
+    return {
+        "apiVersion": f"{DASK_GROUP}/{DASK_VERSION}",
+        "kind": "DaskAutoscaler",
+        "metadata": _child_metadata(owner, name),
+        "spec": {
+            "cluster": name,
+            "minimum": request.cluster.min_workers,
+            "maximum": request.cluster.max_workers,
+        },
+    }
+
+
+def _child_metadata(owner: Mapping[str, Any], name: str) -> dict[str, Any]:
+    meta = owner["metadata"]
+    return {
+        "name": name,
+        "namespace": meta["namespace"],
+        "labels": {
+            "app.kubernetes.io/managed-by": "portfolio-operator",
+            OWNER_LABEL: meta["name"][:63],
+        },
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """What the operator observes of its DaskCluster and DaskAutoscaler."""
+
+    exists: bool
+    owned: bool = False
+    deleting: bool = False
+    phase: str | None = None
+    spec_hash: str | None = None
+    autoscaler_exists: bool = False
+
+    @property
+    def running(self) -> bool:
+        return self.exists and not self.deleting and self.phase == DASK_RUNNING_PHASE
+
+
+def observe_cluster(
+    cluster: Mapping[str, Any] | None, autoscaler: Mapping[str, Any] | None, owner_uid: str
+) -> ClusterView:
+    """Summarise the DaskCluster (and DaskAutoscaler) objects read from the API server."""
+    if cluster is None:
+        return ClusterView(exists=False, autoscaler_exists=autoscaler is not None)
+    meta = cluster.get("metadata") or {}
+    owners = meta.get("ownerReferences") or []
+    return ClusterView(
+        exists=True,
+        owned=any(ref.get("uid") == owner_uid for ref in owners),
+        deleting=bool(meta.get("deletionTimestamp")),
+        phase=(cluster.get("status") or {}).get("phase"),
+        spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
+        autoscaler_exists=autoscaler is not None,
+    )

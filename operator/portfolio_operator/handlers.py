@@ -1,0 +1,756 @@
+"""The reconcile logic each kopf handler in main.py delegates to.
+
+One idempotent reconcile per resource works out what to do from what it observes: the
+resource (spec, generation, status), its DaskCluster and DaskAutoscaler, the in-memory run, and
+the clock. `decide()` is that logic as a pure function returning actions; `AnalysisController`
+observes, calls `decide()`, performs the actions and sleeps until something changes. It runs as
+a kopf daemon per resource, so a slow analysis never holds up another resource, and a restarted
+operator simply observes again: the cluster name is in status before the cluster is created,
+deadlines and TTLs count from status timestamps, and a run lost with the old process is started
+again (counted in status.attempts) on the same cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import kopf
+
+from portfolio_operator import cluster as clusters
+from portfolio_operator.config import OperatorConfig
+from portfolio_operator.crd import AnalysisRequest, SpecError, parse_spec
+from portfolio_operator.kube import KubeApi, KubeError, load_api_client
+from portfolio_operator.metrics import OperatorMetrics
+from portfolio_operator.runs import RunRegistry, RunState, RunView
+from portfolio_operator.status import (
+    FAILED,
+    PENDING,
+    PROVISIONING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_PHASES,
+    format_time,
+    get_condition,
+    outcome,
+    parse_time,
+    report_configmap,
+    report_configmap_name,
+    result_fields,
+    set_conditions,
+    utcnow,
+)
+
+logger = logging.getLogger("portfolio_operator")
+
+# --------------------------------------------------------------------------------------------
+# Actions decide() can ask for.
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    fields: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class PostEvent:
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class CreateCluster:
+    name: str
+
+
+@dataclass(frozen=True)
+class DeleteCluster:
+    name: str
+
+
+@dataclass(frozen=True)
+class StartRun:
+    address: str
+
+
+@dataclass(frozen=True)
+class CancelRun:
+    pass
+
+
+@dataclass(frozen=True)
+class ForgetRun:
+    pass
+
+
+@dataclass(frozen=True)
+class WriteReport:
+    pass
+
+
+@dataclass(frozen=True)
+class DeleteResource:
+    pass
+
+
+Action = (
+    PatchStatus
+    | PostEvent
+    | CreateCluster
+    | DeleteCluster
+    | StartRun
+    | CancelRun
+    | ForgetRun
+    | WriteReport
+    | DeleteResource
+)
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: Sequence[Action] = ()
+    requeue: float | None = None  # seconds until the next pass; None: wait for a change
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything the reconcile looks at, gathered at one moment."""
+
+    obj: Mapping[str, Any]
+    now: datetime
+    config: OperatorConfig
+    request: AnalysisRequest | None = None
+    spec_error: str | None = None
+    cluster: clusters.ClusterView | None = None
+    run: RunView | None = None
+
+    @property
+    def meta(self) -> Mapping[str, Any]:
+        return self.obj.get("metadata") or {}
+
+    @property
+    def status(self) -> Mapping[str, Any]:
+        return self.obj.get("status") or {}
+
+    @property
+    def generation(self) -> int:
+        return int(self.meta.get("generation") or 1)
+
+    @property
+    def dask(self) -> Mapping[str, Any]:
+        return self.status.get("daskCluster") or {}
+
+
+def observe(
+    obj: Mapping[str, Any],
+    now: datetime,
+    config: OperatorConfig,
+    cluster: clusters.ClusterView | None = None,
+    run: RunView | None = None,
+) -> Observation:
+    """An Observation with the spec parsed (a bad spec becomes spec_error)."""
+    try:
+        request, error = parse_spec(obj.get("spec") or {}), None
+    except SpecError as exc:
+        request, error = None, str(exc)
+    return Observation(obj, now, config, request, error, cluster, run)
+
+
+# --------------------------------------------------------------------------------------------
+# The decision: a pure function of the observation.
+
+
+def decide(obs: Observation) -> Decision:
+    """What to do next for one resource, given what is observed now. Safe to repeat."""
+    status = obs.status
+    current = status.get("observedGeneration") == obs.generation
+    if current and status.get("phase") in TERMINAL_PHASES:
+        return _after_finish(obs)
+    if not current:
+        return _accept(obs)
+    if obs.spec_error is not None:
+        return _fail(obs, "InvalidSpec", obs.spec_error)
+    assert obs.request is not None
+    until_deadline = _seconds_to_deadline(obs)
+    if until_deadline is not None and until_deadline <= 0:
+        return _fail(
+            obs,
+            "DeadlineExceeded",
+            f"the analysis did not finish within activeDeadlineSeconds="
+            f"{obs.request.active_deadline_seconds}; it was cancelled",
+        )
+    run = obs.run if obs.run is not None and obs.run.generation == obs.generation else None
+    if run is not None and not run.active:
+        return _after_run(obs, run)
+    if run is not None:
+        return _while_running(obs, run, until_deadline)
+    if obs.request.cluster.scheduler_address:
+        return _start_external(obs)
+    return _provision(obs, until_deadline)
+
+
+def _seconds_to_deadline(obs: Observation) -> float | None:
+    assert obs.request is not None
+    limit = obs.request.active_deadline_seconds
+    if limit is None:
+        return None
+    started = parse_time(obs.status.get("startTime")) or obs.now
+    return (started + timedelta(seconds=limit) - obs.now).total_seconds()
+
+
+def _changed(status: Mapping[str, Any], fields: Mapping[str, Any]) -> bool:
+    return any(status.get(k) != v for k, v in fields.items())
+
+
+def _patch(obs: Observation, fields: Mapping[str, Any], **conditions: tuple) -> list[Action]:
+    """A status patch with conditions merged in, or nothing when it would change nothing."""
+    merged = dict(fields)
+    if conditions:
+        old = list(obs.status.get("conditions") or [])
+        new = set_conditions(old, conditions, obs.generation, obs.now)
+        if new != old:
+            merged["conditions"] = new
+    return [PatchStatus(merged)] if merged and _changed(obs.status, merged) else []
+
+
+def _workers_label(request: AnalysisRequest | None) -> str | None:
+    if request is None:
+        return None
+    if request.cluster.scheduler_address:
+        return "external"
+    return f"{request.cluster.min_workers}-{request.cluster.max_workers}"
+
+
+def _accept(obs: Observation) -> Decision:
+    """A new generation: start over (a run of an older generation is cancelled)."""
+    request = obs.request
+    fields = {
+        "phase": PENDING,
+        "observedGeneration": obs.generation,
+        "startTime": format_time(obs.now),
+        "completionTime": None,
+        "durationSeconds": None,
+        "attempts": 0,
+        "progress": None,
+        "tickerCount": len(request.tickers) if request else None,
+        "workers": _workers_label(request),
+        "securitiesAnalyzed": None,
+        "securitiesFailed": None,
+        "failures": None,
+        "summary": None,
+        "portfolio": None,
+        "results": None,
+        "resultsTruncated": None,
+        "reportConfigMap": None,
+    }
+    conditions = {
+        "Running": (False, "Pending", "the analysis has not started yet"),
+        "Complete": (False, "Pending", "the analysis has not finished yet"),
+        "Failed": (False, "Pending", "the analysis has not failed"),
+    }
+    actions: list[Action] = []
+    if obs.run is not None:
+        actions += [CancelRun(), ForgetRun()]
+    actions += _patch(obs, fields, **conditions)
+    what = f"{len(request.tickers)} securities" if request else "an invalid spec"
+    actions.append(
+        PostEvent("Normal", "Accepted", f"generation {obs.generation}: analysing {what}")
+    )
+    return Decision(actions, requeue=0)
+
+
+def _fail(obs: Observation, reason: str, message: str) -> Decision:
+    started = parse_time(obs.status.get("startTime")) or obs.now
+    fields = {
+        "phase": FAILED,
+        "completionTime": format_time(obs.now),
+        "durationSeconds": round((obs.now - started).total_seconds(), 3),
+        "progress": None,
+    }
+    actions: list[Action] = []
+    if obs.run is not None:
+        actions += [CancelRun(), ForgetRun()]
+    actions += _patch(
+        obs,
+        fields,
+        Running=(False, reason, message),
+        Complete=(False, reason, message),
+        Failed=(True, reason, message),
+    )
+    actions.append(PostEvent("Warning", reason, message))
+    return Decision(actions, requeue=0)
+
+
+def _after_run(obs: Observation, run: RunView) -> Decision:
+    """The run of this generation has ended."""
+    assert obs.request is not None
+    if run.state == RunState.SUCCEEDED and run.result is not None:
+        phase, reason, message = outcome(run.result)
+        started = parse_time(obs.status.get("startTime")) or obs.now
+        fields = {
+            **result_fields(run.result),
+            "phase": phase,
+            "completionTime": format_time(obs.now),
+            "durationSeconds": round((obs.now - started).total_seconds(), 3),
+            "progress": None,
+            "reportConfigMap": report_configmap_name(obs.meta["name"]),
+        }
+        ok = phase == SUCCEEDED
+        actions: list[Action] = [WriteReport()]
+        actions += _patch(
+            obs,
+            fields,
+            Running=(False, "Finished", message),
+            Complete=(ok, reason, message),
+            Failed=(not ok, reason if not ok else "Completed", message),
+        )
+        actions += [PostEvent("Normal" if ok else "Warning", reason, message), ForgetRun()]
+        return Decision(actions, requeue=0)
+    if run.state == RunState.FAILED:
+        attempts = int(obs.status.get("attempts") or 0)
+        if run.temporary and attempts < obs.config.max_attempts:
+            delay = obs.config.retry_backoff_seconds * 2 ** max(attempts - 1, 0)
+            message = f"attempt {attempts} failed ({run.error}); retrying in {delay:.0f}s"
+            actions = [ForgetRun()]
+            actions += _patch(obs, {}, Running=(False, "Retrying", message))
+            actions.append(PostEvent("Warning", "RunRetrying", message))
+            return Decision(actions, requeue=delay)
+        reason = "SchedulerUnreachable" if run.temporary else "AnalysisError"
+        return _fail(obs, reason, f"{run.error} (attempt {attempts})")
+    # Cancelled by us for a reason handled elsewhere (spec change, stop): look again.
+    return Decision([ForgetRun()], requeue=0)
+
+
+def _while_running(obs: Observation, run: RunView, until_deadline: float | None) -> Decision:
+    actions: list[Action] = []
+    poll = obs.config.progress_seconds
+    if run.state == RunState.QUEUED:
+        message = "waiting for a free analysis slot (--max-concurrent-analyses)"
+        actions += _patch(obs, {}, Running=(False, "Queued", message))
+    else:
+        fields: dict[str, Any] = {"phase": RUNNING}
+        if run.progress is not None:
+            stage, done, total = run.progress
+            fields["progress"] = {"stage": stage, "done": done, "total": total}
+        message = f"analysing on {run.address}"
+        patch = _patch(obs, fields, Running=(True, "AnalysisRunning", message))
+        actions += patch
+        if obs.status.get("phase") != RUNNING:
+            actions.append(PostEvent("Normal", "Started", message))
+    return Decision(actions, requeue=_soonest(poll, until_deadline))
+
+
+def _soonest(*delays: float | None) -> float | None:
+    known = [d for d in delays if d is not None]
+    return max(min(known), 0) if known else None
+
+
+def _start(obs: Observation, address: str, extra: Mapping[str, Any], **conds: tuple) -> Decision:
+    """Start (or, after an operator restart, start again) the run of this generation."""
+    attempts = int(obs.status.get("attempts") or 0)
+    if attempts >= obs.config.max_attempts:
+        return _fail(
+            obs,
+            "TooManyAttempts",
+            f"the run was started {attempts} times without finishing (operator restarts or "
+            "lost scheduler connections); giving up",
+        )
+    actions: list[Action] = []
+    retrying = (get_condition(obs.status.get("conditions"), "Running") or {}).get("reason")
+    if obs.status.get("phase") == RUNNING and retrying != "Retrying":
+        actions.append(
+            PostEvent(
+                "Warning",
+                "RunRestarted",
+                f"the previous run was interrupted (operator restart); starting attempt "
+                f"{attempts + 1}",
+            )
+        )
+    actions += _patch(obs, {**extra, "attempts": attempts + 1}, **conds)
+    actions.append(StartRun(address))
+    return Decision(actions, requeue=0)
+
+
+def _start_external(obs: Observation) -> Decision:
+    assert obs.request is not None
+    address = obs.request.cluster.scheduler_address
+    assert address is not None
+    owned = obs.dask.get("owned") and obs.dask.get("name")
+    if owned and obs.cluster is not None and obs.cluster.exists and not obs.cluster.deleting:
+        # The spec moved from a created cluster to an existing scheduler: drop ours.
+        name = obs.dask["name"]
+        return Decision(
+            [
+                DeleteCluster(name),
+                PostEvent("Normal", "ClusterDeleted", f"deleted DaskCluster {name}: not needed"),
+            ],
+            requeue=0,
+        )
+    dask = {"name": None, "owned": False, "phase": None, "schedulerAddress": address,
+            "dashboardURL": None, "image": None}  # fmt: skip
+    return _start(
+        obs,
+        address,
+        {"daskCluster": dask, "workers": "external"},
+        ClusterReady=(True, "ExternalScheduler", f"using the existing scheduler {address}"),
+    )
+
+
+def _provision(obs: Observation, until_deadline: float | None) -> Decision:
+    """Create the cluster (name in status first), wait for its scheduler, then start."""
+    request, config = obs.request, obs.config
+    assert request is not None
+    meta = obs.meta
+    name = obs.dask.get("name") if obs.dask.get("owned") else None
+    poll = _soonest(config.poll_seconds, until_deadline)
+    if not name:
+        name = clusters.cluster_name(meta["name"], meta["uid"])
+        namespace = meta["namespace"]
+        dask = {
+            "name": name,
+            "owned": True,
+            "phase": None,
+            "schedulerAddress": clusters.scheduler_address(
+                name, namespace, config.scheduler_address_template
+            ),
+            "dashboardURL": clusters.dashboard_url(name, namespace, config.dashboard_url_template),
+            "image": request.cluster.image or config.worker_image,
+        }
+        return Decision(
+            _patch(
+                obs,
+                {"phase": PROVISIONING, "daskCluster": dask, "workers": _workers_label(request)},
+                ClusterReady=(False, "Creating", f"creating DaskCluster {name}"),
+            ),
+            requeue=0,
+        )
+    view = obs.cluster or clusters.ClusterView(exists=False)
+    desired = clusters.spec_hash(clusters.desired_cluster(request.cluster, config.worker_image))
+    if not view.exists:
+        message = (
+            f"created DaskCluster {name} and DaskAutoscaler {name} "
+            f"({request.cluster.min_workers}-{request.cluster.max_workers} workers)"
+        )
+        actions: list[Action] = [CreateCluster(name)]
+        actions += _patch(
+            obs,
+            {"phase": PROVISIONING},
+            ClusterReady=(False, "WaitingForScheduler", f"waiting for DaskCluster {name}"),
+        )
+        actions.append(PostEvent("Normal", "ClusterCreated", message))
+        return Decision(actions, requeue=poll)
+    if not view.owned:
+        return _fail(
+            obs,
+            "ClusterNameConflict",
+            f"a DaskCluster named {name} exists and is not owned by this PortfolioAnalysis; "
+            "delete it or rename this resource",
+        )
+    if view.deleting:
+        message = f"waiting for the previous DaskCluster {name} to be deleted"
+        return Decision(
+            _patch(obs, {"phase": PROVISIONING}, ClusterReady=(False, "Deleting", message)),
+            requeue=poll,
+        )
+    if view.spec_hash != desired:
+        message = f"spec.cluster changed: replacing DaskCluster {name}"
+        return Decision(
+            [DeleteCluster(name), PostEvent("Normal", "ClusterReplaced", message)],
+            requeue=poll,
+        )
+    if not view.autoscaler_exists:
+        return Decision([CreateCluster(name)], requeue=0)
+    dask = {**obs.dask, "phase": view.phase}
+    if not view.running:
+        message = (
+            f"waiting for DaskCluster {name} to run its scheduler "
+            f"(phase: {view.phase or 'not reported yet'})"
+        )
+        return Decision(
+            _patch(
+                obs,
+                {"phase": PROVISIONING, "daskCluster": dask},
+                ClusterReady=(False, "WaitingForScheduler", message),
+            ),
+            requeue=poll,
+        )
+    return _start(
+        obs,
+        obs.dask.get("schedulerAddress")
+        or clusters.scheduler_address(name, meta["namespace"], config.scheduler_address_template),
+        {"daskCluster": dask},
+        ClusterReady=(True, "SchedulerReady", f"DaskCluster {name} is running"),
+    )
+
+
+def _after_finish(obs: Observation) -> Decision:
+    """Terminal for this generation: tidy the cluster per spec, then honour the TTL."""
+    actions: list[Action] = []
+    if obs.run is not None:
+        actions += [CancelRun(), ForgetRun()]
+    name = obs.dask.get("name") if obs.dask.get("owned") else None
+    keep = obs.request is not None and obs.request.cluster.on_completion == "Keep"
+    view = obs.cluster
+    if name and not keep and view is not None and view.exists and view.owned and not view.deleting:
+        actions += [
+            DeleteCluster(name),
+            PostEvent("Normal", "ClusterDeleted", f"deleted DaskCluster {name} (onCompletion)"),
+        ]
+    ttl = obs.request.ttl_seconds_after_finished if obs.request else None
+    if ttl is None:
+        return Decision(actions, requeue=None)
+    finished = parse_time(obs.status.get("completionTime")) or obs.now
+    remaining = (finished + timedelta(seconds=ttl) - obs.now).total_seconds()
+    if remaining <= 0:
+        actions.append(DeleteResource())
+        return Decision(actions, requeue=None)
+    return Decision(actions, requeue=remaining)
+
+
+# --------------------------------------------------------------------------------------------
+# The operator's shared state and the per-resource controller.
+
+
+@dataclass
+class OperatorContext:
+    """What every resource's controller shares: settings, API client, runs, metrics."""
+
+    config: OperatorConfig
+    api: KubeApi
+    metrics: OperatorMetrics
+    runs: RunRegistry
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def start_operator(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """Startup: kopf settings for least privilege and quiet storage, then shared state."""
+    settings.peering.standalone = True  # no peering objects: nothing to grant for them
+    settings.scanning.disabled = True  # no CRD/namespace list-watch: nothing to grant either
+    prefix = "analysis.portfolio-operator.io"
+    settings.persistence.finalizer = f"{prefix}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = "portfolio-operator"
+    settings.posting.level = logging.INFO
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+    settings.background.cancellation_polling = 5
+    config = memo.get("config") if hasattr(memo, "get") else None
+    if config is None:
+        config = OperatorConfig.from_env()
+    metrics = memo.get("metrics") if hasattr(memo, "get") else None
+    metrics = metrics or OperatorMetrics()
+    api = KubeApi(load_api_client(config.kubeconfig))
+    runs = RunRegistry(config.max_concurrent_analyses, metrics)
+    memo["context"] = OperatorContext(config=config, api=api, metrics=metrics, runs=runs)
+    logger.info(
+        "portfolio-operator ready: at most %d concurrent analyses, worker image %s",
+        config.max_concurrent_analyses,
+        config.worker_image,
+    )
+
+
+async def stop_operator(memo: Any, **_: Any) -> None:
+    """Cleanup: cancel runs (a restarted operator re-runs them) and close the client."""
+    context: OperatorContext | None = memo.get("context")
+    if context is not None:
+        await context.runs.shutdown()
+        context.api.close()
+
+
+async def run_analysis_daemon(
+    memo: Any,
+    name: str,
+    namespace: str,
+    uid: str,
+    body: kopf.Body,
+    stopped: kopf.DaemonStopped,
+    **_: Any,
+) -> None:
+    """The per-resource daemon: reconcile until the resource is gone or the operator stops."""
+    context: OperatorContext = memo["context"]
+    controller = AnalysisController(context, namespace, name, uid, body, stopped)
+    await controller.run()
+
+
+class AnalysisController:
+    """Observe -> decide -> act -> sleep, for one PortfolioAnalysis."""
+
+    def __init__(
+        self,
+        context: OperatorContext,
+        namespace: str,
+        name: str,
+        uid: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+    ) -> None:
+        self.ctx = context
+        self.namespace, self.name, self.uid = namespace, name, uid
+        self.body = body  # kopf keeps this view current: a spec change shows up here
+        self.stopped = stopped
+        self.wake = asyncio.Event()
+        self.gone = False
+        self.log = logging.LoggerAdapter(logger, {"resource": f"{namespace}/{name}"})
+
+    def _wake_threadsafe(self) -> None:
+        loop = self._loop
+        if loop.is_closed():
+            return
+        loop.call_soon_threadsafe(self.wake.set)
+
+    async def run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        failures = 0
+        try:
+            while not self.stopped and not self.gone:
+                try:
+                    decision = await self.reconcile_once()
+                    failures = 0
+                    delay = decision.requeue
+                except Exception as exc:
+                    failures += 1
+                    delay = min(60.0, 2.0**failures)
+                    self.ctx.metrics.reconcile_errors.inc()
+                    temporary = getattr(exc, "temporary", True)
+                    log = self.log.warning if temporary else self.log.error
+                    log("reconcile failed (retrying in %.0fs): %s", delay, exc,
+                        exc_info=not isinstance(exc, KubeError))  # fmt: skip
+                if self.gone:
+                    break
+                await self._sleep(delay)
+        finally:
+            # Deleted or operator exiting: stop the analysis either way. A new operator
+            # process re-runs an interrupted analysis; a deleted one needs nothing more.
+            self.ctx.runs.forget(self.uid)
+            self.ctx.metrics.set_phase(self.uid, None)
+
+    async def _sleep(self, delay: float | None) -> None:
+        """Sleep until the delay passes, the run changes, the spec changes or we stop."""
+        generation = _generation(self.body)
+        deadline = time.monotonic() + (delay if delay is not None else float("inf"))
+        while not self.stopped:
+            if self.wake.is_set():
+                self.wake.clear()
+                return
+            if _generation(self.body) != generation:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout=min(remaining, 0.5))
+
+    async def reconcile_once(self) -> Decision:
+        api = self.ctx.api
+        obj = await api.get_analysis(self.namespace, self.name)
+        if obj is None or obj["metadata"].get("uid") != self.uid:
+            self.gone = True
+            return Decision()
+        if obj["metadata"].get("deletionTimestamp"):
+            return Decision(requeue=1.0)  # kopf stops this daemon, then GC removes children
+        status = obj.get("status") or {}
+        dask = status.get("daskCluster") or {}
+        view = None
+        if dask.get("owned") and dask.get("name"):
+            cluster = await api.get_dask(clusters.DASKCLUSTERS, self.namespace, dask["name"])
+            autoscaler = await api.get_dask(clusters.DASKAUTOSCALERS, self.namespace, dask["name"])
+            view = clusters.observe_cluster(cluster, autoscaler, self.uid)
+        obs = observe(obj, utcnow(), self.ctx.config, view, self.ctx.runs.view(self.uid))
+        decision = decide(obs)
+        await self.execute(obs, decision)
+        return decision
+
+    async def execute(self, obs: Observation, decision: Decision) -> None:
+        obj = obs.obj
+        for action in decision.actions:
+            match action:
+                case PatchStatus(fields=fields):
+                    await self._patch_status(obs, fields)
+                case PostEvent(type=kind, reason=reason, message=message):
+                    kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
+                case CreateCluster(name=name):
+                    await self._create_cluster(obs, name)
+                case DeleteCluster(name=name):
+                    await self.ctx.api.delete_dask(clusters.DASKAUTOSCALERS, self.namespace, name)
+                    await self.ctx.api.delete_dask(clusters.DASKCLUSTERS, self.namespace, name)
+                case StartRun(address=address):
+                    await self._start_run(obs, address)
+                case CancelRun():
+                    self.ctx.runs.cancel(self.uid)
+                case ForgetRun():
+                    self.ctx.runs.forget(self.uid)
+                case WriteReport():
+                    assert obs.run is not None and obs.run.result is not None
+                    manifest = await asyncio.to_thread(
+                        report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes
+                    )
+                    await self.ctx.api.put_configmap(manifest)
+                case DeleteResource():
+                    self.log.info("ttlSecondsAfterFinished passed: deleting")
+                    await self.ctx.api.delete_analysis(self.namespace, self.name, self.uid)
+                    self.gone = True
+
+    async def _patch_status(self, obs: Observation, fields: Mapping[str, Any]) -> None:
+        await self.ctx.api.patch_analysis_status(self.namespace, self.name, fields)
+        old, new = obs.status.get("phase"), fields.get("phase", obs.status.get("phase"))
+        self.ctx.metrics.set_phase(self.uid, new)
+        if new != old:
+            self.log.info("phase %s -> %s", old or "-", new)
+            if new in TERMINAL_PHASES:
+                kind = "Complete" if new == SUCCEEDED else "Failed"
+                condition = get_condition(fields.get("conditions"), kind) or {}
+                self.ctx.metrics.record_finish(
+                    new, condition.get("reason", "Unknown"), fields.get("durationSeconds")
+                )
+        if fields.get("attempts") and obs.status.get("phase") in (PENDING, PROVISIONING):
+            started = parse_time(obs.status.get("startTime"))
+            if started is not None:
+                self.ctx.metrics.cluster_wait.observe((obs.now - started).total_seconds())
+
+    async def _start_run(self, obs: Observation, address: str) -> None:
+        assert obs.request is not None
+        try:
+            kwargs = obs.request.run_kwargs()
+        except (ValueError, TypeError, ImportError) as exc:  # the library refused the settings
+            await self.execute(obs, _fail(obs, "InvalidSpec", str(exc)))
+            return
+        self.ctx.runs.start(self.uid, obs.generation, address, kwargs, self._wake_threadsafe)
+
+    async def _create_cluster(self, obs: Observation, name: str) -> None:
+        assert obs.request is not None
+        config = self.ctx.config
+        try:
+            await self.ctx.api.create_dask(
+                clusters.DASKCLUSTERS,
+                clusters.dask_cluster_manifest(
+                    obs.obj, name, obs.request, config.worker_image, config.worker_env
+                ),
+            )
+            await self.ctx.api.create_dask(
+                clusters.DASKAUTOSCALERS,
+                clusters.autoscaler_manifest(obs.obj, name, obs.request),
+            )
+        except KubeError as exc:
+            if exc.temporary:
+                raise
+            hint = (
+                " (is the dask-kubernetes operator with its CRDs installed?)"
+                if exc.status == 404
+                else ""
+            )
+            failure = _fail(obs, "ClusterCreationFailed", f"{exc}{hint}")
+            await self.execute(obs, failure)
+
+
+def _generation(body: Mapping[str, Any]) -> Any:
+    return (body.get("metadata") or {}).get("generation")

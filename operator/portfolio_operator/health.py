@@ -1,0 +1,68 @@
+"""Liveness, readiness and Prometheus metrics on one small HTTP port.
+
+`/healthz` answers while the event loop runs and the operator task is alive (a hung loop
+cannot answer at all, so the kubelet restarts the pod); `/readyz` answers 200 once kopf has run
+the startup handlers and started watching; `/metrics` is the Prometheus exposition. aiohttp is
+the HTTP library kopf itself is built on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from portfolio_operator.metrics import OperatorMetrics
+
+
+class HealthServer:
+    """The operator's HTTP endpoints; `alive` says whether the operator task still runs."""
+
+    def __init__(
+        self,
+        metrics: OperatorMetrics,
+        ready: asyncio.Event,
+        alive: Callable[[], bool],
+        host: str,
+        port: int,
+    ) -> None:
+        self.metrics, self.ready, self.alive = metrics, ready, alive
+        self.host, self.port = host, port
+        self._runner: web.AppRunner | None = None
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        if not self.alive():
+            return web.Response(status=503, text="operator stopped\n")
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        if not self.ready.is_set() or not self.alive():
+            return web.Response(status=503, text="starting\n")
+        return web.Response(text="ready\n")
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = self.metrics.exposition()
+        response = web.Response(body=body)
+        response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return response
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (useful with port 0)."""
+        app = web.Application()
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/metrics", self._metrics)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
+        if sockets:
+            self.port = sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()

@@ -1,0 +1,234 @@
+"""Analysis runs in worker threads, one per resource, cancellable and bounded in number.
+
+`run_combined_analysis` is blocking Dask client code. Each run gets a thread from a pool of its
+own (so API calls and kopf never wait behind an analysis), a `threading.Event` it polls to
+cancel its Dask futures, and a slot of a semaphore that caps concurrent runs; the others wait
+in a queue and say so in their status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import enum
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from portfolio_operator.metrics import OperatorMetrics
+
+logger = logging.getLogger(__name__)
+
+RunFn = Callable[..., Mapping[str, Any]]
+
+
+class RunState(enum.StrEnum):
+    QUEUED = "Queued"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    CANCELLED = "Cancelled"
+
+
+ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A snapshot of one run for the reconcile logic."""
+
+    generation: int
+    state: RunState
+    address: str
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    temporary: bool = False
+    progress: tuple[str, int, int] | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ACTIVE_STATES
+
+
+@dataclass
+class _Run:
+    generation: int
+    address: str
+    kwargs: Mapping[str, Any]
+    wake: Callable[[], None]
+    cancel: threading.Event = field(default_factory=threading.Event)
+    state: RunState = RunState.QUEUED
+    result: Mapping[str, Any] | None = None
+    error: str | None = None
+    temporary: bool = False
+    progress: tuple[str, int, int] | None = None
+    task: asyncio.Task | None = None
+
+    def view(self) -> RunView:
+        return RunView(
+            generation=self.generation,
+            state=self.state,
+            address=self.address,
+            result=self.result,
+            error=self.error,
+            temporary=self.temporary,
+            progress=self.progress,
+        )
+
+
+def run_pipeline(
+    *,
+    address: str,
+    cancel: threading.Event,
+    progress: Callable[[str, int, int], None],
+    **kwargs: Any,
+) -> Mapping[str, Any]:
+    """The default run: the library's plain-Dask pipeline against the given scheduler."""
+    from portfolio_analysis.pipeline import run_combined_analysis
+
+    return run_combined_analysis(dask_scheduler=address, cancel=cancel, progress=progress, **kwargs)
+
+
+def _is_cancellation(exc: BaseException) -> bool:
+    try:
+        from portfolio_analysis.pipeline import AnalysisCancelled
+    except ImportError:
+        return False
+    return isinstance(exc, AnalysisCancelled)
+
+
+def classify_error(exc: BaseException) -> tuple[str, bool]:
+    """(message, temporary) for an exception a run raised.
+
+    Losing the scheduler (connection errors, timeouts, a killed worker) may heal on a retry;
+    bad input and bugs will not, so those fail the resource at once.
+    """
+    message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    temporary_types: tuple[type[BaseException], ...] = (
+        ConnectionError,
+        TimeoutError,
+        OSError,
+        concurrent.futures.CancelledError,
+    )
+    try:
+        from distributed import KilledWorker
+
+        temporary_types += (KilledWorker,)
+    except ImportError:
+        pass
+    return message, isinstance(exc, temporary_types)
+
+
+class RunRegistry:
+    """The runs of all resources of this operator, keyed by resource uid."""
+
+    def __init__(
+        self,
+        max_concurrent: int,
+        metrics: OperatorMetrics,
+        run_fn: RunFn = run_pipeline,
+    ) -> None:
+        self.max_concurrent = max_concurrent
+        self.metrics = metrics
+        self.run_fn = run_fn
+        self._runs: dict[str, _Run] = {}
+        self._slots: asyncio.Semaphore | None = None
+        # Threads spend their life waiting on Dask futures, so one per allowed run is right.
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrent, thread_name_prefix="analysis")
+
+    def view(self, uid: str) -> RunView | None:
+        run = self._runs.get(uid)
+        return None if run is None else run.view()
+
+    def running_count(self) -> int:
+        return sum(1 for r in self._runs.values() if r.state == RunState.RUNNING)
+
+    def start(
+        self,
+        uid: str,
+        generation: int,
+        address: str,
+        kwargs: Mapping[str, Any],
+        wake: Callable[[], None],
+    ) -> None:
+        """Queue a run; a previous run of this resource is cancelled first."""
+        self.cancel(uid)
+        run = _Run(generation=generation, address=address, kwargs=kwargs, wake=wake)
+        self._runs[uid] = run
+        run.task = asyncio.get_running_loop().create_task(self._execute(uid, run))
+
+    def cancel(self, uid: str) -> None:
+        """Ask the run to stop: its Dask futures are cancelled and it ends as CANCELLED."""
+        run = self._runs.get(uid)
+        if run is None or run.state not in ACTIVE_STATES:
+            return
+        run.cancel.set()
+        if run.state == RunState.QUEUED and run.task is not None:
+            run.task.cancel()  # still waiting for a slot: leave the queue at once
+
+    def forget(self, uid: str) -> None:
+        self.cancel(uid)
+        self._runs.pop(uid, None)
+
+    async def _execute(self, uid: str, run: _Run) -> None:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.max_concurrent)
+        self.metrics.runs_queued.inc()
+        queued = True
+        try:
+            async with self._slots:
+                self.metrics.runs_queued.dec()
+                queued = False
+                if run.cancel.is_set():
+                    run.state = RunState.CANCELLED
+                    return
+                run.state = RunState.RUNNING
+                run.wake()
+                self.metrics.runs_active.inc()
+                try:
+                    await self._call(uid, run)
+                finally:
+                    self.metrics.runs_active.dec()
+        except asyncio.CancelledError:
+            run.cancel.set()
+            run.state = RunState.CANCELLED
+        finally:
+            if queued:
+                self.metrics.runs_queued.dec()
+            if run.state in ACTIVE_STATES:
+                run.state = RunState.CANCELLED
+            run.wake()
+
+    async def _call(self, uid: str, run: _Run) -> None:
+        def report(stage: str, done: int, total: int) -> None:
+            run.progress = (str(stage), int(done), int(total))
+
+        def call() -> Mapping[str, Any]:
+            return self.run_fn(
+                address=run.address, cancel=run.cancel, progress=report, **run.kwargs
+            )
+
+        try:
+            result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
+        except Exception as exc:  # every failure becomes a status, never a crash
+            if run.cancel.is_set() or _is_cancellation(exc):
+                run.state = RunState.CANCELLED
+            else:
+                run.error, run.temporary = classify_error(exc)
+                run.state = RunState.FAILED
+                logger.warning("analysis run %s failed: %s", uid, run.error)
+        else:
+            run.result = result
+            run.state = RunState.CANCELLED if run.cancel.is_set() else RunState.SUCCEEDED
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Cancel every run and give their threads a moment to notice."""
+        tasks = [r.task for r in self._runs.values() if r.task is not None and not r.task.done()]
+        for run in self._runs.values():
+            run.cancel.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,334 @@
+"""Status in Kubernetes convention: phase, conditions, the figures of a run, the report ConfigMap.
+
+Pure functions only: they turn observations and results into the dicts the operator patches,
+so they are tested without an API server. Every field written here is declared in the CRD's
+status schema (crd.py); the API server would silently prune anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from portfolio_operator.crd import CONDITION_TYPES, MAX_STATUS_ROWS
+
+PENDING, PROVISIONING, RUNNING, SUCCEEDED, FAILED = (
+    "Pending",
+    "Provisioning",
+    "Running",
+    "Succeeded",
+    "Failed",
+)
+TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
+# A ConfigMap (data plus metadata) must stay under 1 MiB; leave room for metadata.
+DEFAULT_REPORT_MAX_BYTES = 900_000
+REPORT_KEY = "report.json"
+TRUNCATED_ANNOTATION = "analysis.portfolio-operator.io/report-truncated"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def format_time(moment: datetime) -> str:
+    """RFC 3339 with second precision, as Kubernetes writes timestamps."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def get_condition(conditions: Sequence[Mapping[str, Any]] | None, type_: str) -> dict | None:
+    for item in conditions or ():
+        if item.get("type") == type_:
+            return dict(item)
+    return None
+
+
+def set_condition(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    type_: str,
+    status: bool | str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """A new conditions list with one condition set.
+
+    lastTransitionTime moves only when the status value changes, as the Kubernetes API
+    conventions require; the list keeps the CRD's order of condition types.
+    """
+    value = status if isinstance(status, str) else ("True" if status else "False")
+    by_type = {c["type"]: dict(c) for c in conditions or () if c.get("type")}
+    previous = by_type.get(type_)
+    changed = previous is None or previous.get("status") != value
+    by_type[type_] = {
+        "type": type_,
+        "status": value,
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": format_time(now)
+        if changed
+        else previous.get("lastTransitionTime") or format_time(now),
+        "observedGeneration": generation,
+    }
+    order = {t: i for i, t in enumerate(CONDITION_TYPES)}
+    return sorted(by_type.values(), key=lambda c: (order.get(c["type"], len(order)), c["type"]))
+
+
+def set_conditions(
+    conditions: Sequence[Mapping[str, Any]] | None,
+    updates: Mapping[str, tuple[bool | str, str, str]],
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """Apply several ``type -> (status, reason, message)`` updates at once."""
+    result = [dict(c) for c in conditions or ()]
+    for type_, (status, reason, message) in updates.items():
+        result = set_condition(result, type_, status, reason, message, generation, now)
+    return result
+
+
+def clean_number(value: Any) -> float | None:
+    """A JSON-safe float: NaN, infinities and non-numbers become None."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def clean_count(value: Any) -> int | None:
+    number = clean_number(value)
+    return None if number is None else int(number)
+
+
+def _row(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "ticker": str(item.get("ticker", "")),
+        "source": item.get("source"),
+        "close": clean_number(item.get("close")),
+        "sma20": clean_number(item.get("sma_20")),
+        "rsi14": clean_number(item.get("rsi_14")),
+        "macd": clean_number(item.get("macd")),
+        "sentiment": clean_number(item.get("avg_sentiment")),
+        "articles": clean_count(item.get("article_count")),
+    }
+
+
+def _failure(item: Mapping[str, Any]) -> dict[str, str]:
+    return {
+        "ticker": str(item.get("ticker", "")),
+        "stage": str(item.get("stage", "")),
+        "reason": str(item.get("reason", ""))[:512],
+    }
+
+
+def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) -> dict[str, Any]:
+    """Status fields from a run_combined_analysis result: summary, portfolio, short tables."""
+    report = result.get("report") or {}
+    summary = report.get("summary") or {}
+    portfolio = report.get("portfolio") or {}
+    rows = list(result.get("combined_analysis") or [])
+    failures = list(result.get("failed") or [])
+    analyzed = report.get("securities_analyzed")
+    return {
+        "securitiesAnalyzed": clean_count(analyzed) if analyzed is not None else len(rows),
+        "securitiesFailed": len({f.get("ticker") for f in failures}),
+        "failures": [_failure(f) for f in failures[:max_rows]],
+        "summary": {
+            "avgRsi": clean_number(summary.get("avg_rsi")),
+            "avgSma20": clean_number(summary.get("avg_sma_20")),
+            "avgSentiment": clean_number(summary.get("avg_news_sentiment")),
+            "positiveSentiment": clean_count(summary.get("securities_with_positive_sentiment")),
+            "negativeSentiment": clean_count(summary.get("securities_with_negative_sentiment")),
+        },
+        "portfolio": {
+            "totalReturn": clean_number(portfolio.get("total_return")),
+            "annualizedReturn": clean_number(portfolio.get("annualized_return")),
+            "annualizedVolatility": clean_number(portfolio.get("annualized_volatility")),
+            "sharpeRatio": clean_number(portfolio.get("sharpe_ratio")),
+            "maxDrawdown": clean_number(portfolio.get("max_drawdown")),
+            "var95": clean_number(portfolio.get("var_95")),
+            "cvar95": clean_number(portfolio.get("cvar_95")),
+            "beta": clean_number(portfolio.get("beta")),
+            "marketValue": clean_number(portfolio.get("market_value")),
+        },
+        "results": [_row(r) for r in rows[:max_rows]],
+        "resultsTruncated": len(rows) > max_rows or len(failures) > max_rows,
+    }
+
+
+def outcome(result: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(phase, reason, message) for a finished run."""
+    analyzed = result_fields(result)
+    failed = analyzed["securitiesFailed"]
+    done = analyzed["securitiesAnalyzed"]
+    state = result.get("status")
+    if state == "failed" or not done:
+        reasons = (
+            "; ".join(f"{f['ticker']}: {f['reason']}" for f in analyzed["failures"][:3])
+            or "no security could be analysed"
+        )
+        return FAILED, "AnalysisFailed", f"no security was analysed ({reasons})"
+    if failed or state == "partial":
+        return (
+            SUCCEEDED,
+            "CompletedWithFailures",
+            f"analysed {done} securities; {failed} failed (see status.failures)",
+        )
+    return SUCCEEDED, "Completed", f"analysed {done} securities"
+
+
+# --------------------------------------------------------------------------------------------
+# The report ConfigMap.
+
+
+def to_jsonable(value: Any) -> Any:
+    """Plain JSON types from a result that may hold numpy, pandas or datetime values."""
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [to_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "to_dict"):  # pandas Series / DataFrame
+        return to_jsonable(value.to_dict())
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return to_jsonable(value.tolist())
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _dumps(doc: Any) -> str:
+    return json.dumps(doc, separators=(",", ":"), allow_nan=False)
+
+
+def _sizes(node: Any, path: tuple, out: dict[tuple, tuple[int, int, Any]]) -> int:
+    """Serialised size of every container and of its biggest entry, in one bottom-up pass."""
+    if isinstance(node, dict):
+        entries = [len(_dumps(k)) + 1 + _sizes(v, (*path, k), out) for k, v in node.items()]
+    elif isinstance(node, list):
+        entries = [_sizes(v, (*path, i), out) for i, v in enumerate(node)]
+    else:
+        return len(_dumps(node))
+    size = 2 + sum(entries) + max(len(entries) - 1, 0)
+    out[path] = (size, max(entries, default=0), node)
+    return size
+
+
+def _widest(doc: Any) -> tuple[tuple, Any] | None:
+    """The biggest container that is big because of many entries, not because of one."""
+    sizes: dict[tuple, tuple[int, int, Any]] = {}
+    _sizes(doc, (), sizes)
+    wide = [
+        (size, path, node)
+        for path, (size, biggest, node) in sizes.items()
+        if len(node) >= 2 and biggest * 2 <= size
+    ]
+    if not wide:
+        return None
+    _, path, node = max(wide, key=lambda item: item[0])
+    return path, node
+
+
+def bounded_report(
+    result: Mapping[str, Any], max_bytes: int = DEFAULT_REPORT_MAX_BYTES
+) -> tuple[str, bool]:
+    """The report as JSON of at most max_bytes, and whether it had to be truncated.
+
+    Truncation keeps the document valid JSON: the widest lists and maps are halved until it
+    fits, and a top-level ``truncated`` entry says what was left out.
+    """
+    doc = to_jsonable(result)
+    text = _dumps(doc)
+    if len(text.encode()) <= max_bytes:
+        return text, False
+    omitted: dict[str, dict[str, int]] = {}
+    marker = {
+        "maxBytes": max_bytes,
+        "omitted": omitted,
+        "note": "the report exceeded the ConfigMap size limit; entries were left out",
+    }
+    while True:
+        found = _widest(doc)
+        if found is None:
+            break
+        path, node = found
+        total = len(node)
+        keep = total // 2
+        if isinstance(node, list):
+            del node[keep:]
+        else:
+            for key in list(node)[keep:]:
+                del node[key]
+        label = "/".join(str(p) for p in path) or "/"
+        entry = omitted.setdefault(label, {"total": total, "kept": keep})
+        entry["kept"] = keep
+        text = _dumps({**doc, "truncated": marker}) if isinstance(doc, dict) else _dumps(doc)
+        if len(text.encode()) <= max_bytes:
+            return text, True
+    minimal = {
+        "status": doc.get("status") if isinstance(doc, dict) else None,
+        "truncated": {**marker, "note": "the report was too large to keep any part"},
+    }
+    return _dumps(minimal), True
+
+
+def report_configmap_name(resource_name: str) -> str:
+    suffix = "-report"
+    return resource_name[: 253 - len(suffix)] + suffix
+
+
+def report_configmap(
+    owner: Mapping[str, Any], result: Mapping[str, Any], max_bytes: int = DEFAULT_REPORT_MAX_BYTES
+) -> dict[str, Any]:
+    """The ConfigMap holding the full JSON report, owned by the PortfolioAnalysis."""
+    meta = owner["metadata"]
+    text, truncated = bounded_report(result, max_bytes)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": report_configmap_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": {
+                "app.kubernetes.io/managed-by": "portfolio-operator",
+                "analysis.portfolio-operator.io/name": meta["name"][:63],
+            },
+            "annotations": {
+                TRUNCATED_ANNOTATION: "true" if truncated else "false",
+                "analysis.portfolio-operator.io/generation": str(meta.get("generation", "")),
+            },
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "data": {REPORT_KEY: text},
+    }
+
+
+def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
+    """An owner reference so that Kubernetes' garbage collector deletes the child with us."""
+    return {
+        "apiVersion": owner["apiVersion"],
+        "kind": owner["kind"],
+        "name": owner["metadata"]["name"],
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
