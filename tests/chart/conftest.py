@@ -1,0 +1,104 @@
+"""Helm for the chart tests: the pinned binary, `helm template` into parsed objects."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support.control_plane import default_binaries_dir
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "portfolio-operator"
+RELEASE = "pfo"
+NAMESPACE = "portfolio-system"
+
+
+def find_helm() -> Path | None:
+    """The helm the control-plane tests use: TEST_ASSET_HELM, KUBEBUILDER_ASSETS, the pinned
+    build of hack/kube-binaries.sh, then PATH."""
+    if os.environ.get("TEST_ASSET_HELM"):
+        return Path(os.environ["TEST_ASSET_HELM"])
+    folders = [Path(os.environ["KUBEBUILDER_ASSETS"])] if os.environ.get("KUBEBUILDER_ASSETS") else []
+    folders.append(default_binaries_dir())
+    for folder in folders:
+        if (folder / "helm").is_file() and os.access(folder / "helm", os.X_OK):
+            return folder / "helm"
+    on_path = shutil.which("helm")
+    return Path(on_path) if on_path else None
+
+
+@dataclass
+class Helm:
+    binary: Path
+    home: Path
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        env = dict(os.environ)
+        for variable, sub in (
+            ("HELM_CACHE_HOME", "cache"),
+            ("HELM_CONFIG_HOME", "config"),
+            ("HELM_DATA_HOME", "data"),
+        ):
+            env[variable] = str(self.home / sub)
+        result = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+        return result
+
+    def template(
+        self, *set_args: str, include_crds: bool = False, extra: Sequence[str] = ()
+    ) -> list[dict]:
+        """Render the chart with `--set` arguments; parsed objects, empty documents dropped."""
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra]
+        if include_crds:
+            args.append("--include-crds")
+        for value in set_args:
+            args += ["--set", value]
+        rendered = self.run(*args).stdout
+        return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+    def template_error(self, *set_args: str) -> str:
+        """stderr of a render that must fail; fails the test if it renders."""
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        for value in set_args:
+            args += ["--set", value]
+        result = self.run(*args, check=False)
+        assert result.returncode != 0, f"helm template accepted {set_args}"
+        return result.stderr
+
+
+@pytest.fixture(scope="session")
+def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
+    binary = find_helm()
+    if binary is None:
+        pytest.fail(
+            "helm not found: run hack/kube-binaries.sh (it builds the pinned helm), or set "
+            "TEST_ASSET_HELM, or put helm on PATH",
+            pytrace=False,
+        )
+    return Helm(binary=binary, home=tmp_path_factory.mktemp("helm-home"))
+
+
+def by_kind(objects: Sequence[dict], kind: str) -> list[dict]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def one(objects: Sequence[dict], kind: str, name: str | None = None) -> dict:
+    matches = [o for o in by_kind(objects, kind) if name is None or o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind} {name or ''}, got {len(matches)}"
+    return matches[0]
