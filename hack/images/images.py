@@ -38,7 +38,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-CACHE = Path(os.environ.get("PORTFOLIO_CACHE", Path.home() / ".cache" / "portfolio-operator"))
+# The same cache root as hack/kube-binaries.sh (which honours XDG_CACHE_HOME).
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "portfolio-operator"
 IMAGES = CACHE / "images"
 BUILDAH_ROOT = IMAGES / "buildah"
 # Bumped whenever this script changes how an image is made, so old cache entries are not reused.

@@ -193,9 +193,14 @@ def node_ip() -> str:
 
 
 def kube_bin_dir() -> Path:
-    """The pinned Kubernetes binaries of hack/kube-binaries.sh (or E2E_KUBE_BIN)."""
+    """The pinned Kubernetes binaries: E2E_KUBE_BIN, else hack/kube-binaries.sh's folder."""
     if env_dir := os.environ.get("E2E_KUBE_BIN"):
         return Path(env_dir)
+    script = REPO / "hack" / "kube-binaries.sh"
+    if script.exists():
+        found = run([script, "--print-dir"], check=False, capture_output=True)
+        if found.returncode == 0 and found.stdout.strip():
+            return Path(found.stdout.strip().splitlines()[-1])
     version = images.read_versions()["KUBE_VERSION"]
     return images.CACHE / "kube" / version / "bin"
 
