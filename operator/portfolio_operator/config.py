@@ -16,6 +16,7 @@ from portfolio_operator.status import DEFAULT_REPORT_MAX_BYTES
 ENV_PREFIX = "PORTFOLIO_OPERATOR_"
 # Passed on to the Dask scheduler and workers, so flows report to the same Prefect server.
 WORKER_ENV_PASSTHROUGH = ("PREFECT_API_URL", "PREFECT_API_KEY")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class OperatorConfig:
     report_max_bytes: int = DEFAULT_REPORT_MAX_BYTES
     health_host: str = "0.0.0.0"
     health_port: int = 8080
+    metrics_port: int | None = None  # None: /metrics on the health port
+    log_level: str = "INFO"
     kubeconfig: str | None = None  # None: in-cluster credentials, else $KUBECONFIG
     worker_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -53,6 +56,8 @@ class OperatorConfig:
                 ) from None
         if self.poll_seconds <= 0 or self.progress_seconds <= 0:
             raise ValueError("poll and progress intervals must be positive")
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ValueError(f"log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -76,6 +81,8 @@ class OperatorConfig:
             "REPORT_MAX_BYTES": ("report_max_bytes", int),
             "HEALTH_HOST": ("health_host", str),
             "HEALTH_PORT": ("health_port", int),
+            "METRICS_PORT": ("metrics_port", int),
+            "LOG_LEVEL": ("log_level", str),
         }
         for var, (attr, convert) in converters.items():
             raw = get(var)
@@ -94,4 +101,5 @@ class OperatorConfig:
         return cls(**changes)  # type: ignore[arg-type]
 
     def with_changes(self, **changes: object) -> OperatorConfig:
+        """A copy with some settings changed (validated again), e.g. from command-line flags."""
         return replace(self, **changes)  # type: ignore[arg-type]

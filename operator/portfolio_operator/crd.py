@@ -400,7 +400,7 @@ def _status_schema() -> dict[str, Any]:
                     "annualizedReturn": _figure("Annualised return."),
                     "annualizedVolatility": _figure("Annualised volatility."),
                     "sharpeRatio": _figure("Annualised Sharpe ratio."),
-                    "maxDrawdown": _figure("Maximum drawdown (negative fraction)."),
+                    "maxDrawdown": _figure("Largest peak-to-trough fall (0.2 = 20%)."),
                     "var95": _figure("Historical one-day 95% value at risk."),
                     "cvar95": _figure("Historical one-day 95% conditional VaR."),
                     "beta": _figure("Beta against spec.benchmark."),

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -526,7 +526,6 @@ class OperatorContext:
     api: KubeApi
     metrics: OperatorMetrics
     runs: RunRegistry
-    ready: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def start_operator(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
@@ -540,7 +539,8 @@ async def start_operator(settings: kopf.OperatorSettings, memo: Any, **_: Any) -
         prefix=prefix, key="last-handled-configuration"
     )
     settings.posting.reporting_component = "portfolio-operator"
-    settings.posting.level = logging.INFO
+    # Events are posted explicitly (kopf.event); kopf's own log lines stay in the log.
+    settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
     settings.background.cancellation_polling = 5

@@ -2,8 +2,9 @@
 
 `/healthz` answers while the event loop runs and the operator task is alive (a hung loop
 cannot answer at all, so the kubelet restarts the pod); `/readyz` answers 200 once kopf has run
-the startup handlers and started watching; `/metrics` is the Prometheus exposition. aiohttp is
-the HTTP library kopf itself is built on.
+the startup handlers and started watching; `/metrics` is the Prometheus exposition, also served
+on a port of its own when one is configured (so a metrics Service need not expose the probes).
+aiohttp is the HTTP library kopf itself is built on.
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ class HealthServer:
         alive: Callable[[], bool],
         host: str,
         port: int,
+        metrics_port: int | None = None,
     ) -> None:
         self.metrics, self.ready, self.alive = metrics, ready, alive
-        self.host, self.port = host, port
-        self._runner: web.AppRunner | None = None
+        self.host, self.port, self.metrics_port = host, port, metrics_port
+        self._runners: list[web.AppRunner] = []
 
     async def _healthz(self, _: web.Request) -> web.Response:
         if not self.alive():
@@ -49,20 +51,28 @@ class HealthServer:
         return response
 
     async def start(self) -> int:
-        """Start serving; returns the bound port (useful with port 0)."""
+        """Start serving; returns the bound health port (useful with port 0)."""
         app = web.Application()
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/metrics", self._metrics)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
-        if sockets:
-            self.port = sockets[0].getsockname()[1]
+        self.port = await self._serve(app, self.port)
+        if self.metrics_port is not None and self.metrics_port != self.port:
+            metrics_app = web.Application()
+            metrics_app.router.add_get("/metrics", self._metrics)
+            self.metrics_port = await self._serve(metrics_app, self.metrics_port)
         return self.port
 
+    async def _serve(self, app: web.Application, port: int) -> int:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, self.host, port)
+        await site.start()
+        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
+        return sockets[0].getsockname()[1] if sockets else port
+
     async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()

@@ -37,14 +37,13 @@ class KubeError(Exception):
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     """Credentials from the pod's service account in a cluster, else from a kubeconfig."""
     configuration = client.Configuration()
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config(client_configuration=configuration)
-            return client.ApiClient(configuration)
-        except ConfigException:
-            pass
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    configuration.connection_pool_maxsize = 16
+    try:
+        if kubeconfig is not None:
+            raise ConfigException("a kubeconfig was given")
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = 16  # as many as KubeApi's threads, and then some
     return client.ApiClient(configuration)
 
 

@@ -220,32 +220,8 @@ def _dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
 
-def _sizes(node: Any, path: tuple, out: dict[tuple, tuple[int, int, Any]]) -> int:
-    """Serialised size of every container and of its biggest entry, in one bottom-up pass."""
-    if isinstance(node, dict):
-        entries = [len(_dumps(k)) + 1 + _sizes(v, (*path, k), out) for k, v in node.items()]
-    elif isinstance(node, list):
-        entries = [_sizes(v, (*path, i), out) for i, v in enumerate(node)]
-    else:
-        return len(_dumps(node))
-    size = 2 + sum(entries) + max(len(entries) - 1, 0)
-    out[path] = (size, max(entries, default=0), node)
-    return size
-
-
-def _widest(doc: Any) -> tuple[tuple, Any] | None:
-    """The biggest container that is big because of many entries, not because of one."""
-    sizes: dict[tuple, tuple[int, int, Any]] = {}
-    _sizes(doc, (), sizes)
-    wide = [
-        (size, path, node)
-        for path, (size, biggest, node) in sizes.items()
-        if len(node) >= 2 and biggest * 2 <= size
-    ]
-    if not wide:
-        return None
-    _, path, node = max(wide, key=lambda item: item[0])
-    return path, node
+# The lists that grow with the portfolio; everything else in a report is small.
+ROW_LISTS = ("combined_analysis", "failed")
 
 
 def bounded_report(
@@ -253,42 +229,38 @@ def bounded_report(
 ) -> tuple[str, bool]:
     """The report as JSON of at most max_bytes, and whether it had to be truncated.
 
-    Truncation keeps the document valid JSON: the widest lists and maps are halved until it
-    fits, and a top-level ``truncated`` entry says what was left out.
+    Only the per-security lists grow with the portfolio, so truncation keeps their first rows
+    (as many as fit, found by bisection) and adds a top-level ``truncated`` marker saying how
+    many were kept of how many; the document stays valid JSON.
     """
     doc = to_jsonable(result)
     text = _dumps(doc)
-    if len(text.encode()) <= max_bytes:
+    if not isinstance(doc, dict) or len(text.encode()) <= max_bytes:
         return text, False
-    omitted: dict[str, dict[str, int]] = {}
-    marker = {
-        "maxBytes": max_bytes,
-        "omitted": omitted,
-        "note": "the report exceeded the ConfigMap size limit; entries were left out",
-    }
-    while True:
-        found = _widest(doc)
-        if found is None:
-            break
-        path, node = found
-        total = len(node)
-        keep = total // 2
-        if isinstance(node, list):
-            del node[keep:]
+    lists = {k: doc[k] for k in ROW_LISTS if isinstance(doc.get(k), list)}
+
+    def attempt(keep: int) -> str:
+        marker = {
+            "maxBytes": max_bytes,
+            "note": "the report exceeded the ConfigMap size limit; rows were left out",
+            "omitted": {k: {"total": len(v), "kept": min(keep, len(v))} for k, v in lists.items()},
+        }
+        return _dumps({**doc, **{k: v[:keep] for k, v in lists.items()}, "truncated": marker})
+
+    low, high = 0, max((len(v) for v in lists.values()), default=0)
+    if len(attempt(0).encode()) > max_bytes:
+        minimal = {
+            "status": doc.get("status"),
+            "truncated": {"maxBytes": max_bytes, "note": "the report was too large to keep"},
+        }
+        return _dumps(minimal), True
+    while low < high:  # largest row count that fits
+        middle = (low + high + 1) // 2
+        if len(attempt(middle).encode()) <= max_bytes:
+            low = middle
         else:
-            for key in list(node)[keep:]:
-                del node[key]
-        label = "/".join(str(p) for p in path) or "/"
-        entry = omitted.setdefault(label, {"total": total, "kept": keep})
-        entry["kept"] = keep
-        text = _dumps({**doc, "truncated": marker}) if isinstance(doc, dict) else _dumps(doc)
-        if len(text.encode()) <= max_bytes:
-            return text, True
-    minimal = {
-        "status": doc.get("status") if isinstance(doc, dict) else None,
-        "truncated": {**marker, "note": "the report was too large to keep any part"},
-    }
-    return _dumps(minimal), True
+            high = middle - 1
+    return attempt(low), True
 
 
 def report_configmap_name(resource_name: str) -> str:

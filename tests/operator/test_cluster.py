@@ -1,0 +1,64 @@
+"""DaskCluster and DaskAutoscaler manifests built for a PortfolioAnalysis."""
+
+from __future__ import annotations
+
+from portfolio_operator import cluster as clusters
+from portfolio_operator.crd import parse_spec
+
+from tests.operator.conftest import make_pfa
+
+SPEC = {
+    "tickers": ["AAPL"],
+    "cluster": {
+        "image": "registry.example/pfa:2",
+        "imagePullPolicy": "Always",
+        "minWorkers": 2,
+        "maxWorkers": 7,
+        "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "2Gi"}},
+    },
+}
+
+
+def test_the_cluster_is_owned_sized_and_uses_the_requested_image() -> None:
+    owner = make_pfa(SPEC, uid="u-9")
+    request = parse_spec(SPEC)
+    manifest = clusters.dask_cluster_manifest(owner, "demo-dask", request, "default:1",
+                                              {"PREFECT_API_URL": "http://p/api"})  # fmt: skip
+    assert manifest["apiVersion"] == "kubernetes.dask.org/v1"
+    assert manifest["kind"] == "DaskCluster"
+    ref = manifest["metadata"]["ownerReferences"][0]
+    assert (ref["kind"], ref["uid"], ref["controller"]) == ("PortfolioAnalysis", "u-9", True)
+    worker = manifest["spec"]["worker"]
+    assert worker["replicas"] == 2
+    container = worker["spec"]["containers"][0]
+    assert container["image"] == "registry.example/pfa:2"
+    assert container["imagePullPolicy"] == "Always"
+    assert container["resources"]["requests"]["cpu"] == "500m"
+    assert {"name": "PREFECT_API_URL", "value": "http://p/api"} in container["env"]
+    scheduler = manifest["spec"]["scheduler"]["spec"]["containers"][0]
+    assert scheduler["image"] == "registry.example/pfa:2"
+
+    autoscaler = clusters.autoscaler_manifest(owner, "demo-dask", request)
+    assert autoscaler["spec"] == {"cluster": "demo-dask", "minimum": 2, "maximum": 7}
+    assert autoscaler["metadata"]["ownerReferences"][0]["uid"] == "u-9"
+
+
+def test_cluster_names_are_stable_and_fit_the_scheduler_service_name() -> None:
+    assert clusters.cluster_name("demo", "u") == "demo-dask"
+    long = clusters.cluster_name("x" * 120, "uid-1")
+    assert long == clusters.cluster_name("x" * 120, "uid-1")
+    assert long != clusters.cluster_name("x" * 120, "uid-2")
+    assert len(long + clusters.SCHEDULER_SUFFIX) <= 63
+    assert "." not in clusters.cluster_name("a.b", "u")
+
+
+def test_observing_a_cluster_reads_ownership_phase_and_deletion() -> None:
+    body = {
+        "metadata": {"ownerReferences": [{"uid": "me"}], "deletionTimestamp": "x",
+                     "annotations": {clusters.SPEC_HASH_ANNOTATION: "h"}},
+        "status": {"phase": "Running"},
+    }  # fmt: skip
+    view = clusters.observe_cluster(body, None, "me")
+    assert view.owned and view.deleting and view.spec_hash == "h"
+    assert not view.running, "a cluster being deleted is not a place to run"
+    assert not clusters.observe_cluster(body, {}, "other").owned

@@ -1,0 +1,95 @@
+"""Conditions, status figures and the size-bounded report ConfigMap."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from portfolio_operator.status import (
+    REPORT_KEY,
+    TRUNCATED_ANNOTATION,
+    bounded_report,
+    get_condition,
+    report_configmap,
+    result_fields,
+    set_condition,
+)
+
+from tests.operator.conftest import make_pfa
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_transition_time_moves_only_when_the_status_value_changes() -> None:
+    first = set_condition([], "Running", True, "AnalysisRunning", "a", 1, T0)
+    same = set_condition(first, "Running", True, "AnalysisRunning", "b", 1, T0 + timedelta(1))
+    flipped = set_condition(same, "Running", False, "Finished", "c", 1, T0 + timedelta(2))
+    time = lambda c: get_condition(c, "Running")["lastTransitionTime"]  # noqa: E731
+    assert time(first) == time(same) == "2026-01-01T00:00:00Z"
+    assert get_condition(same, "Running")["message"] == "b"
+    assert time(flipped) == "2026-01-03T00:00:00Z"
+
+
+def test_nan_and_numpy_figures_become_json_safe_status_values() -> None:
+    fields = result_fields(
+        {
+            "report": {"summary": {"avg_rsi": float("nan"), "avg_sma_20": np.float64(3.5)}},
+            "combined_analysis": [{"ticker": "A", "close": np.float32(2.0)}],
+            "failed": [{"ticker": "B", "stage": "pricing", "reason": "x" * 2000}],
+        }
+    )
+    json.dumps(fields, allow_nan=False)
+    assert fields["summary"]["avgRsi"] is None
+    assert fields["summary"]["avgSma20"] == 3.5
+    assert fields["securitiesFailed"] == 1 and len(fields["failures"][0]["reason"]) == 512
+
+
+def test_status_tables_are_short_and_say_so() -> None:
+    rows = [{"ticker": f"T{i}"} for i in range(50)]
+    fields = result_fields({"report": {}, "combined_analysis": rows}, max_rows=20)
+    assert len(fields["results"]) == 20 and fields["resultsTruncated"] is True
+    assert fields["securitiesAnalyzed"] == 50
+
+
+def big_result(rows: int) -> dict:
+    return {
+        "status": "success",
+        "report": {"summary": {"avg_rsi": 50.0}},
+        "combined_analysis": [{"ticker": f"T{i}", "note": "x" * 200} for i in range(rows)],
+        "failed": [],
+    }
+
+
+def test_a_small_report_is_kept_whole() -> None:
+    text, truncated = bounded_report(big_result(3), max_bytes=10_000)
+    assert not truncated and json.loads(text) == big_result(3)
+
+
+def test_a_big_report_keeps_the_summary_and_as_many_rows_as_fit_with_a_marker() -> None:
+    text, truncated = bounded_report(big_result(1000), max_bytes=50_000)
+    doc = json.loads(text)
+    assert truncated and len(text.encode()) <= 50_000
+    assert doc["report"]["summary"] == {"avg_rsi": 50.0}
+    kept = len(doc["combined_analysis"])
+    assert 100 < kept < 1000
+    assert doc["truncated"]["omitted"]["combined_analysis"] == {"total": 1000, "kept": kept}
+    # One more row would not have fitted: the bisection keeps as many as possible.
+    more = {**doc, "combined_analysis": big_result(kept + 1)["combined_analysis"]}
+    assert len(json.dumps(more, separators=(",", ":")).encode()) > 50_000
+
+
+def test_a_report_too_big_for_any_rows_still_says_so() -> None:
+    result = {**big_result(1), "report": {"blob": "y" * 5000}}
+    text, truncated = bounded_report(result, max_bytes=300)
+    assert truncated and json.loads(text)["truncated"]["maxBytes"] == 300
+
+
+def test_the_report_configmap_is_owned_by_the_resource() -> None:
+    owner = make_pfa(name="big", uid="u-1")
+    cm = report_configmap(owner, big_result(1000), max_bytes=50_000)
+    assert cm["metadata"]["name"] == "big-report"
+    assert cm["metadata"]["ownerReferences"][0]["uid"] == "u-1"
+    assert cm["metadata"]["ownerReferences"][0]["controller"] is True
+    assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "true"
+    assert json.loads(cm["data"][REPORT_KEY])["truncated"]
