@@ -97,6 +97,9 @@ def setup_dask_client(
             threads_per_worker=1,
             processes=True,
             dashboard_address=None,
+            # No dashboard; its HTTP routes on a free port, not the default 8787, which
+            # another cluster may hold (Dask then warns on stderr).
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
             silence_logs=logging.ERROR,
             set_as_default=False,
         )
@@ -598,7 +601,9 @@ def assemble_report(
     )
 
 
-def fetch_list(tickers: Sequence[str], stages: Collection[str], config: AnalysisConfig) -> list[str]:
+def fetch_list(
+    tickers: Sequence[str], stages: Collection[str], config: AnalysisConfig
+) -> list[str]:
     """The tickers to fetch: the requested ones plus the benchmark for the portfolio's beta."""
     fetch = list(tickers)
     if config.benchmark and "portfolio" in stages:

@@ -20,7 +20,7 @@ Why each default:
 from __future__ import annotations
 
 import os
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
 from portfolio_analysis.config import default_cache_dir
@@ -28,16 +28,22 @@ from portfolio_analysis.config import default_cache_dir
 STARTUP_TIMEOUT_SECONDS = 120
 
 
-def prefect_home() -> Path:
-    """Where Prefect keeps its database and profiles unless the user chose otherwise."""
-    return default_cache_dir() / "prefect"
+def prefect_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where Prefect keeps its database and profiles unless the user chose otherwise:
+    ``prefect`` under the package's cache folder as ``env`` (default ``os.environ``) names it."""
+    if env is None or env is os.environ:
+        return default_cache_dir() / "prefect"
+    if env.get("PORTFOLIO_CACHE_DIR"):
+        return Path(env["PORTFOLIO_CACHE_DIR"]) / "prefect"
+    base = env.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "portfolio-operator" / "prefect"
 
 
 def quiet_local_defaults(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """The settings this package prefers, as environment variables."""
     env = os.environ if env is None else env
     defaults = {
-        "PREFECT_HOME": str(prefect_home()),
+        "PREFECT_HOME": str(prefect_home(env)),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_UI_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": str(STARTUP_TIMEOUT_SECONDS),

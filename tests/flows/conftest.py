@@ -15,7 +15,11 @@ def dask_client() -> Iterator[object]:
     from distributed import Client
 
     client = Client(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
     )
     try:
         yield client

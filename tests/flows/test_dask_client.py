@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import time
 
 import pytest
-
 from portfolio_analysis.pipeline import (
     MAX_BATCH_SIZE,
     SchedulerUnreachableError,
+    dask_session,
+    local_worker_count,
     plan_batches,
     setup_dask_client,
+    worker_count,
 )
 
 
@@ -42,7 +45,9 @@ def test_an_address_that_is_no_address_is_refused_with_the_expected_form() -> No
 @pytest.mark.parametrize(
     ("n_tickers", "n_workers"), [(1, 2), (5, 1), (5, 2), (40, 2), (524, 2), (524, 4), (2000, 2)]
 )
-def test_batches_cover_every_ticker_once_in_order_and_stay_few(n_tickers: int, n_workers: int) -> None:
+def test_batches_cover_every_ticker_once_in_order_and_stay_few(
+    n_tickers: int, n_workers: int
+) -> None:
     tickers = [f"T{i}" for i in range(n_tickers)]
     batches = plan_batches(tickers, n_workers)
     assert [t for batch in batches for t in batch] == tickers
@@ -56,6 +61,41 @@ def test_batches_cover_every_ticker_once_in_order_and_stay_few(n_tickers: int, n
 
 
 def test_explicit_batch_size_is_honoured() -> None:
-    assert plan_batches(list("ABCDEFG"), 2, batch_size=3) == [["A", "B", "C"], ["D", "E", "F"], ["G"]]
+    assert plan_batches(list("ABCDEFG"), 2, batch_size=3) == [
+        ["A", "B", "C"],
+        ["D", "E", "F"],
+        ["G"],
+    ]
     with pytest.raises(ValueError, match="at least 1"):
         plan_batches(["A"], 2, batch_size=0)
+
+
+@pytest.mark.dask
+def test_a_tcp_address_connects_to_that_scheduler(dask_client) -> None:
+    address = dask_client.scheduler.address
+    assert address.startswith("tcp://")
+    client = setup_dask_client(address)
+    try:
+        assert client.scheduler.address == address
+        assert worker_count(client) == 2
+        assert client.submit(sum, [1, 2, 3]).result(timeout=30) == 6
+    finally:
+        client.close()
+    # Our client closing leaves the scheduler it connected to running.
+    assert dask_client.submit(len, "abc").result(timeout=30) == 3
+
+
+@pytest.mark.dask
+def test_no_address_starts_an_embedded_cluster_sized_to_the_machine_and_closes_it() -> None:
+    cores = os.cpu_count() or 1
+    with dask_session(None, n_workers=cores + 3) as client:
+        workers = client.scheduler_info(n_workers=-1)["workers"]
+        assert len(workers) == cores  # never more processes than cores
+        assert {w["nthreads"] for w in workers.values()} == {1}
+        cluster = client.cluster
+        pids = set(client.run(os.getpid).values())
+        assert os.getpid() not in pids  # worker processes, not threads in this process
+    assert cluster.status.name == "closed"
+    assert local_worker_count(1) == 1
+    with pytest.raises(ValueError, match="at least 1"):
+        local_worker_count(0)
