@@ -41,6 +41,16 @@ ATR_PERIOD = 14
 
 RSI_OVERBOUGHT, RSI_OVERSOLD = 70.0, 30.0
 
+TEXT_COLUMNS = (
+    "as_of",
+    "rsi_signal",
+    "bollinger_signal",
+    "macd_trend",
+    "ma_trend",
+    "ma_cross",
+    "ma_cross_date",
+)
+
 INDICATORS = (
     "sma_20",
     "sma_50",
@@ -418,6 +428,9 @@ def summarize(
     kinds, dates = _last_crosses(indicators["sma_50"], indicators["sma_200"])
     summary["ma_cross"] = kinds
     summary["ma_cross_date"] = dates
+    for column in TEXT_COLUMNS:  # None, not NaN, where a label is missing
+        summary[column] = pd.Series(list(summary[column]), index=summary.index, dtype=object)
+        summary[column] = summary[column].where(summary[column].notna(), None)
     return summary
 
 
