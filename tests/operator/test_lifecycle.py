@@ -1,0 +1,306 @@
+"""The whole lifecycle on the real API server, with the operator as a subprocess.
+
+The operator runs as ``python -m portfolio_operator`` with the ServiceAccount of
+manifests/rbac.yaml; analyses run on Dask LocalClusters this test starts on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from portfolio_operator.crd import parse_spec
+
+from tests.operator.harness import (
+    MANIFESTS,
+    Kube,
+    OperatorProcess,
+    install,
+    operator_kubeconfig,
+    wait_until,
+)
+from tests.support.control_plane import ControlPlane
+
+pytestmark = [pytest.mark.kube, pytest.mark.dask]
+
+TICKERS = ["AAPL", "MSFT", "IBM"]
+
+
+@pytest.fixture(scope="module")
+def operator_config(control_plane: ControlPlane, tmp_path_factory) -> Path:
+    """CRDs and RBAC installed; the kubeconfig of the operator's ServiceAccount."""
+    install(control_plane)
+    return operator_kubeconfig(control_plane, tmp_path_factory.mktemp("operator"))
+
+
+def local_cluster(workers: int):
+    from distributed import LocalCluster
+
+    return LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        scheduler_port=0,
+        dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator:
+    """A working Dask cluster the analyses connect to."""
+    with local_cluster(2) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def empty_dask_cluster() -> Iterator:
+    """A scheduler without workers: a run there waits until workers come (or is cancelled)."""
+    with local_cluster(0) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def kube(control_plane: ControlPlane, kube_namespace: str) -> Kube:
+    return Kube(control_plane, kube_namespace)
+
+
+@pytest.fixture
+def start_operator(
+    operator_config: Path, kube_namespace: str, tmp_path: Path
+) -> Iterator[Callable[..., OperatorProcess]]:
+    """Start operators for this test's namespace; all are stopped (and logs shown) after."""
+    started: list[OperatorProcess] = []
+
+    def start(scheduler_address: str | None = None, **env: str) -> OperatorProcess:
+        process = OperatorProcess(
+            operator_config, [kube_namespace], tmp_path / f"operator-{len(started)}.log",
+            scheduler_address=scheduler_address, extra_env=env,
+        )  # fmt: skip
+        started.append(process)
+        process.wait_ready()
+        return process
+
+    yield start
+    for process in started:
+        if process.process.poll() is None:
+            process.stop()
+        print(f"--- {process.log_path.name} ---\n{process.log(40)}")
+
+
+def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], bool]:
+    return lambda: kube.status(name).get("phase") in phases
+
+
+def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_report(
+    kube: Kube, dask_cluster, start_operator, control_plane: ControlPlane
+) -> None:
+    operator = start_operator()
+    spec = {"tickers": TICKERS, "cluster": {"schedulerAddress": dask_cluster.scheduler_address}}
+    created = kube.apply_pfa("figures", spec)
+    # The user's way to wait for success works: a Complete condition.
+    control_plane.kubectl("wait", "--for=condition=Complete", "pfa/figures", "-n",
+                          kube.namespace, "--timeout=180s", timeout=200)  # fmt: skip
+    status = kube.status("figures")
+    assert status["phase"] == "Succeeded"
+    assert status["observedGeneration"] == 1
+    assert status["securitiesAnalyzed"] == 3 and status["tickerCount"] == 3
+    assert status["workers"] == "external"
+    assert status["durationSeconds"] > 0 and status["completionTime"] >= status["startTime"]
+    assert kube.condition("figures", "Failed")["status"] == "False"
+
+    # The figures are the library's own for the same request on the same cluster.
+    from distributed import Client
+    from portfolio_analysis.pipeline import run_combined_analysis
+
+    with Client(dask_cluster) as client:
+        expected = run_combined_analysis(client=client, **parse_spec(spec).run_kwargs())
+    summary, portfolio = expected["report"]["summary"], expected["report"]["portfolio"]
+    assert status["summary"]["avgSentiment"] == pytest.approx(summary["avg_news_sentiment"])
+    assert status["summary"]["avgRsi"] == pytest.approx(summary["avg_rsi"])
+    assert status["summary"]["positiveSentiment"] == summary["securities_with_positive_sentiment"]
+    assert status["portfolio"]["sharpeRatio"] == pytest.approx(portfolio["sharpe_ratio"])
+    assert status["portfolio"]["maxDrawdown"] == pytest.approx(portfolio["max_drawdown"])
+    assert sorted(r["ticker"] for r in status["results"]) == TICKERS
+    assert all(r["close"] > 0 for r in status["results"])
+
+    reasons = kube.reasons("figures")
+    for reason in ("Accepted", "Started", "Completed"):
+        assert reason in reasons, reasons
+    assert reasons.count("Completed") == 1
+
+    configmap = kube.configmap(status["reportConfigMap"])
+    assert configmap.metadata.owner_references[0].uid == created["metadata"]["uid"]
+    report = json.loads(configmap.data["report.json"])
+    assert sorted(r["ticker"] for r in report["combined_analysis"]) == TICKERS
+    assert report["report"]["summary"]["avg_news_sentiment"] == pytest.approx(
+        summary["avg_news_sentiment"]
+    )
+
+    table = control_plane.kubectl("get", "pfa", "figures", "-n", kube.namespace).stdout
+    assert "Succeeded" in table and "external" in table, table
+    code, metrics = operator.get("/metrics")
+    assert code == 200
+    assert 'portfolio_analyses_finished_total{phase="Succeeded",reason="Completed"} 1.0' in (
+        metrics
+    )
+
+
+def test_without_scheduler_address_an_owned_cluster_and_autoscaler_are_created_and_deleted(
+    kube: Kube, start_operator
+) -> None:
+    operator = start_operator()
+    spec = {
+        "tickers": TICKERS,
+        "cluster": {"minWorkers": 2, "maxWorkers": 5, "image": "example.org/pfa:1",
+                    "resources": {"requests": {"cpu": "250m"}}},
+    }  # fmt: skip
+    uid = kube.apply_pfa("own-cluster", spec)["metadata"]["uid"]
+    cluster = wait_until(lambda: kube.dask("daskclusters", "own-cluster-dask"), 60,
+                         "the DaskCluster exists", operator.log)  # fmt: skip
+    autoscaler = wait_until(lambda: kube.dask("daskautoscalers", "own-cluster-dask"), 30,
+                            "the DaskAutoscaler exists", operator.log)  # fmt: skip
+    for child in (cluster, autoscaler):
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert (ref["kind"], ref["name"], ref["uid"]) == ("PortfolioAnalysis", "own-cluster", uid)
+        assert ref["controller"] is True
+    worker = cluster["spec"]["worker"]
+    assert worker["replicas"] == 2
+    assert worker["spec"]["containers"][0]["image"] == "example.org/pfa:1"
+    assert worker["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
+    assert autoscaler["spec"] == {"cluster": "own-cluster-dask", "minimum": 2, "maximum": 5}
+
+    wait_until(lambda: "waiting for DaskCluster" in kube.condition("own-cluster", "ClusterReady")
+               .get("message", ""), 30, "status says it waits for the cluster", operator.log)  # fmt: skip
+    status = kube.status("own-cluster")
+    assert status["phase"] == "Provisioning"
+    assert status["daskCluster"]["name"] == "own-cluster-dask"
+    assert status["workers"] == "2-5"
+    assert "ClusterCreated" in kube.reasons("own-cluster")
+
+    kube.delete_pfa("own-cluster")
+    wait_until(lambda: kube.pfa("own-cluster") is None, 60, "the resource is gone", operator.log)
+    wait_until(lambda: not kube.dask("daskclusters") and not kube.dask("daskautoscalers"), 60,
+               "the garbage collector removed the owned cluster", operator.log)  # fmt: skip
+
+
+def test_created_cluster_runs_to_succeeded_then_cluster_and_resource_are_deleted(
+    kube: Kube, dask_cluster, start_operator
+) -> None:
+    operator = start_operator(scheduler_address=dask_cluster.scheduler_address)
+    kube.apply_pfa("ttl", {"tickers": TICKERS, "ttlSecondsAfterFinished": 4})
+    wait_until(lambda: kube.dask("daskclusters", "ttl-dask"), 60, "the cluster exists",
+               operator.log)  # fmt: skip
+    assert kube.status("ttl")["phase"] == "Provisioning"
+    kube.mark_cluster_running("ttl-dask")
+    wait_until(phase_is(kube, "ttl", "Succeeded", "Failed"), 120, "the analysis ends",
+               operator.log)  # fmt: skip
+    status = kube.status("ttl")
+    assert status["phase"] == "Succeeded", status
+    finished = time.monotonic()
+    wait_until(lambda: kube.dask("daskclusters", "ttl-dask") is None, 30,
+               "onCompletion: Delete removed the cluster", operator.log)  # fmt: skip
+    assert "ClusterDeleted" in kube.reasons("ttl")
+    wait_until(lambda: kube.pfa("ttl") is None, 30, "the TTL deleted the resource", operator.log)
+    assert time.monotonic() - finished >= 2, "deleted long before ttlSecondsAfterFinished"
+    wait_until(lambda: kube.configmap("ttl-report") is None, 30, "the report went with it")
+
+
+def test_an_expired_deadline_fails_the_resource_and_cancels_the_run(
+    kube: Kube, empty_dask_cluster, start_operator
+) -> None:
+    from distributed import Client
+
+    operator = start_operator()
+    spec = {
+        "tickers": TICKERS,
+        "activeDeadlineSeconds": 6,
+        "cluster": {"schedulerAddress": empty_dask_cluster.scheduler_address},
+    }
+    kube.apply_pfa("deadline", spec)
+    with Client(empty_dask_cluster) as client:
+        tasks = lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))  # noqa: E731
+        wait_until(lambda: tasks() > 0, 30, "the run submitted its tasks", operator.log)
+        wait_until(phase_is(kube, "deadline", "Failed"), 30, "the deadline fails it", operator.log)
+        failed = kube.condition("deadline", "Failed")
+        assert failed["status"] == "True" and failed["reason"] == "DeadlineExceeded"
+        assert "activeDeadlineSeconds=6" in failed["message"]
+        assert 6 <= kube.status("deadline")["durationSeconds"] < 15
+        assert kube.condition("deadline", "Complete")["status"] == "False"
+        assert "DeadlineExceeded" in kube.reasons("deadline")
+        # Really cancelled: the run's tasks leave the scheduler (it would wait forever).
+        wait_until(lambda: tasks() == 0, 30, "the run's tasks were cancelled", operator.log)
+
+
+def test_an_operator_killed_mid_run_ends_with_one_terminal_status_and_one_cluster(
+    kube: Kube, empty_dask_cluster, start_operator
+) -> None:
+    first = start_operator(scheduler_address=empty_dask_cluster.scheduler_address)
+    kube.apply_pfa("restart", {"tickers": TICKERS, "cluster": {"onCompletion": "Keep"}})
+    wait_until(lambda: kube.dask("daskclusters", "restart-dask"), 60, "the cluster exists",
+               first.log)  # fmt: skip
+    kube.mark_cluster_running("restart-dask")
+    wait_until(phase_is(kube, "restart", "Running"), 60, "the run started", first.log)
+    first.kill9()
+
+    second = start_operator(scheduler_address=empty_dask_cluster.scheduler_address)
+    wait_until(lambda: "RunRestarted" in kube.reasons("restart"), 60,
+               "the new operator restarted the run", second.log)  # fmt: skip
+    empty_dask_cluster.scale(2)  # workers arrive: the run can finish now
+    wait_until(phase_is(kube, "restart", "Succeeded", "Failed"), 180, "the analysis ends",
+               second.log)  # fmt: skip
+    time.sleep(2)  # would a second terminal transition follow?
+    status = kube.status("restart")
+    assert status["phase"] == "Succeeded", status
+    assert status["attempts"] == 2
+    assert kube.condition("restart", "Complete")["status"] == "True"
+    assert kube.condition("restart", "Failed")["status"] == "False"
+    reasons = kube.reasons("restart")
+    assert reasons.count("Completed") == 1, reasons
+    assert reasons.count("ClusterCreated") == 1, reasons
+    clusters = kube.dask("daskclusters")
+    assert [c["metadata"]["name"] for c in clusters] == ["restart-dask"]
+    assert len(kube.dask("daskautoscalers")) == 1
+
+
+def test_twenty_resources_applied_at_once_all_finish(
+    kube: Kube, dask_cluster, start_operator
+) -> None:
+    operator = start_operator()
+    address = dask_cluster.scheduler_address
+    names = [f"batch-{i:02d}" for i in range(20)]
+    began = time.monotonic()
+    for i, name in enumerate(names):
+        tickers = [TICKERS[i % 3], TICKERS[(i + 1) % 3]]
+        kube.apply_pfa(name, {"tickers": tickers, "cluster": {"schedulerAddress": address}})
+    wait_until(lambda: all(kube.status(n).get("phase") in ("Succeeded", "Failed") for n in names),
+               300, "all 20 analyses end", operator.log)  # fmt: skip
+    elapsed = time.monotonic() - began
+    phases = {n: kube.status(n)["phase"] for n in names}
+    assert set(phases.values()) == {"Succeeded"}, phases
+    assert all(kube.status(n)["securitiesAnalyzed"] == 2 for n in names)
+    print(f"20 concurrent analyses finished in {elapsed:.1f} s")
+
+
+def test_the_api_server_refuses_the_invalid_sample_saying_what_to_fix(
+    control_plane: ControlPlane, operator_config: Path, kube_namespace: str
+) -> None:
+    samples = MANIFESTS / "samples"
+    for good in ("small-portfolio.yaml", "reuse-scheduler.yaml"):
+        control_plane.kubectl("apply", "--dry-run=server", "-n", kube_namespace,
+                              "-f", str(samples / good))  # fmt: skip
+    refused = control_plane.kubectl(
+        "apply", "-n", kube_namespace, "-f", str(samples / "invalid.yaml"), check=False
+    )
+    assert refused.returncode != 0
+    assert "spec.cluster.minWorkers must be less than or equal to spec.cluster.maxWorkers" in (
+        refused.stderr
+    )
+    assert "spec.tickers[1]" in refused.stderr and "should match" in refused.stderr
+    explained = control_plane.kubectl("explain", "pfa.spec.cluster.minWorkers").stdout
+    assert "Fewest Dask workers the autoscaler keeps" in explained

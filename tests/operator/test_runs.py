@@ -1,0 +1,92 @@
+"""Analysis runs in the background: capped in number, cancellable, failures classified."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+from portfolio_operator.metrics import OperatorMetrics
+from portfolio_operator.runs import RunRegistry, RunState, classify_error
+
+
+def blocking_run(started: threading.Event, release: threading.Event):
+    """A run that waits for `release` or for its cancel event, like a Dask gather would."""
+
+    def run(*, address: str, cancel: threading.Event, progress, **kwargs: Any) -> dict:
+        started.set()
+        progress("pricing", 1, 4)
+        while not release.is_set():
+            if cancel.wait(0.01):
+                from portfolio_analysis.pipeline import AnalysisCancelled
+
+                raise AnalysisCancelled("cancelled")
+        return {"status": "success", "address": address}
+
+    return run
+
+
+async def wait_for(predicate, timeout: float = 5.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not predicate():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_a_run_finishes_with_its_result_and_wakes_its_controller() -> None:
+    async def scenario() -> None:
+        started, release = threading.Event(), threading.Event()
+        runs = RunRegistry(2, OperatorMetrics(), run_fn=blocking_run(started, release))
+        woken = []
+        runs.start("u1", 1, "tcp://x:1", {}, lambda: woken.append(1))
+        await wait_for(lambda: runs.view("u1").state == RunState.RUNNING)
+        assert runs.view("u1").progress == ("pricing", 1, 4)
+        release.set()
+        await wait_for(lambda: runs.view("u1").state == RunState.SUCCEEDED)
+        assert runs.view("u1").result == {"status": "success", "address": "tcp://x:1"}
+        assert len(woken) >= 2  # on start and on finish
+        await runs.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_cancelling_stops_the_worker_thread_not_only_the_bookkeeping() -> None:
+    async def scenario() -> None:
+        started, release = threading.Event(), threading.Event()
+        runs = RunRegistry(2, OperatorMetrics(), run_fn=blocking_run(started, release))
+        runs.start("u1", 1, "tcp://x:1", {}, lambda: None)
+        await wait_for(started.is_set)
+        runs.cancel("u1")
+        await wait_for(lambda: runs.view("u1").state == RunState.CANCELLED)
+        await wait_for(lambda: runs.running_count() == 0)
+        await runs.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_runs_beyond_the_cap_wait_in_a_queue() -> None:
+    async def scenario() -> None:
+        started, release = threading.Event(), threading.Event()
+        metrics = OperatorMetrics()
+        runs = RunRegistry(2, metrics, run_fn=blocking_run(started, release))
+        for uid in ("a", "b", "c"):
+            runs.start(uid, 1, "tcp://x:1", {}, lambda: None)
+        await wait_for(lambda: runs.running_count() == 2)
+        assert [runs.view(u).state for u in "abc"].count(RunState.QUEUED) == 1
+        assert metrics.runs_queued._value.get() == 1
+        release.set()
+        await wait_for(lambda: all(runs.view(u).state == RunState.SUCCEEDED for u in "abc"))
+        assert metrics.runs_queued._value.get() == 0
+        await runs.shutdown()
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_scheduler_is_temporary_and_a_bug_is_not() -> None:
+    from portfolio_analysis.pipeline import SchedulerUnreachableError
+
+    message, temporary = classify_error(SchedulerUnreachableError("cannot reach tcp://x:1"))
+    assert temporary and "cannot reach tcp://x:1" in message
+    message, temporary = classify_error(KeyError("close"))
+    assert not temporary and message == "KeyError: 'close'"
