@@ -175,8 +175,11 @@ def test_without_scheduler_address_an_owned_cluster_and_autoscaler_are_created_a
     assert worker["spec"]["containers"][0]["resources"]["requests"]["cpu"] == "250m"
     assert autoscaler["spec"] == {"cluster": "own-cluster-dask", "minimum": 2, "maximum": 5}
 
-    wait_until(lambda: "waiting for DaskCluster" in kube.condition("own-cluster", "ClusterReady")
-               .get("message", ""), 30, "status says it waits for the cluster", operator.log)  # fmt: skip
+    def says_waiting() -> bool:
+        ready = kube.condition("own-cluster", "ClusterReady")
+        return "waiting for DaskCluster" in ready.get("message", "")
+
+    wait_until(says_waiting, 30, "status says it waits for the cluster", operator.log)
     status = kube.status("own-cluster")
     assert status["phase"] == "Provisioning"
     assert status["daskCluster"]["name"] == "own-cluster-dask"
