@@ -1,7 +1,7 @@
 # One image for the portfolio operator AND for the Dask scheduler and workers it starts:
 #   operator:  portfolio-operator            (the default command)
-#   scheduler: dask scheduler                (DaskCluster pods override the command)
-#   worker:    dask worker tcp://...:8786
+#   scheduler: dask-scheduler / dask scheduler  (DaskCluster pods replace the command)
+#   worker:    dask-worker / dask worker tcp://...:8786
 #   dask-kubernetes controller: python -m kopf run -m dask_kubernetes.operator.controller ...
 #
 #   docker build -t portfolio-operator:dev .
@@ -33,6 +33,13 @@ RUN uv sync --locked --no-dev --no-install-project
 COPY analysis ./analysis
 COPY operator ./operator
 RUN uv sync --locked --no-dev --no-editable
+# dask-kubernetes' DaskCluster pods start `dask-scheduler` and `dask-worker` (its make_cluster_spec
+# defaults), commands distributed no longer installs: thin shims onto `dask scheduler`/`dask worker`.
+RUN for command in scheduler worker; do \
+      printf '#!/bin/sh\nexec "$(dirname "$0")/dask" %s "$@"\n' "$command" \
+        > "$UV_PROJECT_ENVIRONMENT/bin/dask-$command" \
+      && chmod 0755 "$UV_PROJECT_ENVIRONMENT/bin/dask-$command"; \
+    done
 
 FROM ${BASE_IMAGE} AS runtime
 ARG VERSION=0.1.0

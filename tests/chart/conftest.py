@@ -25,7 +25,9 @@ def find_helm() -> Path | None:
     build of hack/kube-binaries.sh, then PATH."""
     if os.environ.get("TEST_ASSET_HELM"):
         return Path(os.environ["TEST_ASSET_HELM"])
-    folders = [Path(os.environ["KUBEBUILDER_ASSETS"])] if os.environ.get("KUBEBUILDER_ASSETS") else []
+    folders = (
+        [Path(os.environ["KUBEBUILDER_ASSETS"])] if os.environ.get("KUBEBUILDER_ASSETS") else []
+    )
     folders.append(default_binaries_dir())
     for folder in folders:
         if (folder / "helm").is_file() and os.access(folder / "helm", os.X_OK):
@@ -57,7 +59,9 @@ class Helm:
             check=False,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+            raise AssertionError(
+                f"helm {' '.join(args)} exited {result.returncode}:\n{result.stderr}"
+            )
         return result
 
     def template(

@@ -15,7 +15,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -143,7 +142,12 @@ def test_build_context_holds_every_copied_path_and_not_the_host_environment() ->
     assert PYPROJECT["project"]["readme"] in sources
     for package in PYPROJECT["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]:
         assert any(package == s or package.startswith(s.rstrip("/") + "/") for s in sources)
-    for private in (".venv/bin/python", ".git/config", "tests/conftest.py", "analysis/x/__pycache__/m.pyc"):
+    for private in (
+        ".venv/bin/python",
+        ".git/config",
+        "tests/conftest.py",
+        "analysis/x/__pycache__/m.pyc",
+    ):
         assert dockerignore_excludes(DOCKERIGNORE, private), f"{private} would enter the image"
 
 
@@ -188,7 +192,7 @@ def test_every_locked_runtime_dependency_has_a_wheel_for_the_image(arch: str) ->
 
 @pytest.fixture(scope="module")
 def built_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run the builder stage's COPY and `uv sync` steps in a temporary /app, offline."""
+    """Run the builder stage's COPY and RUN steps in a temporary /app, offline."""
     app = tmp_path_factory.mktemp("app")
     workdir = BUILDER.workdir()
     assert workdir, "the builder stage should set a WORKDIR"
@@ -201,14 +205,21 @@ def built_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 )
             else:
                 shutil.copy2(ROOT / source, target)
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}}
+    env = {
+        k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
+    }
     env |= {key: value.replace(workdir, str(app)) for key, value in BUILDER.env().items()}
     # Same packages, faster here: no bytecode compilation, hard links from uv's cache.
     env |= {"UV_OFFLINE": "1", "UV_COMPILE_BYTECODE": "0", "UV_LINK_MODE": "hardlink"}
-    for command in uv_runs(BUILDER):
+    # Every RUN step of the builder, in order, but installing uv (this machine has it).
+    for instruction in BUILDER.of("RUN"):
+        command = instruction.arguments.replace(workdir, str(app))
+        if "pip install" in command and "uv==" in command:
+            continue
         result = subprocess.run(
-            command, shell=True, cwd=app, env=env, capture_output=True, text=True, check=False
-        )
+            ["/bin/sh", "-c", command], cwd=app, env=env, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
         assert result.returncode == 0, f"`{command}` failed:\n{result.stderr[-3000:]}"
     venv = Path(env["UV_PROJECT_ENVIRONMENT"])
     assert (venv / "bin" / "python").exists()
@@ -279,3 +290,38 @@ def test_built_environment_runs_operator_scheduler_and_worker(
     # The dask-kubernetes controller the chart's toggle starts runs from this image too.
     assert probe["imports"] == dict.fromkeys(probe["imports"], "ok")
     assert len(probe["imports"]) == 4
+
+
+def test_dask_cluster_pods_commands_exist_in_the_image(built_environment: Path) -> None:
+    # The DaskCluster the operator creates (through dask-kubernetes' make_cluster_spec) names
+    # the scheduler and worker commands; with this image as the worker image they must run.
+    from portfolio_operator.cluster import dask_cluster_manifest
+    from portfolio_operator.crd import API_VERSION, KIND, parse_spec
+
+    owner = {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "metadata": {"name": "p", "namespace": "n", "uid": "0b8e6f5c-1111-2222-3333-444455556666"},
+    }
+    manifest = dask_cluster_manifest(owner, "p-dask", parse_spec({"tickers": ["AAPL"]}), "img")
+    path = {"PATH": "/usr/bin:/bin"}  # not the venv: the pod's PATH is the image's, not ours
+    for part, expected in (
+        ("scheduler", "Usage: dask scheduler"),
+        ("worker", "Usage: dask worker"),
+    ):
+        (container,) = manifest["spec"][part]["spec"]["containers"]
+        argv = container.get("command") or container["args"]
+        # `dask scheduler ...` (the console script) or `dask-scheduler ...` (the image's shim)
+        argv = argv[:2] if argv[0] == "dask" else argv[:1]
+        executable = built_environment / "bin" / argv[0]
+        assert executable.exists(), f"DaskCluster {part} pods run {argv[0]!r}: not in the image"
+        result = subprocess.run(
+            [str(executable), *argv[1:], "--help"], env=path, capture_output=True, text=True,
+            timeout=120, check=False,
+        )  # fmt: skip
+        assert result.returncode == 0 and expected in result.stdout, (argv, result.stderr[-2000:])
+
+
+def test_image_labels_carry_the_project_version() -> None:
+    defaults = dict(i.arguments.partition("=")[::2] for i in RUNTIME.of("ARG"))
+    assert defaults["VERSION"] == PYPROJECT["project"]["version"]
