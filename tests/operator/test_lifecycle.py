@@ -7,7 +7,6 @@ manifests/rbac.yaml; analyses run on Dask LocalClusters this test starts on 127.
 from __future__ import annotations
 
 import json
-import logging
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,6 +19,7 @@ from tests.operator.harness import (
     Kube,
     OperatorProcess,
     install,
+    local_cluster,
     operator_kubeconfig,
     wait_until,
 )
@@ -35,20 +35,6 @@ def operator_config(control_plane: ControlPlane, tmp_path_factory) -> Path:
     """CRDs and RBAC installed; the kubeconfig of the operator's ServiceAccount."""
     install(control_plane)
     return operator_kubeconfig(control_plane, tmp_path_factory.mktemp("operator"))
-
-
-def local_cluster(workers: int):
-    from distributed import LocalCluster
-
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        scheduler_port=0,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
 
 
 @pytest.fixture(scope="module")
