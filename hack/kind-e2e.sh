@@ -9,7 +9,7 @@
 #   CLUSTER_NAME   kind cluster name                       (portfolio-e2e)
 #   IMAGE          image to build and load, repo:tag       (portfolio-operator:kind-e2e)
 #   BASE_IMAGE     Dockerfile's BASE_IMAGE build argument  (python:3.11-slim-bookworm)
-#   SAMPLE         PortfolioAnalysis manifest to apply     (manifests/samples/portfolioanalysis-small.yaml)
+#   SAMPLE         PortfolioAnalysis manifest to apply     (manifests/samples/small-portfolio.yaml)
 #   DASK_OPERATOR  chart: the chart's daskKubernetesOperator toggle (offline-friendly);
 #                  upstream: upstream's chart from https://helm.dask.org          (chart)
 #   TIMEOUT        seconds to wait for the analysis         (900)
@@ -20,7 +20,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CLUSTER_NAME="${CLUSTER_NAME:-portfolio-e2e}"
 IMAGE="${IMAGE:-portfolio-operator:kind-e2e}"
 BASE_IMAGE="${BASE_IMAGE:-python:3.11-slim-bookworm}"
-SAMPLE="${SAMPLE:-manifests/samples/portfolioanalysis-small.yaml}"
+SAMPLE="${SAMPLE:-manifests/samples/small-portfolio.yaml}"
 DASK_OPERATOR="${DASK_OPERATOR:-chart}"
 TIMEOUT="${TIMEOUT:-900}"
 KEEP_CLUSTER="${KEEP_CLUSTER:-0}"
@@ -31,14 +31,16 @@ CONTEXT="kind-$CLUSTER_NAME"
 log() { echo "[kind-e2e $(date +%H:%M:%S)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
-for tool in docker kind kubectl helm; do
-  command -v "$tool" >/dev/null || die "$tool is not on PATH; install it (see docs/helm.md, 'kind')"
-done
-docker info >/dev/null 2>&1 || die "docker cannot reach an engine; start Docker first"
+# Inputs first (cheap, and a typo should not cost a cluster), then the tools.
 [[ "$IMAGE" == *:* && "${IMAGE##*:}" != */* ]] || die "IMAGE='$IMAGE' needs an explicit tag, e.g. portfolio-operator:kind-e2e"
 [[ "${IMAGE##*:}" != latest ]] || die "IMAGE must not use the tag 'latest' (kind pods would try to pull it)"
 [[ -f "$ROOT/$SAMPLE" ]] || die "sample $SAMPLE not found under $ROOT"
 case "$DASK_OPERATOR" in chart|upstream) ;; *) die "DASK_OPERATOR must be 'chart' or 'upstream', not '$DASK_OPERATOR'" ;; esac
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "TIMEOUT='$TIMEOUT' must be a whole number of seconds"
+for tool in docker kind kubectl helm; do
+  command -v "$tool" >/dev/null || die "$tool is not on PATH; install it (see docs/helm.md, 'kind')"
+done
+docker info >/dev/null 2>&1 || die "docker cannot reach an engine; start Docker first"
 if kind get clusters 2>/dev/null | grep -qx "$CLUSTER_NAME"; then
   die "a kind cluster named $CLUSTER_NAME exists already; delete it (kind delete cluster --name $CLUSTER_NAME) or set CLUSTER_NAME"
 fi
@@ -114,4 +116,9 @@ k -n "$sample_ns" wait --for=condition=Complete "$resource" --timeout=60s
 log "result"
 k -n "$sample_ns" get pfa -o wide
 k -n "$sample_ns" get "$resource" -o jsonpath='{.status}' | python3 -m json.tool
+report_cm="$(k -n "$sample_ns" get "$resource" -o jsonpath='{.status.reportConfigMap}')"
+[[ -n "$report_cm" ]] || die "$resource has no status.reportConfigMap"
+log "report ConfigMap $report_cm: $(k -n "$sample_ns" get configmap "$report_cm" -o jsonpath='{.data.report\.json}' | wc -c) bytes"
+k -n "$sample_ns" get events --field-selector "involvedObject.name=${resource##*/}" --sort-by=.lastTimestamp
+k -n "$sample_ns" get daskclusters,daskautoscalers 2>/dev/null || true
 log "kind end-to-end passed"
