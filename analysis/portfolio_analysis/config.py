@@ -62,6 +62,8 @@ class AnalysisConfig:
     backoff_base_seconds: float = 0.5
     timeout_seconds: float = 15.0
     stooq_url: str = "https://stooq.com/q/d/l/"
+    # Stooq serves CSV to programs only with a (free) API key; sent as ``apikey=``.
+    stooq_api_key: str | None = field(default=None, repr=False)
     rss_url_template: str = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
     max_articles: int = 20
     # Portfolio figures.

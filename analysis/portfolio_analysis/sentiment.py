@@ -37,6 +37,7 @@ from curl_cffi.requests import exceptions as curl_exceptions
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.ratelimit import limiter_for, service_for_host
 
 # VADER's own convention for calling a compound score positive or negative.
 POSITIVE_THRESHOLD = 0.05
@@ -327,9 +328,9 @@ def summarize_sentiment(
 
 
 # --- network sources -----------------------------------------------------------------------
-# NOTE: retries use tenacity the way the price sources are meant to (exponential backoff with
-# full jitter, Retry-After honoured); sources.py had no shared helper to reuse when this was
-# written. The shared request-rate limit (ratelimit.py) is not applied here yet.
+# Retries use tenacity (exponential backoff with full jitter, Retry-After honoured). Every
+# request passes the shared request-rate limit (ratelimit.py), grouped by company: Yahoo's
+# news, Yahoo's RSS feeds and yfinance prices count against one "yahoo" limit.
 
 USER_AGENT = "portfolio-operator (+https://github.com/portfolio-operator; news headlines)"
 MAX_RETRY_AFTER_SECONDS = 60.0
@@ -404,8 +405,10 @@ class RssNewsSource:
     def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
         url = config.rss_url_template.format(ticker=quote(ticker, safe=""))
         client = self._client or _http_client()
+        limiter = limiter_for(config, service_for_host(httpx.URL(url).host))
 
         def attempt() -> httpx.Response:
+            limiter.acquire()
             try:
                 response = client.get(url, timeout=config.timeout_seconds)
             except httpx.TimeoutException as error:
@@ -466,6 +469,7 @@ class YahooNewsSession(curl_requests.Session):
         kwargs.setdefault("impersonate", "chrome")
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.timeout_cap = timeout_cap
+        self.limiter = None  # the shared rate limit, set by the source for each run
         self._news_state = threading.local()
 
     def request(self, method, url, **kwargs):  # type: ignore[override]
@@ -473,6 +477,8 @@ class YahooNewsSession(curl_requests.Session):
         capped = isinstance(timeout, int | float) and timeout < self.timeout_cap
         kwargs["timeout"] = timeout if capped else self.timeout_cap
         self._news_state.response = None
+        if self.limiter is not None:
+            self.limiter.acquire()
         response = super().request(method, url, **kwargs)
         self._news_state.response = response
         return response
@@ -537,15 +543,19 @@ class YFinanceNewsSource:
         import yfinance  # slow import (~0.5 s): only when this source is used
         from yfinance.exceptions import YFException, YFRateLimitError
 
+        from portfolio_analysis.sources import YFINANCE_LOCK
+
         session = self._session or _default_yahoo_session()
         session.timeout_cap = config.timeout_seconds
+        session.limiter = limiter_for(config, "yahoo")
         what = f"Yahoo news for {ticker}"
 
         def attempt() -> list:
             try:
-                stream = yfinance.Ticker(ticker, session=session).get_news(
-                    count=config.max_articles
-                )
+                with YFINANCE_LOCK:  # yfinance's one session per process (see sources.py)
+                    stream = yfinance.Ticker(ticker, session=session).get_news(
+                        count=config.max_articles
+                    )
             except YFRateLimitError as error:
                 raise _TransientError("HTTP 429 (rate limited)") from error
             except curl_exceptions.Timeout as error:

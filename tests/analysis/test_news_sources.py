@@ -24,7 +24,13 @@ from tests.support.local_yahoo import LocalYahooSession, local_yahoo
 
 pytestmark = pytest.mark.network_sim
 
-FAST = {"backoff_base_seconds": 0.01, "max_retries": 2, "timeout_seconds": 5.0}
+# requests_per_second: the shared rate limit (tested in test_ratelimit.py) off the clock here.
+FAST = {
+    "backoff_base_seconds": 0.01,
+    "max_retries": 2,
+    "timeout_seconds": 5.0,
+    "requests_per_second": 1000.0,
+}
 
 
 # --- RSS 2.0 -------------------------------------------------------------------------------

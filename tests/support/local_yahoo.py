@@ -33,6 +33,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 from curl_cffi import requests as curl_requests
+from curl_cffi.const import CurlOpt
 
 from tests.support.local_http import LocalHTTPServer, Reply, Request
 
@@ -53,6 +54,24 @@ class LocalYahooSession(curl_requests.Session):
         headers["X-Original-Host"] = parts.netloc
         local = f"{self.base_url}{parts.path or '/'}" + (f"?{parts.query}" if parts.query else "")
         return super().request(method=method, url=local, headers=headers, **kwargs)
+
+
+def offline_session(server: LocalHTTPServer) -> curl_requests.Session:
+    """A real curl_cffi session that fails name resolution like a machine with no network.
+
+    curl resolves names through ``server``'s DNS-over-HTTPS route, which answers NXDOMAIN for
+    everything (this curl build refuses a plain-http DoH URL outright, with the same error);
+    either way curl raises its genuine ``DNSError`` (``curl: (6) Could not resolve host``)
+    and not one packet leaves the machine.
+    """
+    server.route("/dns-query", Reply(200, NXDOMAIN, {"Content-Type": "application/dns-message"}))
+    return curl_requests.Session(
+        impersonate="chrome", curl_options={CurlOpt.DOH_URL: f"{server.url}/dns-query"}
+    )
+
+
+# A DNS answer (RFC 1035 header only): id 0, QR+RD+RA, RCODE 3 (NXDOMAIN), no records.
+NXDOMAIN = bytes.fromhex("000081830000000000000000")
 
 
 def chart_payload(ticker: str, frame: pd.DataFrame, adj_close: pd.Series | None = None) -> dict:
