@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -25,7 +25,7 @@ PRICING_COLUMNS = ["ticker", "source", "close", "start", "end", "days"]
 
 def utc_timestamp() -> str:
     """Now, as the ISO 8601 UTC timestamp every report carries."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def jsonable(value: Any) -> Any:
@@ -89,8 +89,7 @@ def aggregate_pricing_results(pricing_results: Iterable[dict | None]) -> pd.Data
 def aggregate_technical_results(technical_results: Iterable[dict | None]) -> pd.DataFrame:
     """One row per ticker with its indicator summary (``sma_20``, ``rsi_14``, ... signals)."""
     rows = [
-        {"ticker": r["ticker"], **dict(r.get("summary") or {})}
-        for r in _results(technical_results)
+        {"ticker": r["ticker"], **dict(r.get("summary") or {})} for r in _results(technical_results)
     ]
     return _frame(rows, ["ticker"])
 
@@ -109,23 +108,27 @@ def aggregate_news_results(news_results: Iterable[dict | None]) -> pd.DataFrame:
 
 
 def combine_analysis(
-    pricing: pd.DataFrame,
-    technicals: pd.DataFrame,
-    news: pd.DataFrame,
+    pricing: pd.DataFrame | None,
+    technicals: pd.DataFrame | None,
+    news: pd.DataFrame | None,
     tickers: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per ticker joining price, indicators and sentiment, in the requested order.
 
-    The first non-empty frame decides which tickers appear (with prices requested, a ticker
-    that could not be priced is not "analysed", even if it has headlines).
+    Pass None for a stage that was not run. The first stage that was run decides which
+    tickers appear, even when it is empty: with prices requested, a ticker that could not
+    be priced is not "analysed", even if it has headlines.
     """
-    frames = [f for f in (pricing, technicals, news) if f is not None and not f.empty]
+    frames = [f for f in (pricing, technicals, news) if f is not None]
     if not frames:
         return pd.DataFrame(columns=["ticker"])
     combined = frames[0]
+    if "ticker" not in combined.columns:
+        combined = pd.DataFrame(columns=["ticker"])
     for frame in frames[1:]:
         extra = [c for c in frame.columns if c == "ticker" or c not in combined.columns]
-        combined = combined.merge(frame[extra], on="ticker", how="left")
+        if "ticker" in frame.columns:
+            combined = combined.merge(frame[extra], on="ticker", how="left")
     if tickers is not None:
         order = {t: i for i, t in enumerate(tickers)}
         combined = combined.sort_values("ticker", key=lambda s: s.map(order).fillna(len(order)))

@@ -450,7 +450,7 @@ def _concat_close(results: StageResults) -> pd.DataFrame | None:
         return None
     import pandas as pd
 
-    close = pd.concat(results.close_parts, axis=1).sort_index()
+    close = pd.concat(results.close_parts, axis=1, sort=True)
     results.close_parts.clear()
     ordered = [t for t in results.tickers if t in close.columns]
     return close[ordered]
@@ -572,13 +572,18 @@ def assemble_report(
     """Aggregate what the workers gathered into the comprehensive report."""
     steps = steps or plain_steps()
     extra_tickers = set(gathered.tickers) - set(tickers)  # e.g. the benchmark
-    pricing = steps.aggregate_pricing_results(
-        [r for r in gathered.pricing if r["ticker"] not in extra_tickers]
-    )
-    technicals = steps.aggregate_technical_results(
-        [r for r in gathered.technicals if r["ticker"] not in extra_tickers]
-    )
-    news = steps.aggregate_news_results(gathered.news)
+    # A stage that was not run is None, so that it cannot decide which tickers appear.
+    pricing = technicals = news = None
+    if _stages_needing_prices(stages):
+        pricing = steps.aggregate_pricing_results(
+            [r for r in gathered.pricing if r["ticker"] not in extra_tickers]
+        )
+    if "technicals" in stages:
+        technicals = steps.aggregate_technical_results(
+            [r for r in gathered.technicals if r["ticker"] not in extra_tickers]
+        )
+    if "news" in stages:
+        news = steps.aggregate_news_results(gathered.news)
     combined = steps.combine_analysis(pricing, technicals, news, list(tickers))
     portfolio = None
     if "portfolio" in stages:

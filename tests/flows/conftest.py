@@ -40,3 +40,22 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(scope="session")
+def thread_client() -> Iterator[object]:
+    """Two single-threaded workers inside this process: tests can monkeypatch what they run
+    (worker functions are looked up at submit time) and count calls."""
+    from distributed import Client
+
+    client = Client(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=None,
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+    )
+    try:
+        yield client
+    finally:
+        client.close()

@@ -81,6 +81,20 @@ def test_combine_joins_per_ticker_in_requested_order_and_prices_decide_membershi
     assert msft["avg_sentiment"] == -0.1 and math.isnan(msft["rsi_14"])
 
 
+def test_with_no_ticker_priced_headlines_alone_do_not_make_a_security_analysed() -> None:
+    combined = aggregate.combine_analysis(
+        aggregate.aggregate_pricing_results([None, None]),
+        aggregate.aggregate_technical_results([]),
+        aggregate.aggregate_news_results([_news("NOPE", 0.0, 0)]),
+    )
+    assert combined.empty
+    # Without a price stage, news decides.
+    news_only = aggregate.combine_analysis(
+        None, None, aggregate.aggregate_news_results([_news("AAPL", 0.4, 2)])
+    )
+    assert list(news_only["ticker"]) == ["AAPL"]
+
+
 def test_comprehensive_summary_averages_and_counts_sentiment() -> None:
     combined = pd.DataFrame(
         {

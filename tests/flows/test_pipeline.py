@@ -1,0 +1,275 @@
+"""The plain-Dask pipeline: what the CLI and the operator run, on a real LocalCluster.
+
+The parallel result is checked against the seed's one-ticker worker functions called
+sequentially in this process, so a batching or gathering mistake shows as a wrong number.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pandas as pd
+import pytest
+from distributed import get_task_stream
+from portfolio_analysis import (
+    calculate_security_technicals,
+    embedded,
+    fetch_news_for_ticker,
+    fetch_price_from_multiple_sources,
+    pipeline,
+    sources,
+    workers,
+)
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.portfolio import portfolio_figures
+
+pytestmark = pytest.mark.dask
+
+SAMPLE = list(embedded.SAMPLE_PORTFOLIO)
+TASK_NAMES = ("fetch_price_batch", "price_batch_summary", "technicals_batch", "news_batch")
+
+
+def _sequential_reference(tickers: list[str]) -> tuple[dict[str, dict], pd.DataFrame]:
+    """Per-ticker rows and the close panel from the seed API, one ticker at a time."""
+    rows, closes = {}, {}
+    for ticker in tickers:
+        priced = fetch_price_from_multiple_sources(ticker)
+        if priced is None:
+            continue
+        ohlcv = pd.DataFrame(priced["price_data"]["ohlcv"])
+        closes[ticker] = pd.Series(
+            ohlcv["close"].to_numpy(), index=pd.to_datetime(ohlcv["date"]), name=ticker
+        )
+        technical = calculate_security_technicals(ticker, priced["price_data"])
+        news = fetch_news_for_ticker(ticker)
+        rows[ticker] = {
+            "close": priced["price_data"]["close"],
+            "source": priced["source"],
+            **technical["summary"],
+            "avg_sentiment": news["avg_sentiment"],
+            "article_count": news["article_count"],
+        }
+    return rows, pd.DataFrame(closes).sort_index()
+
+
+def test_combined_run_equals_the_seed_functions_run_one_by_one(dask_client) -> None:
+    result = pipeline.run_combined_analysis(holdings=embedded.SAMPLE_PORTFOLIO, client=dask_client)
+    assert result["status"] == "success", result["failed"]
+    assert result["failed"] == []
+    report = result["report"]
+    assert report["securities_analyzed"] == len(SAMPLE)
+    assert set(report["timings"]) >= {"pricing", "technicals", "news", "portfolio"}
+    assert report["workers"] == 2
+    assert report["batches"] >= 2  # work spread over both workers
+
+    reference, close = _sequential_reference(SAMPLE)
+    assert [row["ticker"] for row in result["combined_analysis"]] == SAMPLE
+    for row in result["combined_analysis"]:
+        expected = reference[row["ticker"]]
+        for key in ("close", "sma_20", "sma_50", "rsi_14", "bollinger_upper", "macd", "atr_14"):
+            assert row[key] == pytest.approx(expected[key], rel=1e-9), (row["ticker"], key)
+        assert row["source"] == expected["source"] == "embedded"
+        assert row["rsi_signal"] == expected["rsi_signal"]
+        assert row["avg_sentiment"] == pytest.approx(expected["avg_sentiment"])
+        assert row["article_count"] == expected["article_count"] > 0
+
+    summary = report["summary"]
+    assert summary["avg_rsi"] == pytest.approx(
+        sum(reference[t]["rsi_14"] for t in SAMPLE) / len(SAMPLE)
+    )
+    figures = portfolio_figures(close, holdings=dict(embedded.SAMPLE_PORTFOLIO))
+    portfolio = report["portfolio"]
+    for key in ("total_return", "annualized_volatility", "max_drawdown", "var_95"):
+        assert portfolio[key] == pytest.approx(figures[key], rel=1e-9), key
+    assert portfolio["total_market_value"] == pytest.approx(figures["total_market_value"])
+    assert portfolio["excluded"] == []
+
+
+def test_a_failed_ticker_is_listed_with_its_reason_and_never_fails_the_run(dask_client) -> None:
+    result = pipeline.run_combined_analysis(["AAPL", "NOPE", "msft", "AAPL"], client=dask_client)
+    assert result["status"] == "partial"
+    assert [row["ticker"] for row in result["combined_analysis"]] == ["AAPL", "MSFT"]
+    assert len(result["failed"]) == 1
+    failure = result["failed"][0]
+    assert failure["ticker"] == "NOPE" and failure["stage"] == "pricing"
+    assert "embedded" in failure["reason"]  # names the source that was asked
+    portfolio = result["report"]["portfolio"]
+    assert portfolio["tickers"] == ["AAPL", "MSFT"]
+    assert portfolio["excluded"] == ["NOPE"]
+
+
+def test_when_no_ticker_can_be_priced_the_run_reports_failed_without_raising(dask_client) -> None:
+    result = pipeline.run_combined_analysis(["NOPE1", "NOPE2"], client=dask_client)
+    assert result["status"] == "failed"
+    assert result["report"]["securities_analyzed"] == 0
+    assert {f["ticker"] for f in result["failed"]} == {"NOPE1", "NOPE2"}
+    assert "error" in result["report"]["portfolio"]
+
+
+def test_bad_requests_are_refused_before_any_work() -> None:
+    with pytest.raises(ValueError, match="no tickers"):
+        pipeline.run_combined_analysis([], holdings={})
+    with pytest.raises(ValueError, match="unknown analyses"):
+        pipeline.run_combined_analysis(["AAPL"], analyses=["pricing", "astrology"])
+    with pytest.raises(ValueError, match="shares of AAPL must be a number"):
+        pipeline.run_combined_analysis(holdings={"AAPL": "ten"})
+
+
+def test_prices_are_fetched_once_per_batch_and_indicators_reuse_them(dask_client) -> None:
+    tickers = embedded.universe_tickers("sp500")[:40]
+    config = AnalysisConfig(embedded_datasets=("sp500",))
+    with get_task_stream(client=dask_client) as stream:
+        run = pipeline.run_analysis(tickers, config=config, client=dask_client)
+    assert run.result["report"]["securities_analyzed"] == 40
+    computed = Counter(
+        name for task in stream.data for name in TASK_NAMES if str(task["key"]).startswith(name)
+    )
+    batches = run.stages.batches
+    assert batches == 4  # two per worker, not one per ticker
+    assert computed["fetch_price_batch"] == batches
+    assert computed["technicals_batch"] == batches
+    assert computed["news_batch"] == batches
+    assert computed["price_batch_summary"] == batches
+
+
+def test_each_ticker_is_fetched_exactly_once_in_a_combined_run(
+    thread_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With in-process workers the price fetch itself can be counted."""
+    fetched: Counter[str] = Counter()
+    lock = threading.Lock()
+    original = sources.fetch_histories
+
+    def counting(tickers, config=None, sources=None):
+        with lock:
+            fetched.update(tickers)
+        return original(tickers, config, sources)
+
+    monkeypatch.setattr(sources, "fetch_histories", counting)
+    result = pipeline.run_combined_analysis(
+        holdings=embedded.SAMPLE_PORTFOLIO, client=thread_client
+    )
+    assert result["status"] == "success"
+    assert fetched == Counter(SAMPLE)  # every ticker once: technicals and portfolio reuse it
+
+
+def test_news_runs_alongside_prices(dask_client) -> None:
+    """News tasks start before the last price task finishes, not after the price stage."""
+    tickers = embedded.universe_tickers("sp500")[:60]
+    config = AnalysisConfig(embedded_datasets=("sp500",), batch_size=5)
+    with get_task_stream(client=dask_client) as stream:
+        pipeline.run_analysis(tickers, config=config, client=dask_client)
+
+    def spans(prefix: str) -> list[tuple[float, float]]:
+        out = []
+        for task in stream.data:
+            if str(task["key"]).startswith(prefix):
+                compute = [s for s in task["startstops"] if s["action"] == "compute"]
+                out.extend((s["start"], s["stop"]) for s in compute)
+        return out
+
+    news, prices = spans("news_batch"), spans("fetch_price_batch")
+    assert len(news) == len(prices) == 12
+    assert min(start for start, _ in news) < max(stop for _, stop in prices)
+
+
+def test_progress_reports_every_stage_up_to_its_total(dask_client) -> None:
+    calls: list[tuple[str, int, int]] = []
+    pipeline.run_combined_analysis(
+        SAMPLE[:3], client=dask_client, progress=lambda *call: calls.append(call)
+    )
+    final = {}
+    for stage, done, total in calls:
+        assert 0 < done <= total
+        assert done >= final.get(stage, (0, 0))[0]  # never goes backwards
+        final[stage] = (done, total)
+    assert final == {
+        "pricing": (3, 3),
+        "technicals": (3, 3),
+        "news": (3, 3),
+        "portfolio": (1, 1),
+    }
+
+
+# Module level, so that Dask pickles the function by reference and the workers (threads of
+# this process) update this very counter.
+_FLAKY_CALLS: Counter[str] = Counter()
+_ORIGINAL_NEWS_BATCH = workers.news_batch
+
+
+def _flaky_news_batch(tickers, config=None):
+    _FLAKY_CALLS.update(tickers)
+    if "MSFT" in tickers:
+        raise RuntimeError("news service returned garbage")
+    return _ORIGINAL_NEWS_BATCH(tickers, config)
+
+
+def test_a_batch_that_keeps_raising_is_retried_by_dask_then_recorded(
+    thread_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _FLAKY_CALLS.clear()
+    monkeypatch.setattr(workers, "news_batch", _flaky_news_batch)
+    config = AnalysisConfig(batch_size=1)
+    result = pipeline.run_combined_analysis(["AAPL", "MSFT"], config=config, client=thread_client)
+    # Dask's retries, not a loop of ours.
+    assert _FLAKY_CALLS["MSFT"] == 1 + pipeline.TASK_RETRIES
+    assert _FLAKY_CALLS["AAPL"] == 1
+    assert result["status"] == "partial"
+    assert [r["ticker"] for r in result["combined_analysis"]] == ["AAPL", "MSFT"]
+    (failure,) = result["failed"]
+    assert failure["ticker"] == "MSFT" and failure["stage"] == "news"
+    assert "news service returned garbage" in failure["reason"]
+    assert "RuntimeError" in failure["reason"]
+
+
+def test_a_price_batch_that_fails_for_good_is_one_pricing_error_per_ticker(
+    thread_client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = workers.fetch_price_batch
+
+    def broken(tickers, config=None):
+        if "IBM" in tickers:
+            raise OSError("disk vanished")
+        return original(tickers, config)
+
+    monkeypatch.setattr(workers, "fetch_price_batch", broken)
+    config = AnalysisConfig(batch_size=2)
+    result = pipeline.run_combined_analysis(SAMPLE, config=config, client=thread_client)
+    assert result["status"] == "partial"
+    # Batches: [AAPL, MSFT] [IBM, GOOG] [FB]; the second one is lost, once per ticker.
+    assert [(f["ticker"], f["stage"]) for f in result["failed"]] == [
+        ("IBM", "pricing"),
+        ("GOOG", "pricing"),
+    ]
+    assert all("disk vanished" in f["reason"] for f in result["failed"])
+    assert [r["ticker"] for r in result["combined_analysis"]] == ["AAPL", "MSFT", "FB"]
+    assert result["report"]["portfolio"]["excluded"] == ["IBM", "GOOG"]
+
+
+def test_cancelling_stops_the_run_and_frees_the_cluster(dask_client) -> None:
+    cancel = threading.Event()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        cancel.set()  # cancel as soon as the first batch is back
+
+    tickers = embedded.universe_tickers("sp500")[:200]
+    config = AnalysisConfig(embedded_datasets=("sp500",), batch_size=10)
+    with pytest.raises(pipeline.AnalysisCancelled, match="cancelled"):
+        pipeline.run_combined_analysis(
+            tickers, config=config, client=dask_client, progress=progress, cancel=cancel
+        )
+    # Nothing of the cancelled run is left on the cluster, and the cluster still works.
+    deadline = time.monotonic() + 20
+    while _run_tasks_on_scheduler(dask_client) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _run_tasks_on_scheduler(dask_client) == []
+    assert dask_client.submit(sum, [2, 2], pure=False).result(timeout=60) == 4
+
+
+def _run_tasks_on_scheduler(client) -> list[str]:
+    def keys(dask_scheduler) -> list[str]:
+        return [str(k) for k in dask_scheduler.tasks if str(k).startswith(TASK_NAMES)]
+
+    return client.run_on_scheduler(keys)
