@@ -154,7 +154,10 @@ def _spec_schema() -> dict[str, Any]:
         **{
             "x-kubernetes-validations": [
                 {
-                    "rule": "self.minWorkers <= self.maxWorkers",
+                    # has(): the rule also checks the schema's own default ({}), before the
+                    # nested defaults fill both fields.
+                    "rule": "!has(self.minWorkers) || !has(self.maxWorkers) || "
+                    "self.minWorkers <= self.maxWorkers",
                     "message": "spec.cluster.minWorkers must be less than or equal to "
                     "spec.cluster.maxWorkers",
                     "fieldPath": ".minWorkers",
