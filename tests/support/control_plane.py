@@ -588,6 +588,10 @@ class ControlPlane:
                 f"--secure-port={apiserver_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # Since 1.37 a loopback advertise address is refused by the (default) lease
+                # endpoint reconciler. Nothing here routes to the `kubernetes` Service, so
+                # don't reconcile its endpoints rather than advertise a host interface.
+                "--endpoint-reconciler-type=none",
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 # envtest: without this, every namespace would need its default
