@@ -38,7 +38,7 @@ class PriceCache:
         path = self.path(source, ticker, start, end)
         try:
             age = time.time() - path.stat().st_mtime
-        except FileNotFoundError:
+        except OSError:  # absent, or the cache folder is unusable: a miss either way
             return None
         if end >= date.today() and age > self.ttl_seconds:
             return None

@@ -22,7 +22,8 @@ Decisions (each tested in tests/analysis/test_validation.py):
 * Unsorted dates are sorted. Duplicate dates whose rows are identical are kept once (vendors
   overlap pages); duplicate dates with different values are an error (which one is right?).
 * Timestamps with a time zone or a time of day (Yahoo's 09:30 New York bars) become the
-  exchange-local calendar date.
+  exchange-local calendar date, at microsecond resolution (``datetime64[us]``) whatever the
+  source's resolution.
 * Fewer than ``min_rows`` rows after cleaning is an error.
 """
 
@@ -80,7 +81,9 @@ def _dates(ticker: str, index: pd.Index) -> pd.DatetimeIndex:
         index = index.tz_localize(None)
     if index.hasnans:
         raise PriceDataError(ticker, "some rows have no date")
-    return index.normalize().rename("date")
+    # One resolution whatever the source delivered (yfinance: s, Parquet: ms, CSV: us), so a
+    # history read back from the cache equals the one first downloaded.
+    return index.normalize().as_unit("us").rename("date")
 
 
 def _numeric(ticker: str, frame: pd.DataFrame) -> pd.DataFrame:

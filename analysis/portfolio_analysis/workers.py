@@ -85,12 +85,14 @@ def fetch_price_batch(tickers: Sequence[str], config: AnalysisConfig | None = No
     histories, failures = fetch_histories(list(tickers), config)
     batch = PriceBatch()
     for ticker in tickers:
-        history = histories.get(ticker)
+        # fetch_histories keys results by the normalised symbol ("aapl " -> "AAPL").
+        key = ticker.strip().upper() if isinstance(ticker, str) else ticker
+        history = histories.get(key)
         if history is not None:
-            batch.histories[ticker] = history.frame
-            batch.sources[ticker] = history.source
+            batch.histories[key] = history.frame
+            batch.sources[key] = history.source
         else:
-            reason = failures.get(ticker, "no source returned data")
+            reason = failures.get(ticker) or failures.get(key) or "no source returned data"
             batch.failed.append(_error(ticker, "pricing", reason))
     return batch
 
