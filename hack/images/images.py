@@ -432,9 +432,26 @@ def build_product(base: BuiltImage) -> BuiltImage:
     partial.unlink(missing_ok=True)
     buildah("push", ref, f"docker-archive:{partial}:{ref}")
     partial.rename(archive)
+    prune_products(keep=ref)
     seconds = time.monotonic() - started
     log(f"product: built {archive.name} in {seconds:.0f} s")
     return BuiltImage("product", ref, archive, seconds, cached=False)
+
+
+def prune_products(keep: str) -> None:
+    """Drop older product archives and tags: each archive is over 1 GB and a changed source
+    makes a new one, so without this the cache grows by a gigabyte per edit."""
+    tag = keep.rsplit(":", 1)[1]
+    for old in IMAGES.glob("product-*.docker.tar"):
+        if old.name != f"product-{tag}.docker.tar":
+            old.unlink(missing_ok=True)
+            log(f"product: removed old archive {old.name}")
+    listing = buildah("images", "--format", "{{.Name}}:{{.Tag}}", capture_output=True, text=True)
+    for name in listing.stdout.split():
+        if name.startswith(f"{PRODUCT_REPOSITORY}:") and name != keep:
+            buildah("rmi", name, stdout=subprocess.DEVNULL)
+    # Unnamed intermediate layers are kept on purpose: they are buildah's layer cache (the
+    # dependency layer keyed by uv.lock). `images.py prune` drops them.
 
 
 BUILDERS = ("base", "pause", "coredns", "product")
