@@ -73,6 +73,32 @@ if [[ $mode != build ]]; then
   exit 0
 fi
 
+# stamp_ok NAME VERSION: the binary exists and was built from the pinned VERSION. The stamp also
+# records the Go version that built it, for information only: a Go patch update alone is no
+# reason to spend tens of minutes rebuilding.
+stamp_ok() {
+  (( force )) && return 1
+  [[ -x "$BIN_DIR/$1" && -f "$BIN_DIR/.$1.stamp" ]] &&
+    [[ "$(cut -d' ' -f1 "$BIN_DIR/.$1.stamp")" == "$2" ]]
+}
+
+KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
+
+all_stamps_ok() {
+  local name
+  for name in "${KUBE_COMPONENTS[@]}"; do stamp_ok "$name" "$KUBE_VERSION" || return 1; done
+  stamp_ok etcd "$ETCD_VERSION" && stamp_ok helm "$HELM_VERSION" || return 1
+  if (( with_coredns )); then stamp_ok coredns "$COREDNS_VERSION" || return 1; fi
+}
+
+# Fast path: everything is built already. No Go needed, and no waiting for the lock held by a
+# concurrent build of something optional (e.g. another run's --with-coredns).
+if all_stamps_ok; then
+  log "all pinned binaries present in $BIN_DIR"
+  echo "$BIN_DIR"
+  exit 0
+fi
+
 command -v go >/dev/null || { echo "kube-binaries: Go is not installed (need go >= 1.26)" >&2; exit 1; }
 mkdir -p "$BIN_DIR" "$WORK_DIR"
 
@@ -87,12 +113,6 @@ export GOTOOLCHAIN=local CGO_ENABLED=0
 export GOFLAGS="-mod=mod -buildvcs=false -trimpath"
 GO_VERSION="$(go env GOVERSION)"  # e.g. go1.26.8
 
-# stamp_ok NAME VERSION: the binary exists and was built from VERSION by this Go.
-stamp_ok() {
-  (( force )) && return 1
-  [[ -x "$BIN_DIR/$1" && -f "$BIN_DIR/.$1.stamp" ]] &&
-    [[ "$(cat "$BIN_DIR/.$1.stamp")" == "$2 $GO_VERSION" ]]
-}
 write_stamp() { echo "$2 $GO_VERSION" >"$BIN_DIR/.$1.stamp"; }
 
 # go_accepts GOLINE: this Go toolchain is at least the version a go.mod asks for.
@@ -124,8 +144,6 @@ build_etcd() {
   mv -f "$dir/etcd" "$BIN_DIR/etcd"
   write_stamp etcd "$ETCD_VERSION"
 }
-
-KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 
 build_kubernetes() {
   local name all_ok=1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -88,6 +89,47 @@ def test_build_script_prints_the_folder_the_fixture_looks_in(tmp_path: Path) -> 
     present = subprocess.run([script, "--print-dir"], env=environ, capture_output=True, text=True)
     assert present.returncode == 0, present.stderr
     assert present.stdout.strip() == str(folder)
+
+
+def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: Path) -> None:
+    """`./dev test` runs the script every time: once built, it must not rebuild or wait."""
+    # A PATH with the shell tools the script uses but no Go, wherever Go is installed.
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    for tool in ("bash", "dirname", "cut", "date", "cat", "mkdir", "flock"):
+        (tools / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": str(tools)}
+    environ.pop("KUBE_BINARIES_DIR", None)
+    pins = pinned_versions()
+    folder = default_binaries_dir(environ)
+    version_of = {
+        "etcd": pins["ETCD_VERSION"],
+        "helm": pins["HELM_VERSION"],
+        **{
+            name: pins["KUBE_VERSION"]
+            for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
+            + ("kube-scheduler", "kubelet", "kube-proxy")
+        },
+    }
+    fake_binaries(folder, tuple(version_of))
+    for name, version in version_of.items():
+        # Built by an older Go patch release: still the pinned version, so still good.
+        (folder / f".{name}.stamp").write_text(f"{version} go1.26.0\n")
+    # A concurrent build (say of CoreDNS) holds the lock the whole time.
+    lock = folder.parent / ".lock"
+    holder = subprocess.Popen(["flock", str(lock), "sleep", "60"])
+    try:
+        script = str(REPO_ROOT / "hack" / "kube-binaries.sh")
+        reused = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
+        assert reused.returncode == 0, reused.stderr
+        assert reused.stdout.strip() == str(folder)
+
+        (folder / ".etcd.stamp").write_text("v3.5.0 go1.26.0\n")  # pin moved on: must rebuild
+        stale = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
+        assert stale.returncode == 1 and "Go is not installed" in stale.stderr
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_fixture_fails_rather_than_skips_without_binaries(tmp_path: Path) -> None:

@@ -93,6 +93,9 @@ def test_api_server_is_ready_and_reports_its_release(control_plane: ControlPlane
         f"\ncontrol plane up in {control_plane.startup_seconds:.1f} s "
         f"{ {k: round(v, 1) for k, v in control_plane.startup_breakdown.items()} }"
     )
+    # "Up in seconds once the binaries are cached" (typically 5-10 s on 2 cores): a loose bound
+    # that catches a harness waiting on something it shouldn't, not a benchmark.
+    assert control_plane.startup_seconds < 45, control_plane.startup_breakdown
     versions = json.loads(control_plane.kubectl("version", "-o", "json").stdout)
     server, client = versions["serverVersion"], versions["clientVersion"]
     assert server["major"] == "1" and server["gitVersion"].startswith(f"v1.{server['minor']}.")
