@@ -303,6 +303,42 @@ def test_helm_talks_to_the_api_server(control_plane: ControlPlane) -> None:
     assert json.loads(control_plane.helm("list", "--all-namespaces", "-o", "json").stdout) == []
 
 
+def write_chart(folder: Path, kube_version: str) -> Path:
+    """A one-ConfigMap chart whose Chart.yaml carries a `kubeVersion` constraint."""
+    (folder / "templates").mkdir(parents=True)
+    (folder / "Chart.yaml").write_text(
+        f"apiVersion: v2\nname: probe\nversion: 0.1.0\nkubeVersion: '{kube_version}'\n"
+    )
+    (folder / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: '{{ .Release.Name }}-probe'}\n"
+        "data: {kube: '{{ .Capabilities.KubeVersion.Version }}'}\n"
+    )
+    return folder
+
+
+def test_helm_kube_version_constraints_see_the_real_release(
+    control_plane: ControlPlane, kube_namespace: str, tmp_path: Path
+) -> None:
+    # A /version of v0.0.0 (unstamped build) would make every `>=1.x` chart uninstallable.
+    minor = json.loads(control_plane.kubectl("version", "-o", "json").stdout)["serverVersion"][
+        "minor"
+    ]
+    fits = write_chart(tmp_path / "fits", f">=1.{minor}.0-0")
+    control_plane.helm("install", "fits", str(fits), "-n", kube_namespace, "--wait")
+    seen = control_plane.kubectl(
+        "get", "configmap", "fits-probe", "-n", kube_namespace, "-o", "jsonpath={.data.kube}"
+    ).stdout
+    assert seen.startswith(f"v1.{minor}.")
+
+    too_new = write_chart(tmp_path / "too-new", f">=1.{int(minor) + 1}.0-0")
+    refused = control_plane.helm(
+        "install", "too-new", str(too_new), "-n", kube_namespace, check=False
+    )
+    assert refused.returncode != 0
+    assert "incompatible with Kubernetes" in refused.stderr, refused.stderr
+    assert not exists(control_plane, "configmap", "too-new-probe", "-n", kube_namespace)
+
+
 def test_kubectl_helper_raises_with_kubectls_message(control_plane: ControlPlane) -> None:
     with pytest.raises(ControlPlaneError, match="NotFound"):
         control_plane.kubectl("get", "namespace", "no-such-namespace-here")
