@@ -588,7 +588,7 @@ class ControlPlane:
                 f"--secure-port={apiserver_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
-                # Since 1.37 a loopback advertise address is refused by the (default) lease
+                # In 1.37 a loopback advertise address is refused by the (default) lease
                 # endpoint reconciler. Nothing here routes to the `kubernetes` Service, so
                 # don't reconcile its endpoints rather than advertise a host interface.
                 "--endpoint-reconciler-type=none",
