@@ -16,6 +16,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+# Imported here, not on first use: the import takes seconds and would block kopf's event loop
+# (every resource's reconcile) the first time a cluster is created.
+from dask_kubernetes.operator import make_cluster_spec
+
 from portfolio_operator.crd import AnalysisRequest, ClusterSpec
 from portfolio_operator.status import owner_reference
 
@@ -90,8 +94,6 @@ def dask_cluster_manifest(
     worker_env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A DaskCluster owned by the PortfolioAnalysis, starting at minWorkers workers."""
-    from dask_kubernetes.operator import make_cluster_spec
-
     desired = desired_cluster(request.cluster, default_image)
     manifest = make_cluster_spec(
         name=name,

@@ -250,6 +250,9 @@ def _accept(obs: Observation) -> Decision:
         "resultsTruncated": None,
         "reportConfigMap": None,
     }
+    owned_name = obs.dask.get("name") if obs.dask.get("owned") else None
+    if request and not request.cluster.scheduler_address and not owned_name:
+        fields["daskCluster"] = _new_cluster_status(obs)  # saves a pass before creating it
     conditions = {
         "Running": (False, "Pending", "the analysis has not started yet"),
         "Complete": (False, "Pending", "the analysis has not finished yet"),
@@ -403,6 +406,24 @@ def _start_external(obs: Observation) -> Decision:
     )
 
 
+def _new_cluster_status(obs: Observation) -> dict[str, Any]:
+    """status.daskCluster for the cluster about to be created: written before creating it."""
+    assert obs.request is not None
+    meta, config = obs.meta, obs.config
+    name = clusters.cluster_name(meta["name"], meta["uid"])
+    namespace = meta["namespace"]
+    return {
+        "name": name,
+        "owned": True,
+        "phase": None,
+        "schedulerAddress": clusters.scheduler_address(
+            name, namespace, config.scheduler_address_template
+        ),
+        "dashboardURL": clusters.dashboard_url(name, namespace, config.dashboard_url_template),
+        "image": obs.request.cluster.image or config.worker_image,
+    }
+
+
 def _provision(obs: Observation, until_deadline: float | None) -> Decision:
     """Create the cluster (name in status first), wait for its scheduler, then start."""
     request, config = obs.request, obs.config
@@ -411,18 +432,8 @@ def _provision(obs: Observation, until_deadline: float | None) -> Decision:
     name = obs.dask.get("name") if obs.dask.get("owned") else None
     poll = _soonest(config.poll_seconds, until_deadline)
     if not name:
-        name = clusters.cluster_name(meta["name"], meta["uid"])
-        namespace = meta["namespace"]
-        dask = {
-            "name": name,
-            "owned": True,
-            "phase": None,
-            "schedulerAddress": clusters.scheduler_address(
-                name, namespace, config.scheduler_address_template
-            ),
-            "dashboardURL": clusters.dashboard_url(name, namespace, config.dashboard_url_template),
-            "image": request.cluster.image or config.worker_image,
-        }
+        dask = _new_cluster_status(obs)
+        name = dask["name"]
         return Decision(
             _patch(
                 obs,

@@ -124,19 +124,26 @@ def test_a_new_resource_is_accepted_pending_with_start_time_and_conditions() -> 
 
 
 def test_cluster_name_is_written_into_status_before_the_cluster_is_created() -> None:
-    obj = accepted()
-    first = decide(observe(obj, NOW, CONFIG))
+    first = decide(observe(make_pfa(), NOW, CONFIG))
     assert not of(first, CreateCluster), "must not create before the name is in status"
     dask = patched(first)["daskCluster"]
     assert dask["name"] == "demo-dask" and dask["owned"] is True
     assert dask["schedulerAddress"] == "tcp://demo-dask-scheduler.team-a.svc:8786"
-    assert patched(first)["phase"] == "Provisioning"
 
-    obj = apply(obj, first)
+    obj = apply(make_pfa(), first)
     second = decide(observe(obj, NOW, CONFIG, cluster=clusters.ClusterView(exists=False)))
     assert of(second, CreateCluster) == [CreateCluster("demo-dask")]
+    assert patched(second)["phase"] == "Provisioning"
     assert "ClusterCreated" in [e.reason for e in of(second, PostEvent)]
     assert condition(patched(second), "ClusterReady")["reason"] == "WaitingForScheduler"
+
+
+def test_a_name_lost_from_status_is_written_again_before_creating() -> None:
+    obj = accepted()
+    obj["status"].pop("daskCluster")
+    decision = decide(observe(obj, NOW, CONFIG))
+    assert not of(decision, CreateCluster)
+    assert patched(decision)["daskCluster"]["name"] == "demo-dask"
 
 
 def test_waiting_for_the_scheduler_says_so_and_is_quiet_when_repeated() -> None:
