@@ -12,6 +12,7 @@ could be analysed, 2 bad input (flags, holdings file, scheduler address), 130 in
 from __future__ import annotations
 
 import argparse
+import contextvars
 import csv
 import json
 import logging
@@ -26,6 +27,7 @@ from portfolio_analysis.config import NEWS_SOURCES, PRICE_SOURCES, AnalysisConfi
 PROG = "portfolio-analysis"
 UNIVERSES = ("sample", "sp500")
 DEFAULT_OUTPUT = Path("portfolio-report")
+TABLE_WIDTH = 140  # columns of the summary table when stdout is not a terminal
 STAGE_LABELS = {
     "pricing": "Prices",
     "technicals": "Indicators",
@@ -194,7 +196,9 @@ def _holdings_from_yaml(path: Path, text: str) -> dict[str, float]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise UsageError(f"holdings file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise UsageError(
+            f"holdings file {path} is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
     if isinstance(data, Mapping) and "holdings" in data:
         data = data["holdings"]
     if isinstance(data, list):
@@ -264,8 +268,11 @@ def _request(args: argparse.Namespace) -> tuple[list[str] | None, dict[str, floa
     return None, None  # the sample portfolio
 
 
-def _run(args: argparse.Namespace, progress: Callable[[str, int, int], None] | None,
-         cancel: threading.Event) -> Any:
+def _run(
+    args: argparse.Namespace,
+    progress: Callable[[str, int, int], None] | None,
+    cancel: threading.Event,
+) -> Any:
     from portfolio_analysis import pipeline, report
 
     tickers, holdings = _request(args)
@@ -311,7 +318,11 @@ def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
-    thread = threading.Thread(target=target, name="portfolio-analysis", daemon=True)
+    # The thread sees this thread's context variables (Prefect's settings context, hooks).
+    context = contextvars.copy_context()
+    thread = threading.Thread(
+        target=context.run, args=(target,), name="portfolio-analysis", daemon=True
+    )
     thread.start()
     try:
         while thread.is_alive():
@@ -360,22 +371,27 @@ def _with_progress(args: argparse.Namespace, stderr: Any, cancel: threading.Even
         return _run_in_thread(lambda: _run(args, progress, cancel), cancel)
 
 
-def _print_summary(result: Mapping, paths: Mapping[str, Path] | None, stdout: Any, stderr: Any) -> None:
+def _print_summary(
+    result: Mapping, paths: Mapping[str, Path] | None, stdout: Any, stderr: Any
+) -> None:
     from portfolio_analysis import report
 
     stdout.print(report.summary_table(result))
     for line in report.portfolio_lines(result):
-        stdout.print(line)
+        stdout.print(line, soft_wrap=True)
     failed = result.get("failed", [])
     for record in failed[:10]:
         stderr.print(
             f"[yellow]failed[/] {record['ticker']} ({record['stage']}): {record['reason']}",
             highlight=False,
+            soft_wrap=True,  # one line per failure, whatever the width
         )
     if len(failed) > 10:
         stderr.print(f"[yellow]... and {len(failed) - 10} more failures in the report[/]")
     if paths:
-        stdout.print(f"Reports: {paths['html']} and {paths['json']}", highlight=False)
+        stdout.print(
+            f"Reports: {paths['html']} and {paths['json']}", highlight=False, soft_wrap=True
+        )
 
 
 def _all_failed_message(result: Mapping) -> str:
@@ -387,12 +403,18 @@ def _all_failed_message(result: Mapping) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if args.command is None:
-        args = parse_args(["run"])
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+        if args.command is None:
+            args = parse_args(["run"])
+    except SystemExit as exit_:  # argparse: --help (0) or a one-line usage error (2)
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
     from rich.console import Console
 
     stdout = Console(stderr=False)
+    if not stdout.is_terminal:
+        # Piped or redirected: rich would assume 80 columns and truncate the table.
+        stdout = Console(stderr=False, width=TABLE_WIDTH)
     stderr = Console(stderr=True)
     _quiet_logs(args.debug)
     cancel = threading.Event()

@@ -618,6 +618,43 @@ def fetch_list(
     return fetch
 
 
+# A portfolio is valued on the dates where all its tickers have prices. When that common
+# window is shorter than this fraction of the longest history (a universe with listings
+# and delistings in the period), tickers are left out until it is not.
+MIN_COMMON_WINDOW = 0.5
+
+
+def _overlapping(close: pd.DataFrame, priced: list[str]) -> tuple[list[str], dict[str, str]]:
+    """The tickers to value together, and a reason for each one left out.
+
+    Greedy, longest history first: a ticker joins unless it would shrink the common window
+    below ``MIN_COMMON_WINDOW`` of the longest history. Holdings that overlap well (the
+    usual case) are all kept.
+    """
+    valid = close[priced].notna()
+    counts = valid.sum()
+    longest = int(counts.max())
+    needed = MIN_COMMON_WINDOW * longest
+    if int(valid.all(axis=1).sum()) >= needed:
+        return priced, {}
+    import numpy as np
+
+    common = np.ones(len(valid), dtype=bool)
+    kept: set[str] = set()
+    for ticker in counts.sort_values(ascending=False, kind="stable").index:
+        joined = common & valid[ticker].to_numpy()
+        if joined.sum() >= needed:
+            common = joined
+            kept.add(ticker)
+    window = f"{int(common.sum())} common dates"
+    short = {
+        t: f"its {int(counts[t])} prices overlap too little with the others' {window}"
+        for t in priced
+        if t not in kept
+    }
+    return [t for t in priced if t in kept], short
+
+
 def portfolio_section(
     close: pd.DataFrame | None,
     tickers: Sequence[str],
@@ -630,7 +667,10 @@ def portfolio_section(
     priced = [t for t in tickers if close is not None and t in close.columns]
     if not priced:
         return {"error": "no ticker was priced, so there are no portfolio figures"}
-    excluded = [t for t in tickers if t not in priced]
+    reasons = {t: "not priced" for t in tickers if t not in priced}
+    priced, short = _overlapping(close, priced)
+    reasons.update(short)
+    excluded = [t for t in tickers if t in reasons]
     positions = None
     if holdings is not None:
         positions = {t: s for t, s in holdings.items() if t in priced}
@@ -651,6 +691,7 @@ def portfolio_section(
     except ValueError as exc:
         return {"error": str(exc)}
     figures["excluded"] = excluded
+    figures["excluded_reasons"] = {t: reasons[t] for t in excluded}
     if config.benchmark:
         figures["benchmark"] = config.benchmark.strip().upper()
     return figures

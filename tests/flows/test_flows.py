@@ -210,3 +210,63 @@ def test_default_tickers_are_the_sample_portfolio(prefect_harness, dask_client) 
 
     result = dask_multi_source_pricing_flow(dask_scheduler=dask_client.scheduler.address)
     assert list(result["prices"]) == list(embedded.SAMPLE_PORTFOLIO)
+
+
+def test_the_cli_with_prefect_reports_to_the_server_named_by_prefect_api_url(
+    prefect_harness, dask_client, tmp_path
+) -> None:
+    """`portfolio-analysis run --prefect` in a real process, with PREFECT_API_URL set (as the
+    operator's chart may set it): the flow run lands on that server, no temporary one."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.settings import PREFECT_API_URL
+
+    api_url = PREFECT_API_URL.value()
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PORTFOLIO_CACHE_DIR": str(tmp_path / "cache"),
+        "PREFECT_API_URL": api_url,
+    }
+    script = Path(sys.executable).with_name("portfolio-analysis")
+    done = subprocess.run(
+        [
+            str(script),
+            "run",
+            "--prefect",
+            "--tickers",
+            "MSFT,FB",
+            "--scheduler",
+            dask_client.scheduler.address,
+            "--output",
+            str(tmp_path / "out"),
+            "--json",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    import json
+
+    printed = json.loads(done.stdout)
+    assert [r["ticker"] for r in printed["combined_analysis"]] == ["MSFT", "FB"]
+    assert (tmp_path / "out" / "report.html").exists()
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["dask_combined_analysis_flow"])),
+            sort=FlowRunSort.START_TIME_DESC,
+            limit=200,
+        )
+    ours = [r for r in runs if r.parameters.get("tickers") == ["MSFT", "FB"]]
+    assert len(ours) == 1
+    assert ours[0].state.is_completed()
+    # It used the server it was given: no temporary server's database in its Prefect home.
+    assert not list((tmp_path / "cache" / "prefect").glob("*.db"))

@@ -273,3 +273,27 @@ def _run_tasks_on_scheduler(client) -> list[str]:
         return [str(k) for k in dask_scheduler.tasks if str(k).startswith(TASK_NAMES)]
 
     return client.run_on_scheduler(keys)
+
+
+def test_portfolio_leaves_out_tickers_whose_history_barely_overlaps() -> None:
+    dates = pd.bdate_range("2024-01-01", periods=100)
+    close = pd.DataFrame(
+        {
+            "LONG1": 100.0,
+            "LONG2": 50.0,
+            "LATE": [float("nan")] * 30 + [20.0] * 70,  # listed later: still overlaps well
+            "GONE": [10.0] * 20 + [float("nan")] * 80,  # delisted early
+        },
+        index=dates,
+    )
+    close = close * (1 + 0.001 * pd.Series(range(100), index=dates).to_numpy()[:, None])
+    config = AnalysisConfig()
+    figures = pipeline.portfolio_section(close, list(close.columns) + ["NOPE"], None, config)
+    assert figures["tickers"] == ["LONG1", "LONG2", "LATE"]
+    assert figures["periods"] == 69  # returns over LATE's 70 dates
+    assert figures["excluded"] == ["GONE", "NOPE"]
+    assert figures["excluded_reasons"]["NOPE"] == "not priced"
+    assert "20 prices overlap too little" in figures["excluded_reasons"]["GONE"]
+    # Holdings that overlap well keep every position.
+    held = pipeline.portfolio_section(close[["LONG1", "LATE"]], ["LONG1", "LATE"], None, config)
+    assert held["tickers"] == ["LONG1", "LATE"] and held["excluded"] == []

@@ -1,0 +1,315 @@
+"""``portfolio-analysis run``: the README's main command.
+
+The default run goes through the installed console script in a fresh process, as a user
+runs it; the other runs call ``main([...])`` in-process against a shared LocalCluster
+(``--scheduler``), which is the same code path minus the cluster start.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from portfolio_analysis import cli, embedded
+
+SCRIPT = Path(sys.executable).with_name("portfolio-analysis")
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _one_line_error(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert lines[0].startswith("portfolio-analysis: error: ")
+    return lines[0]
+
+
+@pytest.mark.dask
+def test_no_arguments_analyses_the_sample_portfolio_offline(tmp_path: Path) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PORTFOLIO_CACHE_DIR": str(tmp_path / "cache"),
+        "TTY_COMPATIBLE": "1",  # rich draws the progress bar as on a terminal
+        "COLUMNS": "150",
+        # Any attempt to reach the network goes nowhere.
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [str(SCRIPT)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240
+    )
+    out, err = ANSI.sub("", done.stdout), ANSI.sub("", done.stderr)
+    assert done.returncode == 0, err
+    assert "Traceback" not in err
+    # The progress bar went through every stage.
+    for label in ("Prices", "Indicators", "News sentiment"):
+        assert re.search(rf"{label}\s.*5/5", err), err
+    assert "Portfolio figures" in err
+    # The summary table lists every holding, then the portfolio figures and the report paths.
+    assert "Portfolio analysis: success (5 securities" in out
+    for ticker in embedded.SAMPLE_PORTFOLIO:
+        assert re.search(rf"│ {ticker}\s+│ embedded", out), out
+    assert "Portfolio (" in out and "Max drawdown" in out
+    result = json.loads((tmp_path / "portfolio-report" / "report.json").read_text())
+    assert result["status"] == "success"
+    assert result["report"]["portfolio"]["total_market_value"] > 0
+    assert (tmp_path / "portfolio-report" / "report.html").stat().st_size > 10_000
+    # The default path never starts (or even configures) a temporary Prefect server.
+    assert not (tmp_path / "cache" / "prefect").exists()
+
+
+def _run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.dask
+def test_json_flag_prints_the_same_report_as_the_json_file(
+    tmp_path: Path, capsys, scheduler_address: str
+) -> None:
+    code, out, err = _run(
+        capsys,
+        "run",
+        "--tickers",
+        "aapl, msft ,NOPE",
+        "--scheduler",
+        scheduler_address,
+        "--output",
+        str(tmp_path),
+        "--json",
+        "--no-progress",
+    )
+    assert code == 0, err
+    printed = json.loads(out)
+    assert printed == json.loads((tmp_path / "report.json").read_text())
+    assert printed["status"] == "partial"
+    assert [r["ticker"] for r in printed["combined_analysis"]] == ["AAPL", "MSFT"]
+    assert printed["failed"][0]["ticker"] == "NOPE"
+    assert "not in the embedded data" in printed["failed"][0]["reason"]
+
+
+def _write_holdings(tmp_path: Path) -> dict[str, Path]:
+    csv_path = tmp_path / "holdings.csv"
+    csv_path.write_text("Ticker,Shares\nAAPL,10\nIBM,4\nAAPL,5\n")
+    yaml_path = tmp_path / "holdings.yaml"
+    yaml_path.write_text(
+        "holdings:\n  - {ticker: aapl, shares: 15}\n  - {ticker: IBM, shares: 4}\n"
+    )
+    return {"csv": csv_path, "yaml": yaml_path}
+
+
+def test_holdings_files_in_csv_and_yaml_read_the_same(tmp_path: Path) -> None:
+    files = _write_holdings(tmp_path)
+    expected = {"AAPL": 15.0, "IBM": 4.0}  # a ticker listed twice adds up
+    assert cli.read_holdings(files["csv"]) == expected
+    assert cli.read_holdings(files["yaml"]) == expected
+    plain = tmp_path / "plain.yml"
+    plain.write_text("AAPL: 15\nIBM: 4\n")
+    assert cli.read_holdings(plain) == expected
+
+
+@pytest.mark.dask
+def test_holdings_give_the_portfolio_its_positions_and_the_html_its_charts(
+    tmp_path: Path, capsys, scheduler_address: str
+) -> None:
+    files = _write_holdings(tmp_path)
+    output = tmp_path / "out"
+    code, out, err = _run(
+        capsys,
+        "run",
+        "--holdings",
+        str(files["yaml"]),
+        "--scheduler",
+        scheduler_address,
+        "--output",
+        str(output),
+        "--no-progress",
+    )
+    assert code == 0, err
+    result = json.loads((output / "report.json").read_text())
+    rows = {r["ticker"]: r for r in result["combined_analysis"]}
+    assert list(rows) == ["AAPL", "IBM"]
+    portfolio = result["report"]["portfolio"]
+    assert portfolio["mode"] == "holdings"
+    assert portfolio["market_value"]["AAPL"] == pytest.approx(15 * rows["AAPL"]["close"])
+    assert portfolio["market_value"]["IBM"] == pytest.approx(4 * rows["IBM"]["close"])
+    assert "AAPL" in out and "IBM" in out and "Market value" in out
+
+    page = (output / "report.html").read_text()
+    # Self-contained: nothing is fetched when the page opens.
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
+    assert "<script" not in page
+    alts = re.findall(r'<img src="data:image/png;base64,([^"]+)" alt="([^"]+)"', page)
+    charts = {alt for _, alt in alts}
+    assert {
+        "portfolio value and drawdown",
+        "correlation heat map",
+        "sentiment per ticker",
+        "AAPL indicators",
+        "IBM indicators",
+    } <= charts
+    for data, _ in alts:
+        assert base64.b64decode(data).startswith(b"\x89PNG\r\n\x1a\n")
+
+
+@pytest.mark.dask
+def test_the_sp500_universe_runs_and_the_table_stays_short(
+    tmp_path: Path, capsys, scheduler_address: str
+) -> None:
+    code, out, err = _run(
+        capsys,
+        "run",
+        "--universe",
+        "sp500",
+        "--scheduler",
+        scheduler_address,
+        "--output",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert code == 0, err
+    result = json.loads((tmp_path / "report.json").read_text())
+    analysed = result["report"]["securities_analyzed"]
+    assert analysed >= 500
+    assert len(result["combined_analysis"]) + len(
+        {f["ticker"] for f in result["failed"] if f["stage"] == "pricing"}
+    ) == len(embedded.universe_tickers("sp500"))
+    assert f"and {analysed - cli_table_rows()} more" in out
+    # Listings and delistings in the period: tickers that overlap too little with the rest
+    # are left out of the portfolio, each with its reason, instead of failing the figures.
+    portfolio = result["report"]["portfolio"]
+    assert "error" not in portfolio
+    assert len(portfolio["tickers"]) > 450
+    assert sorted(portfolio["tickers"] + portfolio["excluded"]) == sorted(
+        embedded.universe_tickers("sp500")
+    )
+    assert set(portfolio["excluded_reasons"]) == set(portfolio["excluded"])
+
+
+def cli_table_rows() -> int:
+    from portfolio_analysis.report import MAX_TABLE_ROWS
+
+    return MAX_TABLE_ROWS
+
+
+@pytest.mark.dask
+def test_nothing_analysable_is_exit_code_1_with_the_reasons(
+    tmp_path: Path, capsys, scheduler_address: str
+) -> None:
+    code, _, err = _run(
+        capsys,
+        "run",
+        "--tickers",
+        "NOPE1,NOPE2",
+        "--scheduler",
+        scheduler_address,
+        "--output",
+        str(tmp_path),
+        "--no-progress",
+    )
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("portfolio-analysis: error: no ticker could be analysed: NOPE1: ")
+    assert "Check the tickers and --source" in last
+
+
+BAD_INPUTS = {
+    "unknown source": (["--source", "bloomberg"], "unknown price source bloomberg: choose from"),
+    "unknown news source": (["--news-source", "tv"], "unknown news source tv: choose from"),
+    "unknown flag": (["--tickrs", "AAPL"], "unrecognized arguments: --tickrs"),
+    "unknown universe": (["--universe", "nasdaq"], "invalid choice: 'nasdaq'"),
+    "zero workers": (["--workers", "0"], "must be at least 1"),
+    "word workers": (["--workers", "two"], "'two' is not a whole number"),
+    "empty tickers": (["--tickers", " , "], "empty ticker list: give e.g. --tickers AAPL,MSFT"),
+    "tickers and holdings": (
+        ["--tickers", "AAPL", "--holdings", "h.csv"],
+        "not allowed with argument",
+    ),
+    "no scheduler address": (["--scheduler", "localhost"], "use tcp://HOST:PORT"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_flags_get_one_line_saying_what_to_fix(case: str, capsys) -> None:
+    argv, message = BAD_INPUTS[case]
+    code, out, err = _run(capsys, "run", *argv)
+    assert code == 2
+    assert message in _one_line_error(err)
+    assert out == ""
+
+
+HOLDINGS_FILES = {
+    "missing": (None, "cannot read holdings file"),
+    "empty": ("", "is empty"),
+    "no header": ("AAPL,10\n", "expected a CSV header 'ticker,shares'"),
+    "bad shares": ("ticker,shares\nAAPL,ten\n", "line 2: shares 'ten' is not a number"),
+    "negative shares": ("ticker,shares\nAAPL,-3\n", "shares must be a positive number"),
+    "bad yaml": ("AAPL: [10\n", "is not valid YAML"),
+    "yaml list": ("- AAPL\n- MSFT\n", "list entries need 'ticker' and 'shares'"),
+    "wrong suffix": ("AAPL 10\n", "use a .csv or .yaml file"),
+}
+
+
+@pytest.mark.parametrize("case", list(HOLDINGS_FILES))
+def test_unreadable_holdings_files_get_one_line_saying_what_to_fix(
+    case: str, tmp_path: Path, capsys
+) -> None:
+    text, message = HOLDINGS_FILES[case]
+    suffix = {"bad yaml": ".yaml", "yaml list": ".yaml", "wrong suffix": ".txt"}.get(case, ".csv")
+    path = tmp_path / f"holdings{suffix}"
+    if text is not None:
+        path.write_text(text)
+    code, out, err = _run(capsys, "run", "--holdings", str(path), "--no-progress")
+    assert code == 2
+    line = _one_line_error(err)
+    assert message in line
+    assert str(path) in line
+
+
+def test_an_unreachable_scheduler_is_one_line_in_a_real_process(tmp_path: Path) -> None:
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    done = subprocess.run(
+        [str(SCRIPT), "run", "--scheduler", address, "--output", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    line = _one_line_error(done.stderr)
+    assert f"cannot reach the Dask scheduler at {address}" in line
+    assert "scheduler is running" in line
+    assert not (tmp_path / "report.json").exists()
+
+
+def test_help_lists_the_options() -> None:
+    done = subprocess.run(
+        [str(SCRIPT), "run", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0
+    for option in (
+        "--tickers",
+        "--holdings",
+        "--source",
+        "--workers",
+        "--scheduler",
+        "--output",
+        "--json",
+        "--universe",
+        "--prefect",
+    ):
+        assert option in done.stdout
