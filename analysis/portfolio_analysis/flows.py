@@ -49,9 +49,7 @@ compute_portfolio_figures = _as_task(pipeline.portfolio_section, "compute_portfo
 build_pricing_report = _as_task(aggregate.pricing_report, "build_pricing_report")
 build_technical_report = _as_task(aggregate.technical_report, "build_technical_report")
 build_news_report = _as_task(aggregate.news_report, "build_news_report")
-build_comprehensive_report = _as_task(
-    aggregate.comprehensive_report, "build_comprehensive_report"
-)
+build_comprehensive_report = _as_task(aggregate.comprehensive_report, "build_comprehensive_report")
 
 PREFECT_STEPS = pipeline.ReportSteps(
     aggregate_pricing_results,

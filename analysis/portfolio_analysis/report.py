@@ -122,7 +122,11 @@ def ticker_chart(ticker: str, frame: pd.DataFrame) -> str:
             label="Bollinger 20/2",
         )
     price.plot(dates, frame["close"], color="black", linewidth=1.2, label="close")
-    for column, colour in (("sma_20", "tab:orange"), ("sma_50", "tab:green"), ("sma_200", "tab:red")):
+    for column, colour in (
+        ("sma_20", "tab:orange"),
+        ("sma_50", "tab:green"),
+        ("sma_200", "tab:red"),
+    ):
         if column in frame.columns and frame[column].notna().any():
             price.plot(dates, frame[column], color=colour, linewidth=0.9, label=column.upper())
     price.set_title(f"{ticker}: close, Bollinger bands and moving averages")
@@ -205,7 +209,9 @@ def correlation_chart(correlation: Mapping[str, Mapping[str, float | None]]) -> 
         for (row, col), value in np.ndenumerate(matrix.to_numpy()):
             if np.isfinite(value):
                 colour = "white" if abs(value) > 0.6 else "black"
-                axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour)
+                axes.text(
+                    col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour
+                )
     figure.colorbar(image, ax=axes, shrink=0.8, label="correlation of daily returns")
     axes.set_title("Correlation of daily returns")
     return _figure_to_data_uri(figure)
@@ -293,7 +299,11 @@ def render_html(
             f"<p class='muted'>{html.escape(str(portfolio.get('start')))} to "
             f"{html.escape(str(portfolio.get('end')))}, {portfolio.get('periods')} daily "
             f"returns, {html.escape(str(portfolio.get('mode')))}"
-            + (f", benchmark {html.escape(portfolio['benchmark'])}" if portfolio.get("benchmark") else "")
+            + (
+                f", benchmark {html.escape(portfolio['benchmark'])}"
+                if portfolio.get("benchmark")
+                else ""
+            )
             + "</p>"
         )
         figure_rows = [
@@ -306,9 +316,7 @@ def render_html(
             from portfolio_analysis.portfolio import portfolio_value_series
 
             tickers = [t for t in portfolio.get("tickers", []) if t in close.columns]
-            positions = (
-                {t: holdings[t] for t in tickers if t in holdings} if holdings else None
-            )
+            positions = {t: holdings[t] for t in tickers if t in holdings} if holdings else None
             try:
                 values = portfolio_value_series(close[tickers], holdings=positions)
             except ValueError:
@@ -316,7 +324,9 @@ def render_html(
             if values is not None:
                 parts.append(_image(portfolio_chart(values), "portfolio value and drawdown"))
         if portfolio.get("correlation"):
-            parts.append(_image(correlation_chart(portfolio["correlation"]), "correlation heat map"))
+            parts.append(
+                _image(correlation_chart(portfolio["correlation"]), "correlation heat map")
+            )
     elif portfolio.get("error"):
         parts.append(f"<h2>Portfolio</h2><p>{html.escape(portfolio['error'])}</p>")
     parts.append("<h2>Securities</h2>")
@@ -330,7 +340,9 @@ def render_html(
     failed = result.get("failed", [])
     if failed:
         parts.append("<h2>Failed</h2>")
-        parts.append(_table(failed, [("ticker", "Ticker"), ("stage", "Stage"), ("reason", "Reason")]))
+        parts.append(
+            _table(failed, [("ticker", "Ticker"), ("stage", "Stage"), ("reason", "Reason")])
+        )
     parts.append("</body></html>")
     return "\n".join(parts)
 
@@ -390,7 +402,13 @@ def summary_table(result: Mapping, max_rows: int = MAX_TABLE_ROWS) -> Table:
             text = _format(row.get(key))
             if key == "avg_sentiment" and isinstance(row.get(key), float):
                 value = row[key]
-                style = "green" if value >= POSITIVE_SENTIMENT else "red" if value <= NEGATIVE_SENTIMENT else ""
+                style = (
+                    "green"
+                    if value >= POSITIVE_SENTIMENT
+                    else "red"
+                    if value <= NEGATIVE_SENTIMENT
+                    else ""
+                )
                 text = f"[{style}]{text}[/]" if style else text
             if key == "rsi_14" and isinstance(row.get(key), float):
                 style = "red" if row[key] >= 70 else "green" if row[key] <= 30 else ""

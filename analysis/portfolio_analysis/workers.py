@@ -130,7 +130,9 @@ def _ohlcv_records(frame: pd.DataFrame) -> list[dict]:
     return records[["date", *OHLCV]].to_dict(orient="records")
 
 
-def fetch_price_from_multiple_sources(ticker: str, config: AnalysisConfig | None = None) -> dict | None:
+def fetch_price_from_multiple_sources(
+    ticker: str, config: AnalysisConfig | None = None
+) -> dict | None:
     """Seed API: ``{"ticker", "price_data": {"close", "ohlcv": [...], ...}, "source"}``.
 
     Returns None when no configured source has valid data for ``ticker`` (or it is not a
@@ -156,7 +158,9 @@ def fetch_price_from_multiple_sources(ticker: str, config: AnalysisConfig | None
 # --- technicals ----------------------------------------------------------------------------
 
 
-def _summaries(histories: Mapping[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+def _summaries(
+    histories: Mapping[str, pd.DataFrame],
+) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
     """Per-ticker summary rows and the indicator panel for ``histories``."""
     from portfolio_analysis import technicals
 
