@@ -140,186 +140,340 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
 
 
 class _Layout:
-    """Maps a panel's (date, ticker) cells to each ticker's own consecutive rows.
+    """Maps a panel's (ticker, date) cells to each ticker's own consecutive rows.
 
-    In the compact layout every ticker's first row is row 0, so all tickers share the
-    same warm-up rows and seeds; trailing rows past a ticker's history are NaN.
+    Arrays here are ticker-major (tickers x rows, C order: each ticker's series is
+    contiguous, the layout pandas keeps a wide float frame in). In the compact layout every
+    ticker's first row is row 0, so all tickers share the same warm-up rows and seeds; the
+    rows past a ticker's history are filled with 0 (never NaN, which would spread through
+    the blocked filters) and dropped again by ``expand``.
     """
 
-    def __init__(self, valid: np.ndarray) -> None:
-        self.shape = valid.shape
-        self.counts = valid.sum(axis=0)
-        self.identity = bool(valid.all())
+    def __init__(self, valid: np.ndarray | None, shape: tuple[int, int]) -> None:
+        self.shape = shape  # tickers x dates
+        self.identity = valid is None
         if self.identity:
-            self.rows = valid.shape[0]
+            self.rows = shape[1]
             return
-        self.rows = int(self.counts.max()) if self.counts.size else 0
-        # cells in ticker-major order: (ticker, date) pairs sorted by ticker then date
-        ticker_idx, date_idx = np.nonzero(valid.T)
-        starts = np.concatenate(([0], np.cumsum(self.counts)[:-1]))
+        counts = valid.sum(axis=1)
+        self.rows = int(counts.max()) if counts.size else 0
+        ticker_idx, date_idx = np.nonzero(valid)  # sorted by ticker, then date
+        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
         rank = np.arange(ticker_idx.size) - starts[ticker_idx]
-        self.cells = (date_idx, ticker_idx)
-        self.compact_cells = (rank, ticker_idx)
+        self.cells = (ticker_idx, date_idx)
+        self.compact_cells = (ticker_idx, rank)
 
     def compact(self, values: np.ndarray) -> np.ndarray:
         if self.identity:
             return values
-        out = np.full((self.shape[1], self.rows), np.nan).T  # rows x tickers, F order
+        out = np.zeros((self.shape[0], self.rows))
         out[self.compact_cells] = values[self.cells]
         return out
 
-    def expand(self, values: np.ndarray) -> np.ndarray:
+    def expand(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
         if self.identity:
             return values
-        out = np.full((self.shape[1], self.shape[0]), np.nan).T
+        out.fill(np.nan)
         out[self.cells] = values[self.compact_cells]
         return out
 
 
-# --- building blocks (compact layout: rows x tickers, row 0 = each ticker's first day) ---
+# --- first-order recursive filter, blocked (arrays: lanes x rows, C order) -----------------
+
+# Rows per block of the blocked filter: small enough that the within-block matrix product
+# costs little; the block-to-block carries are a recursion of their own, over 1/block of
+# the data, run the same way. A block length that divides the number of rows avoids
+# padding (benchmarks/bench_indicators.py measures the choice).
+BLOCK_CHOICES = (8, 9, 10, 7, 12, 6, 14, 15, 16)
+DEFAULT_BLOCK = 8
+# Below this many blocks a lane's carries go to lfilter directly.
+MIN_BLOCKED_CARRIES = 32
+# Tickers computed together: their scratch buffers stay in the CPU caches and are reused.
+CHUNK = 32
 
 
-def _nan_head(values: np.ndarray, rows: int) -> np.ndarray:
-    values[: min(rows, values.shape[0])] = np.nan
-    return values
+def _divisor(rows: int) -> int | None:
+    return next((b for b in BLOCK_CHOICES if rows % b == 0), None)
 
 
-def _rolling_sum(cumsum: np.ndarray, window: int) -> np.ndarray:
-    """Sum over the last ``window`` rows from a cumulative sum; NaN for the first window-1."""
-    out = np.empty_like(cumsum, order="F")
-    _nan_head(out, window - 1)
-    if cumsum.shape[0] >= window:
-        out[window - 1] = cumsum[window - 1]
-        np.subtract(cumsum[window:], cumsum[:-window], out=out[window:])
-    return out
+def _block_for(rows: int) -> tuple[int, int]:
+    """Block length and padded row count for ``rows`` rows."""
+    block = _divisor(rows)
+    if block is not None:
+        return block, rows
+    return DEFAULT_BLOCK, -(-rows // DEFAULT_BLOCK) * DEFAULT_BLOCK
 
 
-def _smooth(values: np.ndarray, alpha: float, start: int, seed: np.ndarray) -> np.ndarray:
-    """``y[start] = seed``, then ``y[t] = y[t-1] + alpha * (x[t] - y[t-1])``; NaN before.
+class _Filter:
+    """``y[t] = decay * y[t-1] + u[t]`` along rows, as matrix products over blocks of rows.
 
-    EMA uses ``alpha = 2 / (n + 1)``, Wilder's smoothing ``alpha = 1 / n``.
+    A scalar recursion runs at the latency of one multiply-add per step; here it runs as
+    matrix products instead: a block's local result is ``u_block @ M.T`` with
+    ``M[i, j] = decay**(i-j)`` (lower triangle). The value each block carries into the
+    next is the same kind of recursion over the blocks' last values (decay**block per
+    block, 1/block of the data: blocked again, or lfilter in C when short), and it enters
+    the next block through its first input, so one matrix product gives the final values.
     """
-    rows, tickers = values.shape
-    out = np.empty((tickers, rows)).T
-    _nan_head(out, start)
-    if rows <= start:
+
+    def __init__(self, decay: float, block: int, width: int) -> None:
+        steps = np.arange(block)
+        gap = steps[:, None] - steps[None, :]
+        matrix = np.where(gap >= 0, decay ** np.maximum(gap, 0).astype(np.float64), 0.0)
+        self.block = block
+        self.decay = decay
+        self.matrix_t = np.ascontiguousarray(matrix.T)
+        self.last_row = np.ascontiguousarray(matrix[-1])
+        blocks = width // block
+        sub_block = _divisor(blocks)
+        self.carries: _Filter | None = None
+        if blocks >= MIN_BLOCKED_CARRIES and sub_block is not None:
+            self.carries = _Filter(decay**block, sub_block, blocks)
+        self.lfilter_carry = ([1.0], [1.0, -(decay**block)])
+
+    def __call__(self, u: np.ndarray, out: np.ndarray) -> np.ndarray:
+        """Filter ``u`` (modified: it is scratch) into ``out``; both lanes x width, C order."""
+        lanes, width = u.shape
+        blocks = width // self.block
+        flat = u.reshape(lanes * blocks, self.block)
+        ends = (flat @ self.last_row).reshape(lanes, blocks)  # block ends without carry-in
+        if self.carries is not None:
+            carried = self.carries(ends, np.empty_like(ends))  # true block-end values
+        else:
+            carried = lfilter(*self.lfilter_carry, ends, axis=1)
+        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.decay * carried[:, :-1]
+        np.matmul(flat, self.matrix_t, out=out.reshape(lanes * blocks, self.block))
         return out
-    out[start] = seed
-    if rows > start + 1:
-        zi = ((1.0 - alpha) * seed)[np.newaxis, :]
-        filtered, _ = lfilter([alpha], [1.0, alpha - 1.0], values[start + 1 :], axis=0, zi=zi)
-        out[start + 1 :] = filtered
+
+
+def _seeded_input(
+    target: np.ndarray, values: np.ndarray, scale: float, start: int, seed: np.ndarray
+) -> np.ndarray:
+    """Fill ``target`` so that the filter yields ``seed`` at ``start``, then the recursion.
+
+    ``target[:, start] = seed`` with zeros before it (so the output is 0 there, set to NaN
+    afterwards), ``scale * values`` after it, zeros in the padding.
+    """
+    rows = values.shape[1]
+    target[:, :start] = 0.0
+    target[:, start] = seed
+    np.multiply(values[:, start + 1 :], scale, out=target[:, start + 1 : rows])
+    target[:, rows:] = 0.0
+    return target
+
+
+def _mean_of_rows(values: np.ndarray, first: int, last: int) -> np.ndarray:
+    """Mean of rows ``first..last`` (inclusive) per ticker."""
+    return values[:, first : last + 1].mean(axis=1)
+
+
+class _Chunk:
+    """Scratch buffers and filters shared by all ticker chunks of one panel."""
+
+    def __init__(self, lanes: int, rows: int) -> None:
+        self.rows = rows
+        self.block, self.width = _block_for(rows)
+        self.inputs = np.empty((3 * lanes, self.width))
+        self.results = np.empty((2 * lanes, self.width))
+        self.spare = np.empty((lanes, self.width)) if self.width != rows else None
+        block, width = self.block, self.width
+        self.sum = _Filter(1.0, block, width)
+        self.ema = {s: _Filter(1.0 - 2.0 / (s + 1), block, width) for s in EMA_SPANS}
+        self.signal = _Filter(1.0 - 2.0 / (MACD_SIGNAL + 1), block, width)
+        self.wilder = _Filter(1.0 - 1.0 / RSI_PERIOD, block, width)
+
+    def run(self, flt: _Filter, u: np.ndarray, target: np.ndarray) -> np.ndarray:
+        """Filter ``u`` into ``target`` (lanes x rows), directly when no padding is needed."""
+        if self.spare is None:
+            return flt(u, target)
+        result = flt(u, self.spare[: u.shape[0]])
+        target[:] = result[:, : self.rows]
+        return target
+
+
+def _window_mean(cumsum: np.ndarray, window: int, out: np.ndarray) -> np.ndarray:
+    """Means over the last ``window`` rows from a cumulative sum into ``out`` (NaN head)."""
+    rows = out.shape[1]
+    out[:, : window - 1] = np.nan
+    out[:, window - 1] = cumsum[:, window - 1]
+    body = out[:, window:]
+    np.subtract(cumsum[:, window:rows], cumsum[:, : rows - window], out=body)
+    out[:, window - 1 :] *= 1.0 / window
     return out
 
 
-def _window_mean(values: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Mean of rows ``first..last`` (inclusive) per ticker; NaN if the rows don't exist."""
-    if values.shape[0] <= last:
-        return np.full(values.shape[1], np.nan)
-    return values[first : last + 1].mean(axis=0)
+def _chunk_indicators(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, out: dict, work: _Chunk
+) -> None:
+    """Every indicator for one chunk of tickers (lanes x rows) into ``out``'s arrays.
+
+    Memory traffic, not arithmetic, sets the pace: filter inputs and intermediate sums
+    live in ``work``'s reused buffers, filters write straight into the outputs and every
+    other step works in place.
+    """
+    lanes, rows = close.shape
+    inputs, results = work.inputs, work.results
+
+    # SMA and Bollinger: window sums of (close - first close) and of its square, from one
+    # blocked cumulative sum of both; the offset keeps the running sums small.
+    offset = close[:, :1].copy()
+    shifted = inputs[:lanes, :rows]
+    np.subtract(close, offset, out=shifted)
+    np.multiply(shifted, shifted, out=inputs[lanes : 2 * lanes, :rows])
+    inputs[: 2 * lanes, rows:] = 0.0
+    sums = work.sum(inputs[: 2 * lanes], results[: 2 * lanes])
+    for window in SMA_WINDOWS:
+        mean = out[f"sma_{window}"]
+        if rows < window:
+            mean.fill(np.nan)
+            continue
+        _window_mean(sums[:lanes], window, mean)
+        if window == BOLLINGER_WINDOW:
+            # population variance, as TA-Lib's STDDEV: E[(x-c)^2] - E[x-c]^2
+            band = _window_mean(sums[lanes : 2 * lanes], window, out["bollinger_lower"])
+            square = np.multiply(mean, mean, out=inputs[:lanes, :rows])
+            band -= square
+            np.maximum(band, 0.0, out=band)
+            np.sqrt(band, out=band)
+            band *= BOLLINGER_WIDTH
+        mean += offset
+    if rows >= BOLLINGER_WINDOW:
+        middle = out[f"sma_{BOLLINGER_WINDOW}"]
+        np.add(middle, band, out=out["bollinger_upper"])
+        np.subtract(middle, band, out=band)
+    else:
+        out["bollinger_upper"].fill(np.nan)
+        out["bollinger_lower"].fill(np.nan)
+
+    # EMA 12/26, seeded like TA-Lib with the mean of the first n closes.
+    one = inputs[:lanes]
+    for span in EMA_SPANS:
+        ema = out[f"ema_{span}"]
+        if rows < span:
+            ema.fill(np.nan)
+            continue
+        alpha = 2.0 / (span + 1)
+        _seeded_input(one, close, alpha, span - 1, _mean_of_rows(close, 0, span - 1))
+        work.run(work.ema[span], one, ema)
+        ema[:, : span - 1] = np.nan
+
+    # MACD 12/26/9.
+    macd, signal, hist = out["macd"], out["macd_signal"], out["macd_hist"]
+    macd_start = MACD_SLOW - 1
+    signal_start = macd_start + MACD_SIGNAL - 1
+    if rows > macd_start:
+        np.subtract(out[f"ema_{MACD_FAST}"], out[f"ema_{MACD_SLOW}"], out=macd)
+        # TA-Lib's MACD starts its fast EMA at row 25, seeded with the mean of rows 14..25,
+        # not at row 11: the difference to ema_12 shrinks by (1 - alpha) a row, so it is
+        # subtracted over the rows where it is still above float resolution.
+        decay = 1.0 - 2.0 / (MACD_FAST + 1)
+        reseed = _mean_of_rows(close, macd_start - MACD_FAST + 1, macd_start)
+        gap = out[f"ema_{MACD_FAST}"][:, macd_start] - reseed
+        span = min(rows - macd_start, int(np.ceil(np.log(1e-18) / np.log(decay))))
+        macd[:, macd_start : macd_start + span] -= gap[:, None] * decay ** np.arange(span)
+    else:
+        macd.fill(np.nan)
+    if rows > signal_start:
+        alpha = 2.0 / (MACD_SIGNAL + 1)
+        seed = _mean_of_rows(macd, macd_start, signal_start)
+        _seeded_input(one, macd, alpha, signal_start, seed)
+        work.run(work.signal, one, signal)
+        signal[:, :signal_start] = np.nan
+        np.subtract(macd, signal, out=hist)
+    else:
+        signal.fill(np.nan)
+        hist.fill(np.nan)
+
+    # RSI 14 and ATR 14: Wilder's smoothing of gains, losses and true range, one filter.
+    period = RSI_PERIOD  # == ATR_PERIOD, so they share the filter
+    rsi, atr = out["rsi_14"], out["atr_14"]
+    if rows <= period:
+        rsi.fill(np.nan)
+        atr.fill(np.nan)
+        return
+    gains, losses = inputs[:lanes, :rows], inputs[lanes : 2 * lanes, :rows]
+    true_range = inputs[2 * lanes : 3 * lanes, :rows]
+    np.subtract(close[:, 1:], close[:, :-1], out=losses[:, 1:])  # the change, for now
+    np.maximum(losses[:, 1:], 0.0, out=gains[:, 1:])
+    np.subtract(gains[:, 1:], losses[:, 1:], out=losses[:, 1:])  # max(-change, 0)
+    previous = close[:, :-1]
+    np.maximum(high[:, 1:], previous, out=true_range[:, 1:])  # true range =
+    low_or_previous = np.minimum(low[:, 1:], previous, out=results[:lanes, : rows - 1])
+    true_range[:, 1:] -= low_or_previous  # max(h, c[-1]) - min(l, c[-1])
+    moves = inputs[: 3 * lanes]
+    seeds = moves[:, 1 : period + 1].mean(axis=1)
+    _seeded_input(moves, moves[:, :rows], 1.0 / period, period, seeds)
+    work.run(work.wilder, moves[2 * lanes :], atr)
+    atr[:, :period] = np.nan
+    smoothed = work.wilder(moves[: 2 * lanes], results[: 2 * lanes])
+    avg_gain, total = smoothed[:lanes, :rows], smoothed[lanes : 2 * lanes, :rows]
+    total += avg_gain  # average gain + average loss
+    with np.errstate(invalid="ignore", divide="ignore"):
+        np.divide(avg_gain, total, out=rsi)
+    rsi *= 100.0
+    if np.min(total[:, period:]) == 0.0:
+        rsi[total == 0.0] = 50.0  # not a single move in the window: neither side
+    rsi[:, :period] = np.nan
+
+
+# Indicators with their own numbers (bollinger_middle is sma_20's).
+_COMPUTED = tuple(name for name in INDICATORS if name != "bollinger_middle")
 
 
 def _indicators_compact(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict:
-    rows = close.shape[0]
-    out: dict[str, np.ndarray] = {}
+    """All indicators on tickers x rows arrays whose row 0 is each ticker's first day.
 
-    # SMA and Bollinger: windowed sums of (close - first close) from cumulative sums.
-    offset = np.nan_to_num(close[0]) if rows else np.zeros(close.shape[1])
-    shifted = close - offset
-    csum = np.cumsum(shifted, axis=0)
-    for window in SMA_WINDOWS:
-        mean = _rolling_sum(csum, window)
-        mean /= window
-        if window == BOLLINGER_WINDOW:
-            centred_mean = mean.copy()
-        mean += offset
-        out[f"sma_{window}"] = mean
-    csum_sq = np.cumsum(shifted * shifted, axis=0)
-    variance = _rolling_sum(csum_sq, BOLLINGER_WINDOW)
-    variance /= BOLLINGER_WINDOW
-    variance -= centred_mean * centred_mean
-    np.maximum(variance, 0.0, out=variance)
-    width = np.sqrt(variance)
-    width *= BOLLINGER_WIDTH
-    middle = out[f"sma_{BOLLINGER_WINDOW}"]
-    out["bollinger_upper"] = middle + width
-    out["bollinger_middle"] = middle.copy()
-    out["bollinger_lower"] = middle - width
-
-    # EMA and MACD, seeded like TA-Lib: the mean of the first n closes.
-    for span in EMA_SPANS:
-        seed = _window_mean(close, 0, span - 1)
-        out[f"ema_{span}"] = _smooth(close, 2.0 / (span + 1), span - 1, seed)
-    # TA-Lib's MACD starts its fast EMA at the slow EMA's first row, seeded with the mean of
-    # the fast window ending there (so it differs from ema_12 until the seed has decayed).
-    macd_start = MACD_SLOW - 1
-    fast = _smooth(
-        close,
-        2.0 / (MACD_FAST + 1),
-        macd_start,
-        _window_mean(close, macd_start - MACD_FAST + 1, macd_start),
-    )
-    macd = fast - out[f"ema_{MACD_SLOW}"]
-    signal_start = macd_start + MACD_SIGNAL - 1
-    signal = _smooth(
-        macd,
-        2.0 / (MACD_SIGNAL + 1),
-        signal_start,
-        _window_mean(macd, macd_start, signal_start),
-    )
-    out["macd"] = macd
-    out["macd_signal"] = signal
-    out["macd_hist"] = macd - signal
-
-    # RSI (Wilder): smoothed gains and losses of close-to-close changes.
-    change = np.empty_like(close)
-    change[0] = np.nan
-    np.subtract(close[1:], close[:-1], out=change[1:])
-    gains = np.maximum(change, 0.0)
-    losses = np.maximum(-change, 0.0)
-    gains[0] = losses[0] = np.nan
-    alpha = 1.0 / RSI_PERIOD
-    avg_gain = _smooth(gains, alpha, RSI_PERIOD, _window_mean(gains, 1, RSI_PERIOD))
-    avg_loss = _smooth(losses, alpha, RSI_PERIOD, _window_mean(losses, 1, RSI_PERIOD))
-    total = avg_gain + avg_loss
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rsi = 100.0 * avg_gain / total
-    rsi[total == 0.0] = 50.0  # no move at all for the whole window: neither side
-    out["rsi_14"] = rsi
-
-    # ATR (Wilder): smoothed true range.
-    true_range = high - low
-    previous = close[:-1]
-    np.maximum(true_range[1:], np.abs(high[1:] - previous), out=true_range[1:])
-    np.maximum(true_range[1:], np.abs(low[1:] - previous), out=true_range[1:])
-    true_range[0] = np.nan
-    out["atr_14"] = _smooth(
-        true_range, 1.0 / ATR_PERIOD, ATR_PERIOD, _window_mean(true_range, 1, ATR_PERIOD)
-    )
+    The outputs are views of one allocation (fresh pages cost more than the arithmetic),
+    filled a chunk of ``CHUNK`` tickers at a time.
+    """
+    tickers, rows = close.shape
+    arena = np.empty((len(_COMPUTED), tickers, rows))
+    out = {name: arena[i] for i, name in enumerate(_COMPUTED)}
+    if tickers and rows:
+        work = _Chunk(min(CHUNK, tickers), rows)
+        for first in range(0, tickers, CHUNK):
+            part = slice(first, min(first + CHUNK, tickers))
+            _chunk_indicators(
+                high[part], low[part], close[part], {k: v[part] for k, v in out.items()}, work
+            )
+    else:
+        arena.fill(np.nan)
     return out
+
+
+def _all_finite(*arrays: np.ndarray) -> bool:
+    # A sum is finite only if every term is: one cheap reduction instead of a mask.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(sum(float(a.sum()) for a in arrays)))
 
 
 def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
     """Every indicator in ``INDICATORS`` as a dates x tickers frame like ``panel["close"]``.
 
     A cell is NaN where the ticker has no row on that date or not enough rows before it.
+    The frames share one block of memory (freed when the last of them is).
     """
     close_frame = panel["close"]
-    close = close_frame.to_numpy(dtype=np.float64)
-    high = panel["high"].to_numpy(dtype=np.float64)
-    low = panel["low"].to_numpy(dtype=np.float64)
-    valid = np.isfinite(close) & np.isfinite(high) & np.isfinite(low)
-    layout = _Layout(valid)
-    values = _indicators_compact(layout.compact(high), layout.compact(low), layout.compact(close))
-    return {
-        name: pd.DataFrame(
-            layout.expand(values[name]),
-            index=close_frame.index,
-            columns=close_frame.columns,
-            copy=False,
+    # tickers x dates views of the frames' own storage (no copy for build_panel's panels)
+    arrays = [
+        np.ascontiguousarray(panel[field].to_numpy(dtype=np.float64).T)
+        for field in ("high", "low", "close")
+    ]
+    if _all_finite(*arrays):
+        layout = _Layout(None, arrays[2].shape)
+    else:
+        finite = np.isfinite(arrays[0]) & np.isfinite(arrays[1]) & np.isfinite(arrays[2])
+        layout = _Layout(finite, arrays[2].shape)
+    values = _indicators_compact(*(layout.compact(a) for a in arrays))
+    expanded = None if layout.identity else np.empty((len(_COMPUTED), *layout.shape))
+    frames = {}
+    for i, name in enumerate(_COMPUTED):
+        data = layout.expand(values[name], None if expanded is None else expanded[i])
+        frames[name] = pd.DataFrame(
+            data.T, index=close_frame.index, columns=close_frame.columns, copy=False
         )
-        for name in INDICATORS
-    }
+    # the same numbers as sma_20: shared (copy-on-write keeps the two frames apart)
+    frames["bollinger_middle"] = frames[f"sma_{BOLLINGER_WINDOW}"].copy(deep=False)
+    return {name: frames[name] for name in INDICATORS}
 
 
 # --- summaries and signals -----------------------------------------------------------------
