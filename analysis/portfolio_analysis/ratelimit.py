@@ -167,6 +167,7 @@ class ClusterRateLimiter:
 
         self.interval = _interval(rate)
         worker = get_worker()
+        self._worker = worker
         self.name = name
         # Bound to the worker now: threads started later (yfinance's download threads) don't
         # inherit the task's context, where Dask would otherwise look the worker up.
@@ -178,9 +179,19 @@ class ClusterRateLimiter:
     def _hold(self, seconds: float) -> None:
         with self._local:
             self._semaphore.acquire()
-        release = threading.Timer(seconds, self._semaphore.release)
+        release = threading.Timer(seconds, self._release)
         release.daemon = True
         release.start()
+
+    def _release(self) -> None:
+        # A worker shutting down drops its leases with its scheduler connection; releasing
+        # then would only log a scary "Release failed" from distributed.
+        if getattr(self._worker.status, "name", "running") not in ("running", "paused"):
+            return
+        try:
+            self._semaphore.release()
+        except Exception as error:  # the lease timeout frees it on the scheduler anyway
+            log.debug("rate limit lease %s not released: %s", self.name, error)
 
     def acquire(self) -> None:
         self._hold(self.interval)
