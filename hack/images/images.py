@@ -132,7 +132,7 @@ def input_key(*parts: object) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def tree_hash(paths: Iterable[Path]) -> str:
+def tree_hash(paths: Iterable[Path], top: Path = REPO) -> str:
     """Hash of the files under the given paths (names and contents), skipping caches."""
     digest = hashlib.sha256()
     for root in paths:
@@ -140,7 +140,7 @@ def tree_hash(paths: Iterable[Path]) -> str:
         for path in files:
             if "__pycache__" in path.parts or path.suffix in {".pyc", ".pyo"}:
                 continue
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0")
+            digest.update(str(path.relative_to(top)).encode() + b"\0")
             digest.update(sha256_file(path).encode())
     return digest.hexdigest()
 
@@ -362,23 +362,56 @@ def build_coredns() -> BuiltImage:
     return BuiltImage("coredns", ref, archive, seconds, cached=False)
 
 
-def product_inputs() -> list[Path]:
-    names = [
-        "Dockerfile",
-        ".dockerignore",
-        "pyproject.toml",
-        "uv.lock",
-        "README.md",
-        "analysis",
-        "operator",
-    ]
-    return [REPO / name for name in names if (REPO / name).exists()]
+PRODUCT_FILES = (
+    "Dockerfile",
+    ".dockerignore",
+    "pyproject.toml",
+    "uv.lock",
+    "README.md",
+    "analysis",
+    "operator",
+)
 
 
-def product_ref() -> str:
-    return (
-        f"{PRODUCT_REPOSITORY}:{input_key(RECIPE_VERSION, base_ref(), tree_hash(product_inputs()))}"
-    )
+def product_context() -> Path:
+    """The build context: the working tree, or with E2E_PRODUCT_SOURCE=<git revision> (e.g.
+    HEAD) that commit's files, so that others' uncommitted edits in a shared tree neither
+    change the image under test nor force a rebuild."""
+    revision = os.environ.get("E2E_PRODUCT_SOURCE", "")
+    if not revision:
+        return REPO
+    commit = run(
+        ["git", "-C", REPO, "rev-parse", "--verify", f"{revision}^{{commit}}"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    context = IMAGES / "contexts" / commit
+    if not context.exists():
+        partial = context.with_suffix(".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        listed = run(
+            ["git", "-C", REPO, "ls-tree", "--name-only", commit, *PRODUCT_FILES],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        archive = run(["git", "-C", REPO, "archive", commit, *listed], capture_output=True)
+        run(["tar", "-x", "-C", partial], input=archive.stdout)
+        partial.rename(context)
+        for old in context.parent.iterdir():
+            if old != context:
+                shutil.rmtree(old, ignore_errors=True)
+    return context
+
+
+def product_inputs(context: Path) -> list[Path]:
+    return [context / name for name in PRODUCT_FILES if (context / name).exists()]
+
+
+def product_ref(context: Path | None = None) -> str:
+    context = context or product_context()
+    key = input_key(RECIPE_VERSION, base_ref(), tree_hash(product_inputs(context), context))
+    return f"{PRODUCT_REPOSITORY}:{key}"
 
 
 def buildah(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
@@ -391,15 +424,19 @@ def buildah(*args: str | Path, **kwargs) -> subprocess.CompletedProcess:
         "--storage-driver",
         os.environ.get("E2E_BUILDAH_DRIVER", "overlay"),
     ]
+    if "capture_output" not in kwargs:
+        # Build output is progress, not a result: keep stdout for the JSON this script prints.
+        kwargs.setdefault("stdout", sys.stderr)
     return run(["buildah", *storage, *args], **kwargs)
 
 
 def build_product(base: BuiltImage) -> BuiltImage:
     """Build the project's Dockerfile with buildah on top of the local base image."""
-    dockerfile = REPO / "Dockerfile"
+    context = product_context()
+    dockerfile = context / "Dockerfile"
     if not dockerfile.exists():
-        raise BuildError(f"{dockerfile} does not exist yet (issue 6 writes it)")
-    ref = product_ref()
+        raise BuildError(f"{dockerfile} does not exist")
+    ref = product_ref(context)
     archive = IMAGES / f"product-{ref.rsplit(':', 1)[1]}.docker.tar"
     if cached := _cached("product", ref, archive):
         return cached
@@ -426,7 +463,7 @@ def build_product(base: BuiltImage) -> BuiltImage:
         ref,
         "-f",
         dockerfile,
-        REPO,
+        context,
     )
     partial = archive.with_suffix(".partial")
     partial.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ from a locally built image (hack/images). Nothing is pulled.
     cluster.py smoke             containerd + runc run a base-image container (no Kubernetes)
     cluster.py up [--images product]
                                  start everything, wait for node Ready and DNS, write a kubeconfig
+    cluster.py load product      rebuild (if changed) and import it into a running cluster
     cluster.py down              stop everything and remove every trace (also after a failed up)
     cluster.py status            what runs, as JSON
 
@@ -513,9 +514,17 @@ def start_containerd(state: dict, pause_image: str) -> None:
     )
 
 
-def import_images(names: Sequence[str]) -> dict[str, str]:
+def cmd_load(names: Sequence[str]) -> dict[str, str]:
+    """Build (if its inputs changed) and import images into the running cluster's containerd,
+    recording their references in the state: after an edit, no need for a new cluster."""
+    state = load_state()
+    if not state.get("pids"):
+        raise ClusterError("no cluster is up: run `up` first")
+    ensure_running("containerd")
     built = images.build(names)
     images.import_images(built, str(CONTAINERD_SOCK))
+    state.setdefault("images", {}).update({image.name: image.ref for image in built})
+    save_state(state)
     return {image.name: image.ref for image in built}
 
 
@@ -1062,6 +1071,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="leave processes and logs for inspection when up fails",
     )
+    load = sub.add_parser("load", help="build and import images into the running cluster")
+    load.add_argument("names", nargs="+", choices=["product"], metavar="NAME")
     sub.add_parser("down", help="stop everything and remove all state")
     sub.add_parser("status", help="print what runs, as JSON")
     args = parser.parse_args(argv)
@@ -1072,6 +1083,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(cmd_smoke())
         elif args.command == "up":
             print(json.dumps(cmd_up(args.images, args.keep_on_failure), indent=2))
+        elif args.command == "load":
+            print(json.dumps(cmd_load(args.names), indent=2))
         elif args.command == "down":
             cmd_down()
         elif args.command == "status":
