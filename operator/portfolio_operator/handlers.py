@@ -677,6 +677,8 @@ class AnalysisController:
             autoscaler = await api.get_dask(clusters.DASKAUTOSCALERS, self.namespace, dask["name"])
             view = clusters.observe_cluster(cluster, autoscaler, self.uid)
         obs = observe(obj, utcnow(), self.ctx.config, view, self.ctx.runs.view(self.uid))
+        if status.get("phase"):  # resources finished before a restart count in the gauge too
+            self.ctx.metrics.set_phase(self.uid, status["phase"])
         decision = decide(obs)
         await self.execute(obs, decision)
         return decision

@@ -293,3 +293,19 @@ def test_the_api_server_refuses_the_invalid_sample_saying_what_to_fix(
     assert "spec.tickers[1]" in refused.stderr and "should match" in refused.stderr
     explained = control_plane.kubectl("explain", "pfa.spec.cluster.minWorkers").stdout
     assert "Fewest Dask workers the autoscaler keeps" in explained
+
+
+def test_an_unreachable_scheduler_is_retried_then_fails_saying_what_to_check(
+    kube: Kube, start_operator
+) -> None:
+    from tests.support.control_plane import free_loopback_port
+
+    operator = start_operator(PORTFOLIO_OPERATOR_MAX_ATTEMPTS="2")
+    address = f"tcp://127.0.0.1:{free_loopback_port()}"
+    kube.apply_pfa("unreachable", {"tickers": TICKERS, "cluster": {"schedulerAddress": address}})
+    wait_until(phase_is(kube, "unreachable", "Failed"), 90, "it fails", operator.log)
+    failed = kube.condition("unreachable", "Failed")
+    assert failed["reason"] == "SchedulerUnreachable"
+    assert f"cannot reach the Dask scheduler at {address}" in failed["message"]
+    assert kube.status("unreachable")["attempts"] == 2
+    assert kube.reasons("unreachable").count("RunRetrying") == 1
