@@ -252,21 +252,37 @@ def _is_chart_json(response) -> bool:
     return isinstance(chart, dict) and ("result" in chart or "error" in chart)
 
 
+@dataclass
+class _SessionUse:
+    """Who is using an instrumented session right now (set under YFINANCE_LOCK)."""
+
+    limiter: RateLimiter
+    responses: _YahooResponses
+    timeout: float
+
+
 def _instrument(session, limiter: RateLimiter, responses: _YahooResponses, timeout: float):
     """Rate-limit every request of a curl_cffi session and note what each one got.
 
-    Wraps the instance's ``request`` (``get``/``post`` call it), so it works for any session
-    class, including the test suite's, which routes requests to a local server. A 429 with
-    Retry-After pauses the shared limiter, so every worker waits, not just this one. Timeouts
-    are capped at ``timeout``: yfinance hard-codes 10-30 s for its cookie, crumb and
-    timezone requests.
+    Wraps the instance's ``request`` (``get``/``post`` call it) once, so it works for any
+    session class, including the test suite's, which routes requests to a local server; a
+    later call only changes who the requests are counted for. A 429 with Retry-After pauses
+    the shared limiter, so every worker waits, not just this one. Timeouts are capped at
+    ``timeout``: yfinance hard-codes 10-30 s for its cookie, crumb and timezone requests.
     """
+    use = getattr(session, "_portfolio_use", None)
+    if use is not None:
+        use.limiter, use.responses, use.timeout = limiter, responses, timeout
+        return session
+    use = _SessionUse(limiter, responses, timeout)
     send = session.request
 
     def request(*args, **kwargs):
         url = str(kwargs.get("url", args[1] if len(args) > 1 else ""))
         asked = kwargs.get("timeout")
-        kwargs["timeout"] = min(asked, timeout) if isinstance(asked, int | float) else timeout
+        cap = use.timeout
+        kwargs["timeout"] = min(asked, cap) if isinstance(asked, int | float) else cap
+        limiter, responses = use.limiter, use.responses
         limiter.acquire()
         try:
             response = send(*args, **kwargs)
@@ -287,6 +303,7 @@ def _instrument(session, limiter: RateLimiter, responses: _YahooResponses, timeo
         return response
 
     session.request = request
+    session._portfolio_use = use
     return session
 
 
@@ -415,6 +432,16 @@ def _default_yahoo_session():
     return curl_requests.Session(impersonate="chrome")
 
 
+_sessions: dict[Callable[[], object], object] = {}
+
+
+def _process_session(factory: Callable[[], object]):
+    with YFINANCE_LOCK:
+        if factory not in _sessions:
+            _sessions[factory] = factory()
+        return _sessions[factory]
+
+
 class YFinanceSource:
     """Yahoo Finance through yfinance's batch download (adjusted for splits and dividends).
 
@@ -435,13 +462,19 @@ class YFinanceSource:
         self._responses = _YahooResponses()
 
     def _get_session(self):
+        """The session for this fetch, counted against this run's limit and recorder.
+
+        The default session is made once per process and reused, like yfinance's own: its
+        cookie and crumb stay valid across batches (a new session per batch would pay for
+        a cookie, a crumb and a rejected first request each time).
+        """
         if self._session is None:
-            factory = self._session_factory or type(self).default_session_factory
-            limiter = limiter_for(self.config, self.service)
-            self._session = _instrument(
-                factory(), limiter, self._responses, self.config.timeout_seconds
-            )
-        return self._session
+            if self._session_factory is not None:
+                self._session = self._session_factory()
+            else:
+                self._session = _process_session(type(self).default_session_factory)
+        limiter = limiter_for(self.config, self.service)
+        return _instrument(self._session, limiter, self._responses, self.config.timeout_seconds)
 
     def fetch(
         self, tickers: Sequence[str], start: date | None, end: date | None

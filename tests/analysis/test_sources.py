@@ -519,3 +519,60 @@ def test_retry_waits_grow_exponentially(tmp_path, stooq):
         for gap, low in zip(gaps, (0.1, 0.2, 0.4), strict=True)
     )
     assert time.monotonic() - started < 3
+
+
+def test_every_yahoo_request_passes_the_limiter_exactly_once(tmp_path, monkeypatch):
+    """Also when later batches reuse the process's session (it is instrumented once)."""
+
+    class Counting:
+        interval = 0.0
+
+        def __init__(self) -> None:
+            self.acquired = 0
+
+        def acquire(self) -> None:
+            self.acquired += 1
+
+        def pause(self, seconds: float) -> None:
+            pass
+
+    counting = Counting()
+    monkeypatch.setattr("portfolio_analysis.sources.limiter_for", lambda config, service: counting)
+    cfg = config(tmp_path, "yfinance")
+    with local_yahoo(tmp_path) as (server, session):
+        server.route("/v8/finance/chart/", chart_route({"AAPL": ohlcv(), "MSFT": ohlcv(1)}))
+        for batch in (["AAPL"], ["MSFT"], ["AAPL", "MSFT"]):
+            histories, _ = fetch_histories(batch, cfg, [yahoo_source(cfg, session)])
+            assert set(histories) == set(batch)
+        assert counting.acquired == server.count() > 6
+
+
+@pytest.mark.dask
+def test_a_dask_run_records_the_unknown_ticker_and_why(tmp_path, stooq):
+    """The whole path: pipeline -> Dask worker processes -> Stooq source -> report."""
+    from distributed import Client, LocalCluster
+    from portfolio_analysis.pipeline import run_combined_analysis
+
+    stooq.route("/q/d/l/", stooq_route({"AAPL": ohlcv(1), "MSFT": ohlcv(2)}))
+    cfg = stooq_config(tmp_path, stooq, "stooq", "embedded", batch_size=1)
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster) as client,
+    ):
+        report = run_combined_analysis(
+            ["AAPL", "MSFT", "ZZZZ"], analyses=("pricing",), config=cfg, client=client
+        )
+
+    assert report["status"] == "partial"
+    assert {r["ticker"]: r["source"] for r in report["combined_analysis"]} == {
+        "AAPL": "stooq",
+        "MSFT": "stooq",
+    }
+    assert report["failed"] == [
+        {
+            "ticker": "ZZZZ",
+            "stage": "pricing",
+            "reason": "stooq: no data (unknown ticker or no rows in the date range); "
+            "embedded: not in the embedded data (the sample portfolio and the 2009-2010 S&P 500)",
+        }
+    ]
