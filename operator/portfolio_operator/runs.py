@@ -18,6 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from distributed import KilledWorker
+from portfolio_analysis.pipeline import AnalysisCancelled
+
 from portfolio_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
@@ -92,14 +95,6 @@ def run_pipeline(
     return run_combined_analysis(dask_scheduler=address, cancel=cancel, progress=progress, **kwargs)
 
 
-def _is_cancellation(exc: BaseException) -> bool:
-    try:
-        from portfolio_analysis.pipeline import AnalysisCancelled
-    except ImportError:
-        return False
-    return isinstance(exc, AnalysisCancelled)
-
-
 def classify_error(exc: BaseException) -> tuple[str, bool]:
     """(message, temporary) for an exception a run raised.
 
@@ -107,19 +102,8 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
     bad input and bugs will not, so those fail the resource at once.
     """
     message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    temporary_types: tuple[type[BaseException], ...] = (
-        ConnectionError,
-        TimeoutError,
-        OSError,
-        concurrent.futures.CancelledError,
-    )
-    try:
-        from distributed import KilledWorker
-
-        temporary_types += (KilledWorker,)
-    except ImportError:
-        pass
-    return message, isinstance(exc, temporary_types)
+    temporary = (OSError, TimeoutError, concurrent.futures.CancelledError, KilledWorker)
+    return message, isinstance(exc, temporary)  # ConnectionError is an OSError
 
 
 class RunRegistry:
@@ -214,7 +198,7 @@ class RunRegistry:
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._pool, call)
         except Exception as exc:  # every failure becomes a status, never a crash
-            if run.cancel.is_set() or _is_cancellation(exc):
+            if run.cancel.is_set() or isinstance(exc, AnalysisCancelled):
                 run.state = RunState.CANCELLED
             else:
                 run.error, run.temporary = classify_error(exc)
