@@ -40,8 +40,10 @@ import contextlib
 import functools
 import io
 import logging
+import random
 import re
 import threading
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -57,7 +59,6 @@ from tenacity import (
     Retrying,
     retry_if_result,
     stop_after_attempt,
-    wait_exponential_jitter,
 )
 
 from portfolio_analysis import embedded
@@ -495,7 +496,9 @@ class YFinanceSource:
         # yfinance memoises responses for past ranges per process, failed ones included:
         # a retry must reach the server again.
         YfData.cache_get.cache_clear()
-        with _capture_yfinance_log() as yahoo_log:
+        with _capture_yfinance_log() as yahoo_log, warnings.catch_warnings():
+            # yfinance 1.7 uses pandas APIs that pandas 3.1 deprecates: not the user's concern.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"yfinance")
             try:
                 data = yf.download(
                     tickers,
@@ -807,19 +810,23 @@ def normalise_tickers(tickers: Sequence[str] | str) -> tuple[list[str], dict[str
 
 
 def _retry_wait(config: AnalysisConfig) -> Callable[[RetryCallState], float]:
-    """Exponential backoff with jitter, but never sooner than a server's Retry-After."""
+    """Exponential backoff with jitter, but never sooner than a server's Retry-After.
+
+    Before retry n (1, 2, ...): ``base * 2**(n-1)`` plus up to ``base`` of uniform jitter,
+    capped at ``base * 2**max_retries`` (tenacity's ``wait_exponential_jitter`` formula,
+    written out because its argument names changed between tenacity 8 and 9).
+    """
     base = config.backoff_base_seconds
-    backoff = wait_exponential_jitter(
-        initial=base, max=max(base * 2**config.max_retries, 0.0), jitter=base
-    )
+    cap = max(base * 2**config.max_retries, 0.0)
 
     def wait(state: RetryCallState) -> float:
+        backoff = min(base * 2 ** (state.attempt_number - 1) + random.uniform(0, base), cap)
         answers = state.outcome.result() if state.outcome and not state.outcome.failed else {}
         asked = max(
             (e.retry_after or 0.0 for e in answers.values() if isinstance(e, TransientSourceError)),
             default=0.0,
         )
-        return max(backoff(state), min(asked, MAX_PAUSE_SECONDS))
+        return max(backoff, min(asked, MAX_PAUSE_SECONDS))
 
     return wait
 
