@@ -90,13 +90,22 @@ def _check_history(ticker: str, frame: pd.DataFrame) -> None:
         )
 
 
-def _field_values(ticker: str, frame: pd.DataFrame, field: str) -> np.ndarray:
-    if field not in frame.columns:
-        return np.full(len(frame), np.nan)
+def _ohlcv_values(ticker: str, frame: pd.DataFrame) -> np.ndarray:
+    """The frame's ``FIELDS`` as a dates x fields float array (NaN for a missing field)."""
     try:
-        return frame[field].to_numpy(dtype=np.float64)
+        if list(frame.columns) == list(FIELDS):  # validated histories: one cheap conversion
+            return frame.to_numpy(dtype=np.float64)
+        values = np.full((len(frame), len(FIELDS)), np.nan)
+        for i, field in enumerate(FIELDS):
+            if field in frame.columns:
+                values[:, i] = frame[field].to_numpy(dtype=np.float64)
+        return values
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"{ticker}: column {field!r} is not numeric ({exc})") from None
+        bad = [
+            f for f in FIELDS if f in frame.columns and not pd.api.types.is_numeric_dtype(frame[f])
+        ]
+        what = f"column {bad[0]!r}" if bad else "a price column"
+        raise ValueError(f"{ticker}: {what} is not numeric ({exc})") from None
 
 
 def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
@@ -123,17 +132,17 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
         )
         positions = [dates.get_indexer(f.index) for f in frames]
     columns = pd.Index(tickers, name="ticker")
-    panel: Panel = {}
-    for field in FIELDS:
-        block = np.full((len(tickers), len(dates)), np.nan)  # tickers x dates, C order
-        for row, (ticker, frame) in enumerate(zip(tickers, frames, strict=True)):
-            values = _field_values(ticker, frame, field)
-            if positions is None:
-                block[row] = values
-            else:
-                block[row, positions[row]] = values
-        panel[field] = pd.DataFrame(block.T, index=dates, columns=columns, copy=False)
-    return panel
+    blocks = np.full((len(FIELDS), len(tickers), len(dates)), np.nan)  # tickers x dates
+    for row, (ticker, frame) in enumerate(zip(tickers, frames, strict=True)):
+        values = _ohlcv_values(ticker, frame)  # dates x fields
+        if positions is None:
+            blocks[:, row, :] = values.T
+        else:
+            blocks[:, row, positions[row]] = values.T
+    return {
+        field: pd.DataFrame(blocks[i].T, index=dates, columns=columns, copy=False)
+        for i, field in enumerate(FIELDS)
+    }
 
 
 # --- compaction: each ticker's own rows, consecutive -----------------------------------
@@ -213,14 +222,18 @@ class _Filter:
     next is the same kind of recursion over the blocks' last values (decay**block per
     block, 1/block of the data: blocked again, or lfilter in C when short), and it enters
     the next block through its first input, so one matrix product gives the final values.
+    ``scale`` multiplies the inputs inside the matrix product (``y[t] = decay * y[t-1] +
+    scale * u[t]``), which saves a pass over the data.
     """
 
-    def __init__(self, decay: float, block: int, width: int) -> None:
+    def __init__(self, decay: float, block: int, width: int, scale: float = 1.0) -> None:
         steps = np.arange(block)
         gap = steps[:, None] - steps[None, :]
         matrix = np.where(gap >= 0, decay ** np.maximum(gap, 0).astype(np.float64), 0.0)
+        matrix *= scale
         self.block = block
         self.decay = decay
+        self.inject = decay / scale  # a carried output value, in input units
         self.matrix_t = np.ascontiguousarray(matrix.T)
         self.last_row = np.ascontiguousarray(matrix[-1])
         blocks = width // block
@@ -240,23 +253,19 @@ class _Filter:
             carried = self.carries(ends, np.empty_like(ends))  # true block-end values
         else:
             carried = lfilter(*self.lfilter_carry, ends, axis=1)
-        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.decay * carried[:, :-1]
+        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.inject * carried[:, :-1]
         np.matmul(flat, self.matrix_t, out=out.reshape(lanes * blocks, self.block))
         return out
 
 
-def _seeded_input(
-    target: np.ndarray, values: np.ndarray, scale: float, start: int, seed: np.ndarray
-) -> np.ndarray:
-    """Fill ``target`` so that the filter yields ``seed`` at ``start``, then the recursion.
+def _seed(target: np.ndarray, start: int, seed: np.ndarray, rows: int) -> np.ndarray:
+    """Make ``target`` a filter input whose output is 0 before ``start``, seeded there.
 
-    ``target[:, start] = seed`` with zeros before it (so the output is 0 there, set to NaN
-    afterwards), ``scale * values`` after it, zeros in the padding.
+    Rows before ``start`` become 0 (their output is set to NaN afterwards), row ``start``
+    the seed (in input units: the filter scales it), the padding after ``rows`` 0.
     """
-    rows = values.shape[1]
     target[:, :start] = 0.0
     target[:, start] = seed
-    np.multiply(values[:, start + 1 :], scale, out=target[:, start + 1 : rows])
     target[:, rows:] = 0.0
     return target
 
@@ -264,6 +273,11 @@ def _seeded_input(
 def _mean_of_rows(values: np.ndarray, first: int, last: int) -> np.ndarray:
     """Mean of rows ``first..last`` (inclusive) per ticker."""
     return values[:, first : last + 1].mean(axis=1)
+
+
+def _alpha(span: int) -> float:
+    """EMA smoothing factor of a span, TA-Lib's (and everyone's) 2 / (n + 1)."""
+    return 2.0 / (span + 1)
 
 
 class _Chunk:
@@ -277,9 +291,13 @@ class _Chunk:
         self.spare = np.empty((lanes, self.width)) if self.width != rows else None
         block, width = self.block, self.width
         self.sum = _Filter(1.0, block, width)
-        self.ema = {s: _Filter(1.0 - 2.0 / (s + 1), block, width) for s in EMA_SPANS}
-        self.signal = _Filter(1.0 - 2.0 / (MACD_SIGNAL + 1), block, width)
-        self.wilder = _Filter(1.0 - 1.0 / RSI_PERIOD, block, width)
+        self.ema = {s: _Filter(1 - _alpha(s), block, width, _alpha(s)) for s in EMA_SPANS}
+        signal = _alpha(MACD_SIGNAL)
+        self.signal = _Filter(1.0 - signal, block, width, signal)
+        wilder = 1.0 / RSI_PERIOD
+        self.wilder = _Filter(1.0 - wilder, block, width, wilder)
+        # RSI's average gain, times 100: RSI is then one division away
+        self.gain_100 = _Filter(1.0 - wilder, block, width, 100.0 * wilder)
 
     def run(self, flt: _Filter, u: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Filter ``u`` into ``target`` (lanes x rows), directly when no padding is needed."""
@@ -351,8 +369,8 @@ def _chunk_indicators(
         if rows < span:
             ema.fill(np.nan)
             continue
-        alpha = 2.0 / (span + 1)
-        _seeded_input(one, close, alpha, span - 1, _mean_of_rows(close, 0, span - 1))
+        np.copyto(one[:, span:rows], close[:, span:])
+        _seed(one, span - 1, _mean_of_rows(close, 0, span - 1) / _alpha(span), rows)
         work.run(work.ema[span], one, ema)
         ema[:, : span - 1] = np.nan
 
@@ -373,9 +391,9 @@ def _chunk_indicators(
     else:
         macd.fill(np.nan)
     if rows > signal_start:
-        alpha = 2.0 / (MACD_SIGNAL + 1)
-        seed = _mean_of_rows(macd, macd_start, signal_start)
-        _seeded_input(one, macd, alpha, signal_start, seed)
+        np.copyto(one[:, signal_start + 1 : rows], macd[:, signal_start + 1 :])
+        seed = _mean_of_rows(macd, macd_start, signal_start) / _alpha(MACD_SIGNAL)
+        _seed(one, signal_start, seed, rows)
         work.run(work.signal, one, signal)
         signal[:, :signal_start] = np.nan
         np.subtract(macd, signal, out=hist)
@@ -390,26 +408,25 @@ def _chunk_indicators(
         rsi.fill(np.nan)
         atr.fill(np.nan)
         return
-    gains, losses = inputs[:lanes, :rows], inputs[lanes : 2 * lanes, :rows]
+    # Lanes: gains, absolute changes (= gains + losses), true range. Seeds: the mean of
+    # rows 1..period, which in input units (the filter scales by 1/period) is their sum.
+    gains, moves = inputs[:lanes, :rows], inputs[lanes : 2 * lanes, :rows]
     true_range = inputs[2 * lanes : 3 * lanes, :rows]
-    np.subtract(close[:, 1:], close[:, :-1], out=losses[:, 1:])  # the change, for now
-    np.maximum(losses[:, 1:], 0.0, out=gains[:, 1:])
-    np.subtract(gains[:, 1:], losses[:, 1:], out=losses[:, 1:])  # max(-change, 0)
+    np.subtract(close[:, 1:], close[:, :-1], out=moves[:, 1:])
+    np.maximum(moves[:, 1:], 0.0, out=gains[:, 1:])
+    np.abs(moves[:, 1:], out=moves[:, 1:])
     previous = close[:, :-1]
     np.maximum(high[:, 1:], previous, out=true_range[:, 1:])  # true range =
     low_or_previous = np.minimum(low[:, 1:], previous, out=results[:lanes, : rows - 1])
     true_range[:, 1:] -= low_or_previous  # max(h, c[-1]) - min(l, c[-1])
-    moves = inputs[: 3 * lanes]
-    seeds = moves[:, 1 : period + 1].mean(axis=1)
-    _seeded_input(moves, moves[:, :rows], 1.0 / period, period, seeds)
-    work.run(work.wilder, moves[2 * lanes :], atr)
+    wilder = inputs[: 3 * lanes]
+    _seed(wilder, period, wilder[:, 1 : period + 1].sum(axis=1), rows)
+    work.run(work.wilder, wilder[2 * lanes :], atr)
     atr[:, :period] = np.nan
-    smoothed = work.wilder(moves[: 2 * lanes], results[: 2 * lanes])
-    avg_gain, total = smoothed[:lanes, :rows], smoothed[lanes : 2 * lanes, :rows]
-    total += avg_gain  # average gain + average loss
+    gain_100 = work.gain_100(wilder[:lanes], results[:lanes])[:, :rows]
+    total = work.wilder(wilder[lanes : 2 * lanes], results[lanes : 2 * lanes])[:, :rows]
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(avg_gain, total, out=rsi)
-    rsi *= 100.0
+        np.divide(gain_100, total, out=rsi)  # 100 * gain / (gain + loss)
     if np.min(total[:, period:]) == 0.0:
         rsi[total == 0.0] = 50.0  # not a single move in the window: neither side
     rsi[:, :period] = np.nan

@@ -1,0 +1,161 @@
+"""Full indicator set on a 500-ticker x 10-year panel: ours against TA-Lib, in one run.
+
+Usage: uv run python benchmarks/bench_indicators.py [--tickers 500] [--days 2520] [--repeat 15]
+
+The indicator set is what ``technicals.compute_indicators`` returns: SMA 20/50/200, EMA 12/26,
+MACD 12/26/9, RSI 14, Bollinger 20/2 and ATR 14. The baseline calls TA-Lib once per ticker
+per indicator (SMA x3, EMA x2, MACD, RSI, BBANDS, ATR). Both sides get their inputs
+ready-made and untimed: TA-Lib one float64 array per ticker and field, ours the dates x
+tickers panel of ``technicals.build_panel`` (timed separately, like ``summarize``).
+
+Both sides keep what they compute until their next run, as any caller must (TA-Lib: a list
+of per-ticker result arrays; ours: the indicator frames): fresh memory is part of the cost.
+TA-Lib with its results thrown away at once is printed too, as a lower bound for it. The
+three are run in turn, ``--repeat`` times, so load on the machine hits them alike; best and
+median of wall time and of process CPU time are printed, and the ratios TA-Lib / ours
+(> 1: ours is faster). Single-threaded throughout (BLAS too). The data are SYNTHETIC
+(``embedded.synthetic_histories``), the same series for both sides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+# Single-threaded, like TA-Lib: set before numpy loads its BLAS.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import scipy  # noqa: E402
+import talib  # noqa: E402
+from portfolio_analysis import technicals  # noqa: E402
+from portfolio_analysis.embedded import synthetic_histories  # noqa: E402
+
+Arrays = list[tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+def talib_per_ticker(arrays: Arrays) -> list[tuple]:
+    """The baseline: every indicator, one TA-Lib call per ticker per indicator."""
+    results = []
+    for high, low, close in arrays:
+        results.append(
+            (
+                talib.SMA(close, 20),
+                talib.SMA(close, 50),
+                talib.SMA(close, 200),
+                talib.EMA(close, 12),
+                talib.EMA(close, 26),
+                talib.MACD(close, 12, 26, 9),
+                talib.RSI(close, 14),
+                talib.BBANDS(close, 20, 2.0, 2.0, 0),
+                talib.ATR(high, low, close, 14),
+            )
+        )
+    return results
+
+
+def talib_discarding(arrays: Arrays) -> None:
+    """The same calls, each result dropped at once (no fresh memory: a lower bound)."""
+    for high, low, close in arrays:
+        talib.SMA(close, 20)
+        talib.SMA(close, 50)
+        talib.SMA(close, 200)
+        talib.EMA(close, 12)
+        talib.EMA(close, 26)
+        talib.MACD(close, 12, 26, 9)
+        talib.RSI(close, 14)
+        talib.BBANDS(close, 20, 2.0, 2.0, 0)
+        talib.ATR(high, low, close, 14)
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def run(self, function: Callable[[], object], keep: dict, key: str) -> None:
+        keep[key] = None  # release the previous run's results first
+        wall, cpu = time.perf_counter(), time.process_time()
+        keep[key] = function()
+        self.cpu.append(time.process_time() - cpu)
+        self.wall.append(time.perf_counter() - wall)
+
+    def line(self, label: str) -> str:
+        ms = [1e3 * f(t) for t in (self.wall, self.cpu) for f in (min, statistics.median)]
+        return (
+            f"{label:<40} wall best {ms[0]:7.1f} median {ms[1]:7.1f} ms | "
+            f"cpu best {ms[2]:7.1f} median {ms[3]:7.1f} ms"
+        )
+
+
+def ratio(baseline: Timings, ours: Timings) -> str:
+    parts = []
+    for name in ("wall", "cpu"):
+        base, mine = getattr(baseline, name), getattr(ours, name)
+        parts.append(
+            f"{name} best {min(base) / min(mine):.2f}x, "
+            f"median {statistics.median(base) / statistics.median(mine):.2f}x"
+        )
+    return "; ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tickers", type=int, default=500)
+    parser.add_argument("--days", type=int, default=2520, help="business days (2520 = 10 years)")
+    parser.add_argument("--repeat", type=int, default=15)
+    args = parser.parse_args()
+
+    tickers = [f"SYN{i:04d}" for i in range(args.tickers)]
+    dates = pd.bdate_range("2014-01-01", periods=args.days)
+    histories = synthetic_histories(tickers, dates[0].date(), dates[-1].date())
+    arrays: Arrays = [
+        tuple(np.ascontiguousarray(f[c].to_numpy()) for c in ("high", "low", "close"))
+        for f in histories.values()
+    ]
+    panel = technicals.build_panel(histories)
+    rows, width = panel["close"].shape
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(
+        f"panel: {width} tickers x {rows} days (synthetic); Python {platform.python_version()}, "
+        f"numpy {np.__version__}, scipy {scipy.__version__}, pandas {pd.__version__}, "
+        f"TA-Lib {talib.__version__} (C {talib.__ta_version__.decode().split()[0]}); "
+        f"{os.cpu_count()} CPUs, single-threaded; load average {load:.1f} at start"
+    )
+
+    runs = {
+        "talib": (lambda: talib_per_ticker(arrays), Timings()),
+        "talib_discard": (lambda: talib_discarding(arrays), Timings()),
+        "ours": (lambda: technicals.compute_indicators(panel), Timings()),
+    }
+    keep: dict = {}
+    for function, _ in runs.values():  # warm-up: lazy imports, caches, allocator
+        function()
+    for _ in range(args.repeat):
+        for key, (function, timings) in runs.items():
+            timings.run(function, keep, key)
+    keep.clear()
+    indicators = technicals.compute_indicators(panel)
+    extra = {"build_panel": Timings(), "summarize": Timings()}
+    for _ in range(max(3, args.repeat // 3)):
+        extra["build_panel"].run(lambda: technicals.build_panel(histories), keep, "panel")
+        extra["summarize"].run(lambda: technicals.summarize(panel, indicators), keep, "summary")
+
+    print(runs["talib"][1].line("TA-Lib per ticker, results kept"))
+    print(runs["talib_discard"][1].line("TA-Lib per ticker, results dropped"))
+    print(runs["ours"][1].line("ours: compute_indicators(panel)"))
+    print(extra["build_panel"].line("  build_panel (not in the ratios)"))
+    print(extra["summarize"].line("  summarize (not in the ratios)"))
+    print(f"ratio TA-Lib kept / ours:    {ratio(runs['talib'][1], runs['ours'][1])}")
+    print(f"ratio TA-Lib dropped / ours: {ratio(runs['talib_discard'][1], runs['ours'][1])}")
+    print(f"load average {os.getloadavg()[0]:.1f} at end")
+
+
+if __name__ == "__main__":
+    main()
