@@ -10,11 +10,13 @@ tickers panel of ``technicals.build_panel`` (timed separately, like ``summarize`
 
 Both sides keep what they compute until their next run, as any caller must (TA-Lib: a list
 of per-ticker result arrays; ours: the indicator frames): fresh memory is part of the cost.
-TA-Lib with its results thrown away at once is printed too, as a lower bound for it. The
-three are run in turn, ``--repeat`` times, so load on the machine hits them alike; best and
-median of wall time and of process CPU time are printed, and the ratios TA-Lib / ours
-(> 1: ours is faster). Single-threaded throughout (BLAS too). The data are SYNTHETIC
-(``embedded.synthetic_histories``), the same series for both sides.
+TA-Lib with its results thrown away at once is printed too, as a lower bound for it, and a
+plain pandas version (rolling/ewm on the wide frames, run afterwards) for scale. The first
+three run in turn, ``--repeat`` times, so load on the machine hits them alike; best and
+median of wall time and of process CPU time are printed, and the ratios baseline / ours
+(> 1: ours is faster).
+Single-threaded throughout (BLAS too). The data are SYNTHETIC
+(``embedded.synthetic_histories``), the same series for every side.
 """
 
 from __future__ import annotations
@@ -72,6 +74,33 @@ def talib_discarding(arrays: Arrays) -> None:
         talib.RSI(close, 14)
         talib.BBANDS(close, 20, 2.0, 2.0, 0)
         talib.ATR(high, low, close, 14)
+
+
+def pandas_wide(panel: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """A straightforward pandas version on the same wide frames (rolling, ewm), for scale.
+
+    Not TA-Lib's seeding (ewm starts at the first value), so its numbers differ in the
+    warm-up; it is timed, not checked.
+    """
+    close, high, low = panel["close"], panel["high"], panel["low"]
+    out = {f"sma_{n}": close.rolling(n).mean() for n in (20, 50, 200)}
+    for n in (12, 26):
+        out[f"ema_{n}"] = close.ewm(span=n, adjust=False).mean()
+    out["macd"] = out["ema_12"] - out["ema_26"]
+    out["macd_signal"] = out["macd"].ewm(span=9, adjust=False).mean()
+    out["macd_hist"] = out["macd"] - out["macd_signal"]
+    change = close.diff()
+    gain = change.clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
+    loss = (-change).clip(lower=0).ewm(alpha=1 / 14, adjust=False).mean()
+    out["rsi_14"] = 100 * gain / (gain + loss)
+    width = 2 * close.rolling(20).std(ddof=0)
+    out["bollinger_upper"] = out["sma_20"] + width
+    out["bollinger_middle"] = out["sma_20"]
+    out["bollinger_lower"] = out["sma_20"] - width
+    previous = close.shift()
+    true_range = np.maximum(high, previous) - np.minimum(low, previous)
+    out["atr_14"] = true_range.ewm(alpha=1 / 14, adjust=False).mean()
+    return out
 
 
 class Timings:
@@ -141,6 +170,11 @@ def main() -> None:
         for key, (function, timings) in runs.items():
             timings.run(function, keep, key)
     keep.clear()
+    # Run apart: its many large temporaries would change the others' memory behaviour.
+    runs["pandas"] = (lambda: pandas_wide(panel), Timings())
+    for _ in range(max(3, args.repeat // 3)):
+        runs["pandas"][1].run(runs["pandas"][0], keep, "pandas")
+    keep.clear()
     indicators = technicals.compute_indicators(panel)
     extra = {"build_panel": Timings(), "summarize": Timings()}
     for _ in range(max(3, args.repeat // 3)):
@@ -150,10 +184,12 @@ def main() -> None:
     print(runs["talib"][1].line("TA-Lib per ticker, results kept"))
     print(runs["talib_discard"][1].line("TA-Lib per ticker, results dropped"))
     print(runs["ours"][1].line("ours: compute_indicators(panel)"))
+    print(runs["pandas"][1].line("plain pandas rolling/ewm, wide frames"))
     print(extra["build_panel"].line("  build_panel (not in the ratios)"))
     print(extra["summarize"].line("  summarize (not in the ratios)"))
     print(f"ratio TA-Lib kept / ours:    {ratio(runs['talib'][1], runs['ours'][1])}")
     print(f"ratio TA-Lib dropped / ours: {ratio(runs['talib_discard'][1], runs['ours'][1])}")
+    print(f"ratio plain pandas / ours:   {ratio(runs['pandas'][1], runs['ours'][1])}")
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

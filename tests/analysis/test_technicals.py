@@ -297,3 +297,35 @@ def test_indicator_history_gives_one_tickers_own_dates():
     assert {"close", *technicals.INDICATORS} <= set(history.columns)
     with pytest.raises(KeyError, match="XYZ"):
         technicals.indicator_history(panel, {}, "XYZ")
+
+
+def test_macd_line_becomes_ema_12_minus_ema_26_once_talibs_reseed_decays():
+    """Documented convention: the fast EMA inside MACD is TA-Lib's (re-seeded at row 25)."""
+    frame = sample_histories()["IBM"]
+    panel = technicals.build_panel({"IBM": frame})
+    indicators = technicals.compute_indicators(panel)
+    difference = (indicators["ema_12"] - indicators["ema_26"])["IBM"].to_numpy()
+    macd = indicators["macd"]["IBM"].to_numpy()
+    close = frame["close"].to_numpy()
+    gap = np.abs(macd - difference) / close
+    assert gap[25] > 1e-6  # the re-seed shows at first ...
+    assert gap[300:].max() < 1e-12  # ... and has decayed below float noise later
+
+
+def test_seed_worker_returns_history_and_summary_or_none():
+    from portfolio_analysis import calculate_security_technicals
+
+    frame = sample_histories()["MSFT"].loc["2012"]
+    result = calculate_security_technicals("MSFT", frame)
+    assert result["ticker"] == "MSFT"
+    assert len(result["technical_indicators"]) == len(frame)
+    last = result["technical_indicators"][-1]
+    summary = result["summary"]
+    for field in ("sma_20", "rsi_14", "bollinger_upper", "bollinger_lower", "macd", "atr_14"):
+        assert summary[field] == pytest.approx(last[field], rel=1e-12), field
+    assert summary["sma_200"] is not None and summary["rsi_signal"] in {
+        "overbought",
+        "oversold",
+        "neutral",
+    }
+    assert calculate_security_technicals("MSFT", {"ohlcv": "not a list"}) is None
