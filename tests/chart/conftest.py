@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import shutil
 import subprocess
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.support.control_plane import default_binaries_dir
+from tests.support.control_plane import default_binaries_dir, pinned_versions
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portfolio-operator"
 RELEASE = "pfo"
 NAMESPACE = "portfolio-system"
+# Render for the Kubernetes version the tests run (a helm built by `go install` without Helm's
+# ldflags assumes v1.20, older than the chart's kubeVersion).
+KUBE_VERSION = ("--kube-version", pinned_versions()["KUBE_VERSION"])
 
 
 def find_helm() -> Path | None:
@@ -40,6 +44,7 @@ def find_helm() -> Path | None:
 class Helm:
     binary: Path
     home: Path
+    _rendered: dict[tuple[str, ...], list[dict]] = field(default_factory=dict, repr=False)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         env = dict(os.environ)
@@ -68,17 +73,20 @@ class Helm:
         self, *set_args: str, include_crds: bool = False, extra: Sequence[str] = ()
     ) -> list[dict]:
         """Render the chart with `--set` arguments; parsed objects, empty documents dropped."""
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra]
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *KUBE_VERSION, *extra]
         if include_crds:
             args.append("--include-crds")
         for value in set_args:
             args += ["--set", value]
-        rendered = self.run(*args).stdout
-        return [doc for doc in yaml.safe_load_all(rendered) if doc]
+        key = tuple(args)
+        if key not in self._rendered:  # the same render is asked for by several tests
+            rendered = self.run(*args).stdout
+            self._rendered[key] = [doc for doc in yaml.safe_load_all(rendered) if doc]
+        return copy.deepcopy(self._rendered[key])
 
     def template_error(self, *set_args: str) -> str:
         """stderr of a render that must fail; fails the test if it renders."""
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *KUBE_VERSION]
         for value in set_args:
             args += ["--set", value]
         result = self.run(*args, check=False)

@@ -32,6 +32,7 @@ Labels on every object of the release.
 {{- define "portfolio-operator.labels" -}}
 helm.sh/chart: {{ include "portfolio-operator.chart" . }}
 app.kubernetes.io/part-of: portfolio-operator
+app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if .Chart.AppVersion }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
@@ -42,8 +43,15 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 Selector labels of the operator's pods (immutable once installed: keep them short and stable).
 */}}
 {{- define "portfolio-operator.selectorLabels" -}}
-app.kubernetes.io/name: {{ include "portfolio-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "portfolio-operator.componentLabels" . }}
+{{- end }}
+
+{{/*
+What tells the operator's objects apart from the dask-kubernetes controller's (added to labels).
+*/}}
+{{- define "portfolio-operator.componentLabels" -}}
+app.kubernetes.io/name: {{ include "portfolio-operator.name" . }}
 app.kubernetes.io/component: operator
 {{- end }}
 
@@ -89,8 +97,12 @@ dask-kubernetes operator: names, labels, image.
 {{- end }}
 
 {{- define "portfolio-operator.dask.selectorLabels" -}}
-app.kubernetes.io/name: dask-kubernetes-operator
 app.kubernetes.io/instance: {{ .Release.Name }}
+{{ include "portfolio-operator.dask.componentLabels" . }}
+{{- end }}
+
+{{- define "portfolio-operator.dask.componentLabels" -}}
+app.kubernetes.io/name: dask-kubernetes-operator
 app.kubernetes.io/component: dask-kubernetes-operator
 {{- end }}
 

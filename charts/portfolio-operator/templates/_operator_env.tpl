@@ -1,5 +1,6 @@
 {{/*
-PROVISIONAL until portfolio_operator's settings land: the operator's configuration as environment.
+The operator's settings, as the PORTFOLIO_OPERATOR_* environment variables that
+portfolio_operator.config.OperatorConfig.from_env reads.
 */}}
 {{- define "portfolio-operator.operatorEnv" -}}
 - name: POD_NAMESPACE
@@ -14,12 +15,10 @@ PROVISIONAL until portfolio_operator's settings land: the operator's configurati
   value: {{ .Values.operator.healthPort | quote }}
 - name: PORTFOLIO_OPERATOR_METRICS_PORT
   value: {{ .Values.operator.metricsPort | quote }}
+- name: PORTFOLIO_OPERATOR_MAX_CONCURRENT_ANALYSES
+  value: {{ .Values.operator.maxConcurrentAnalyses | quote }}
 - name: PORTFOLIO_OPERATOR_WORKER_IMAGE
   value: {{ default (include "portfolio-operator.image" .) .Values.analysis.workerImage | quote }}
-- name: PORTFOLIO_OPERATOR_MIN_WORKERS
-  value: {{ .Values.analysis.minWorkers | quote }}
-- name: PORTFOLIO_OPERATOR_MAX_WORKERS
-  value: {{ .Values.analysis.maxWorkers | quote }}
 {{- with .Values.analysis.prefectApiUrl }}
 - name: PREFECT_API_URL
   value: {{ . | quote }}

@@ -1,26 +1,34 @@
 {{/*
-PROVISIONAL until manifests/rbac.yaml lands: the operator's rules, split by scope.
+The operator's least-privilege rules: exactly manifests/rbac.yaml's ClusterRole rules
+(tests/chart/test_chart.py compares them). clusterRules are the ones that only a ClusterRole can
+grant (none: kopf's CRD/namespace scanning and peering are switched off); namespacedRules go into
+the ClusterRole when all namespaces are watched, else into a Role in each watched namespace.
 */}}
 {{- define "portfolio-operator.clusterRules" -}}
-- apiGroups: [apiextensions.k8s.io]
-  resources: [customresourcedefinitions]
-  verbs: [list, watch]
 {{- end }}
 
 {{- define "portfolio-operator.namespacedRules" -}}
-- apiGroups: [portfolio.example.org]
+# kopf lists and watches the resources; patch adds/removes its finalizer; delete is
+# ttlSecondsAfterFinished.
+- apiGroups: [analysis.portfolio-operator.io]
   resources: [portfolioanalyses]
-  verbs: [get, list, watch, patch]
-- apiGroups: [portfolio.example.org]
+  verbs: [get, list, watch, patch, delete]
+- apiGroups: [analysis.portfolio-operator.io]
   resources: [portfolioanalyses/status]
-  verbs: [get, patch]
+  verbs: [patch]
+# Owner references with blockOwnerDeletion (OwnerReferencesPermissionEnforcement admission).
+- apiGroups: [analysis.portfolio-operator.io]
+  resources: [portfolioanalyses/finalizers]
+  verbs: [update]
+# The Dask cluster of each analysis (the dask-kubernetes operator does the rest).
 - apiGroups: [kubernetes.dask.org]
   resources: [daskclusters, daskautoscalers]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, delete]
+# The report ConfigMap: created, or replaced when a resource is re-run.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch, update, delete]
-- apiGroups: ["", events.k8s.io]
+  verbs: [create, update]
+- apiGroups: [""]
   resources: [events]
-  verbs: [create, patch]
+  verbs: [create]
 {{- end }}

@@ -1,0 +1,502 @@
+"""The chart installed by the pinned helm into a REAL API server, and the operator running with
+the chart's ServiceAccount's own credentials.
+
+The tests use a private control plane (the same `ControlPlane` harness as the `control_plane`
+fixture, started for this module): Helm must own the cluster-scoped PortfolioAnalysis CRD, which
+the operator tests create from manifests/crd.yaml on the shared one, and `helm upgrade` changes
+that CRD's defaults, which other tests must not see.
+
+The tests follow a release's life in file order (install, use, upgrade, uninstall); each also
+works on its own, since the `release` fixture (re)installs what it needs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from portfolio_operator.crd import CRD_NAME, PLURAL
+
+from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT
+from tests.support.control_plane import (
+    BinariesNotFoundError,
+    ControlPlane,
+    ControlPlaneError,
+    KubeBinaries,
+    free_loopback_port,
+)
+from tests.support.kube_fixtures import namespace_name_for
+
+pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
+
+FULLNAME = f"{RELEASE}-portfolio-operator"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+SAMPLES = ROOT / "manifests" / "samples"
+ANALYSIS_TIMEOUT = 240.0
+
+
+# -- fixtures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def plane() -> Iterator[ControlPlane]:
+    """A private etcd + kube-apiserver + kube-controller-manager with the pinned helm."""
+    try:
+        binaries = KubeBinaries.find()
+    except BinariesNotFoundError as error:
+        pytest.fail(str(error), pytrace=False)
+    if binaries.helm is None:
+        pytest.fail(
+            "helm not found: run hack/kube-binaries.sh (it builds the pinned helm), or set "
+            "TEST_ASSET_HELM, or put helm on PATH",
+            pytrace=False,
+        )
+    control_plane = ControlPlane(binaries=binaries)
+    try:
+        control_plane.start()
+    except ControlPlaneError as error:
+        pytest.fail(f"the Kubernetes control plane did not start: {error}", pytrace=False)
+    try:
+        yield control_plane
+    finally:
+        control_plane.stop()
+
+
+def _installed(plane: ControlPlane) -> bool:
+    listed = plane.helm("list", "--namespace", NAMESPACE, "--output", "json").stdout
+    return any(r["name"] == RELEASE for r in json.loads(listed or "[]"))
+
+
+def _install(plane: ControlPlane, *settings: str) -> subprocess.CompletedProcess[str]:
+    args = ["install", RELEASE, str(CHART), "--namespace", NAMESPACE, "--create-namespace"]
+    for value in ("image.tag=test", *settings):
+        args += ["--set", value]
+    return plane.helm(*args)
+
+
+@pytest.fixture
+def release(plane: ControlPlane) -> str:
+    """The chart installed with its defaults (left as a previous test left it, if installed)."""
+    if not _installed(plane):
+        _install(plane)
+    return RELEASE
+
+
+@pytest.fixture
+def namespace(plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    name = namespace_name_for(request.node.name)
+    plane.kubectl("create", "namespace", name)
+    try:
+        yield name
+    finally:
+        plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+@pytest.fixture(scope="module")
+def scheduler() -> Iterator[str]:
+    """A Dask LocalCluster on 127.0.0.1: the samples' spec.cluster.schedulerAddress points at it."""
+    from distributed import LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+    )
+    try:
+        yield cluster.scheduler_address
+    finally:
+        cluster.close()
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _get(plane: ControlPlane, *args: str) -> dict:
+    return json.loads(plane.kubectl("get", *args, "-o", "json").stdout)
+
+
+def _service_account_kubeconfig(plane: ControlPlane, folder: Path) -> Path:
+    """A kubeconfig holding a TokenRequest token of the chart's ServiceAccount."""
+    token = plane.kubectl(
+        "create", "token", FULLNAME, "--namespace", NAMESPACE, "--duration=1h"
+    ).stdout.strip()
+    assert token.count(".") == 2, "expected a JWT from the TokenRequest API"
+    return plane.write_kubeconfig(folder / "operator.kubeconfig", user=SERVICE_ACCOUNT, token=token)
+
+
+def _deployment_env(plane: ControlPlane) -> dict[str, str]:
+    """The operator's literal environment variables, as the installed Deployment has them."""
+    deployment = _get(plane, "deployment", FULLNAME, "--namespace", NAMESPACE)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+
+
+@contextlib.contextmanager
+def _operator(plane: ControlPlane, folder: Path) -> Iterator[tuple[int, Path]]:
+    """`python -m portfolio_operator` out of cluster, configured exactly as the chart's
+    Deployment (its environment), authenticated as the chart's ServiceAccount.
+
+    Yields (health port, log file). Waits for /readyz, the readiness probe the chart uses.
+    """
+    kubeconfig = _service_account_kubeconfig(plane, folder)
+    health_port, metrics_port = free_loopback_port(), free_loopback_port()
+    home = folder / "home"
+    home.mkdir(exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "PORTFOLIO_"))}
+    env |= _deployment_env(plane)
+    env |= {
+        "KUBECONFIG": str(kubeconfig),
+        "PORTFOLIO_OPERATOR_HEALTH_HOST": "127.0.0.1",
+        "PORTFOLIO_OPERATOR_HEALTH_PORT": str(health_port),
+        "PORTFOLIO_OPERATOR_METRICS_PORT": str(metrics_port),
+        "HOME": str(home),
+        "PREFECT_HOME": str(home / ".prefect"),
+    }
+    log = folder / "operator.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "portfolio_operator"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=folder,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"operator exited with {process.returncode}:\n{_tail(log)}")
+            if _http_status(f"http://127.0.0.1:{health_port}/readyz") == 200:
+                break
+            if time.monotonic() > deadline:
+                pytest.fail(f"operator not ready (/readyz) after 60 s:\n{_tail(log)}")
+            time.sleep(0.3)
+        yield health_port, log
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def _http_status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status
+    except OSError as error:
+        return getattr(error, "code", None)
+
+
+def _tail(log: Path, lines: int = 60) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _sample(name: str, namespace: str, **cluster: object) -> str:
+    document = yaml.safe_load((SAMPLES / name).read_text())
+    document["metadata"]["namespace"] = namespace
+    document["spec"].setdefault("cluster", {}).update(cluster)
+    return yaml.safe_dump(document)
+
+
+def _wait_for_terminal_phase(plane: ControlPlane, namespace: str, name: str, log: Path) -> dict:
+    deadline = time.monotonic() + ANALYSIS_TIMEOUT
+    while time.monotonic() < deadline:
+        resource = _get(plane, PLURAL, name, "--namespace", namespace)
+        phase = resource.get("status", {}).get("phase")
+        if phase in ("Succeeded", "Failed"):
+            return resource
+        time.sleep(1)
+    pytest.fail(
+        f"{namespace}/{name} not finished after {ANALYSIS_TIMEOUT:.0f} s; status "
+        f"{json.dumps(resource.get('status'), indent=1)}\noperator log:\n{_tail(log)}"
+    )
+
+
+def _delete_while_the_operator_runs(plane: ControlPlane, namespace: str) -> None:
+    """Delete the analyses while the operator can still remove its finalizer from them (a
+    stopped operator would leave them, their namespace and the CRD stuck terminating)."""
+    plane.kubectl("delete", PLURAL, "--all", "--namespace", namespace, "--timeout=60s")
+
+
+def _can_i(plane: ControlPlane, verb: str, resource: str, namespace: str) -> bool:
+    """The API server's authorizer on the ServiceAccount (a SubjectAccessReview, so it also
+    answers for resources whose CRD is not installed). `resource` is RESOURCE[.GROUP][/SUB]."""
+    resource, _, subresource = resource.partition("/")
+    name, _, group = resource.partition(".")
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": SERVICE_ACCOUNT,
+            "groups": ["system:serviceaccounts", f"system:serviceaccounts:{NAMESPACE}"],
+            "resourceAttributes": {
+                "namespace": namespace, "verb": verb, "group": group,
+                "resource": name, "subresource": subresource,
+            },
+        },
+    }  # fmt: skip
+    answer = plane.kubectl("create", "-o", "json", "-f", "-", input=json.dumps(review))
+    return json.loads(answer.stdout)["status"].get("allowed", False)
+
+
+def _assert_succeeded_with_real_figures(
+    plane: ControlPlane, resource: dict, log: Path, tickers: int
+) -> None:
+    status = resource["status"]
+    assert status["phase"] == "Succeeded", (
+        f"{json.dumps(status, indent=1)}\noperator log:\n{_tail(log)}"
+    )
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Complete"]["status"] == "True"
+    assert status["securitiesAnalyzed"] == tickers and status["securitiesFailed"] == 0
+    assert 0 < status["summary"]["avgRsi"] < 100
+    assert status["summary"]["avgSma20"] > 0
+    assert len(status["results"]) == tickers
+    namespace = resource["metadata"]["namespace"]
+    configmap = _get(plane, "configmap", status["reportConfigMap"], "--namespace", namespace)
+    assert configmap["metadata"]["ownerReferences"][0]["uid"] == resource["metadata"]["uid"]
+    report = json.loads(configmap["data"]["report.json"])
+    assert report["report"]["securities_analyzed"] == tickers
+    # Events were posted with the ServiceAccount's rights (a refused event is only logged).
+    events = _get(
+        plane, "events", "--namespace", namespace,
+        f"--field-selector=involvedObject.name={resource['metadata']['name']}",
+    )["items"]  # fmt: skip
+    assert events, f"no Events for the analysis:\n{_tail(log)}"
+    text = log.read_text(errors="replace")
+    for refusal in ("Forbidden", "forbidden"):
+        assert refusal not in text, f"the operator was refused something:\n{_tail(log)}"
+
+
+# -- tests --------------------------------------------------------------------------------------
+
+
+def test_install_creates_an_established_crd_service_account_and_rbac(
+    plane: ControlPlane, release: str
+) -> None:
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    crd = _get(plane, "crd", CRD_NAME)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+    # The API server publishes the schema: `kubectl explain` teaches the resource.
+    explained = plane.kubectl("explain", "portfolioanalysis.spec.cluster.maxWorkers").stdout
+    assert "<integer>" in explained and "DESCRIPTION" in explained.upper()
+
+    service_account = _get(plane, "serviceaccount", FULLNAME, "--namespace", NAMESPACE)
+    assert service_account["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
+    binding = _get(plane, "clusterrolebinding", FULLNAME)
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+    _get(plane, "clusterrole", FULLNAME)
+    deployment = _get(plane, "deployment", FULLNAME, "--namespace", NAMESPACE)
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == FULLNAME
+
+    # What the API server's authorizer makes of the chart's RBAC, in any namespace.
+    for verb, resource in [
+        ("watch", "portfolioanalyses.analysis.portfolio-operator.io"),
+        ("patch", "portfolioanalyses.analysis.portfolio-operator.io/status"),
+        ("create", "daskclusters.kubernetes.dask.org"),
+        ("create", "daskautoscalers.kubernetes.dask.org"),
+        ("update", "configmaps"),
+        ("create", "events"),
+    ]:
+        assert _can_i(plane, verb, resource, "anywhere"), f"cannot {verb} {resource}"
+    for verb, resource in [
+        ("get", "secrets"),
+        ("list", "pods"),
+        ("create", "deployments.apps"),
+        ("delete", "configmaps"),
+        ("update", "customresourcedefinitions.apiextensions.k8s.io"),
+    ]:
+        assert not _can_i(plane, verb, resource, "anywhere"), f"may {verb} {resource}"
+
+
+def test_notes_tell_the_user_what_to_apply_next(plane: ControlPlane, release: str) -> None:
+    notes = plane.helm("get", "notes", RELEASE, "--namespace", NAMESPACE).stdout
+    assert f"kubectl --namespace {NAMESPACE} rollout status deployment/{FULLNAME}" in notes
+    assert "kubectl explain portfolioanalysis.spec" in notes
+    assert "kubectl wait --for=condition=Complete pfa/" in notes
+    # Every sample the notes point at exists.
+    samples = [
+        w for w in notes.split() if w.startswith("manifests/samples/") and w.endswith(".yaml")
+    ]
+    assert samples
+    for sample in samples:
+        assert (ROOT / sample).exists(), f"NOTES.txt names {sample}, which does not exist"
+    # Without the toggle they say how to get the dask-kubernetes operator; with it, that it is.
+    assert "--set daskKubernetesOperator.enabled=true" in notes
+    with_dask = plane.helm(
+        "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--dry-run=server",
+        "--reuse-values", "--set", "daskKubernetesOperator.enabled=true",
+    ).stdout.split("NOTES:", 1)[1]  # fmt: skip
+    assert "dask-kubernetes operator: installed by this release" in with_dask
+    assert "--set daskKubernetesOperator.enabled=true" not in with_dask
+
+
+def test_samples_apply_and_the_invalid_one_is_refused_with_the_schema_and_cel_messages(
+    plane: ControlPlane, release: str, namespace: str
+) -> None:
+    result = plane.kubectl("apply", "--namespace", namespace, "-f", str(SAMPLES), check=False)
+    valid = sorted(p.stem for p in SAMPLES.glob("*.yaml") if p.stem != "invalid")
+    assert valid, f"no samples in {SAMPLES}"
+    for name in valid:
+        assert f"portfolioanalysis.analysis.portfolio-operator.io/{name} created" in result.stdout
+    assert result.returncode != 0, "the invalid sample was accepted"
+    # The OpenAPI pattern names the bad ticker; the CEL rule says how to fix the bounds.
+    assert 'spec.tickers[1]: Invalid value: "msft"' in result.stderr, result.stderr
+    assert (
+        "spec.cluster.minWorkers must be less than or equal to spec.cluster.maxWorkers"
+        in result.stderr
+    ), result.stderr
+    stored = _get(plane, PLURAL, "--namespace", namespace)["items"]
+    assert sorted(item["metadata"]["name"] for item in stored) == valid
+    # The API server filled in the schema defaults, the autoscaler bounds from the chart values.
+    values = json.loads(
+        plane.helm("get", "values", RELEASE, "-n", NAMESPACE, "--all", "-o", "json").stdout
+    )
+    reuse = next(i for i in stored if i["metadata"]["name"] == "reuse-scheduler")
+    assert reuse["spec"]["cluster"]["minWorkers"] == values["analysis"]["minWorkers"]
+    assert reuse["spec"]["cluster"]["maxWorkers"] == values["analysis"]["maxWorkers"]
+    assert reuse["spec"]["priceSources"] == ["embedded"]
+
+
+@pytest.mark.dask
+def test_operator_with_the_service_accounts_own_token_runs_a_sample_to_succeeded(
+    plane: ControlPlane, release: str, namespace: str, scheduler: str, tmp_path: Path
+) -> None:
+    with _operator(plane, tmp_path) as (health_port, log):
+        plane.kubectl(
+            "create", "-f", "-",
+            input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
+        )  # fmt: skip
+        resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
+        _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
+        assert _http_status(f"http://127.0.0.1:{health_port}/healthz") == 200
+        _delete_while_the_operator_runs(plane, namespace)
+
+    # Outside its role the same credentials are refused.
+    kubeconfig = tmp_path / "operator.kubeconfig"
+    for args in (["get", "secrets", "--namespace", namespace], ["get", "pods", "-A"]):
+        refused = plane.kubectl("--kubeconfig", str(kubeconfig), *args, check=False)
+        assert refused.returncode != 0
+        assert "Forbidden" in refused.stderr and SERVICE_ACCOUNT in refused.stderr, refused.stderr
+
+
+@pytest.mark.dask
+def test_upgrade_with_changed_values(
+    plane: ControlPlane, release: str, namespace: str, scheduler: str, tmp_path: Path
+) -> None:
+    other = f"{namespace}-other"
+    plane.kubectl("create", "namespace", other)
+    try:
+        before = int(
+            json.loads(plane.helm("status", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)[
+                "version"
+            ]
+        )
+        plane.helm(
+            "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+            "--set", "operator.logLevel=DEBUG",
+            "--set", "analysis.minWorkers=2",
+            "--set", "analysis.maxWorkers=8",
+            "--set", "analysis.workerImage=registry.local/dask:2",
+            "--set-json", f'operator.watchNamespaces=["{namespace}"]',
+        )  # fmt: skip
+        status = json.loads(plane.helm("status", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
+        assert int(status["version"]) == before + 1 and status["info"]["status"] == "deployed"
+
+        env = _deployment_env(plane)
+        assert env["PORTFOLIO_OPERATOR_LOG_LEVEL"] == "DEBUG"
+        assert env["PORTFOLIO_OPERATOR_NAMESPACES"] == namespace
+        assert env["PORTFOLIO_OPERATOR_WORKER_IMAGE"] == "registry.local/dask:2"
+
+        # The new autoscaler bounds are the CRD's defaults now: the API server applies them.
+        plane.kubectl(
+            "create", "-f", "-",
+            input=yaml.safe_dump({
+                "apiVersion": "analysis.portfolio-operator.io/v1alpha1",
+                "kind": "PortfolioAnalysis",
+                "metadata": {"name": "defaults", "namespace": other},
+                "spec": {"tickers": ["AAPL"]},
+            }),
+        )  # fmt: skip
+        stored = _get(plane, PLURAL, "defaults", "--namespace", other)
+        assert stored["spec"]["cluster"]["minWorkers"] == 2
+        assert stored["spec"]["cluster"]["maxWorkers"] == 8
+
+        # Watching one namespace: a Role there, no cluster-wide rights any more.
+        assert _get(plane, "role", FULLNAME, "--namespace", namespace)["rules"]
+        gone = plane.kubectl("get", "clusterrole", FULLNAME, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+        analyses = "portfolioanalyses.analysis.portfolio-operator.io"
+        assert _can_i(plane, "watch", analyses, namespace)
+        assert not _can_i(plane, "watch", analyses, other)
+
+        # And the operator, configured as the upgraded Deployment, works with just that Role.
+        with _operator(plane, tmp_path) as (_, log):
+            plane.kubectl(
+                "create", "-f", "-",
+                input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
+            )  # fmt: skip
+            resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
+            _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
+            # The resource outside the watched namespace is left alone.
+            assert "phase" not in _get(plane, PLURAL, "defaults", "-n", other).get("status", {})
+            _delete_while_the_operator_runs(plane, namespace)
+    finally:
+        plane.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_analyses(
+    plane: ControlPlane, release: str, namespace: str
+) -> None:
+    plane.kubectl("apply", "--namespace", namespace, "-f", str(SAMPLES / "small-portfolio.yaml"))
+    plane.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=60s")
+    assert not _installed(plane)
+    for kind, extra in [
+        ("deployment", ["--namespace", NAMESPACE]),
+        ("serviceaccount", ["--namespace", NAMESPACE]),
+        ("clusterrole", []),
+        ("clusterrolebinding", []),
+    ]:
+        result = plane.kubectl("get", kind, FULLNAME, *extra, check=False)
+        assert result.returncode != 0 and "NotFound" in result.stderr, (kind, result.stdout)
+    roles = _get(plane, "roles,rolebindings", "-A", "-l", f"app.kubernetes.io/instance={RELEASE}")
+    assert roles["items"] == []
+    # crds.keep (the default): the CRD and every PortfolioAnalysis survive...
+    plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=10s")
+    _get(plane, PLURAL, "small-portfolio", "--namespace", namespace)
+
+    # ...and installing the same release again adopts the kept CRD.
+    _install(plane)
+    crd = _get(plane, "crd", CRD_NAME)
+    assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+    # Without crds.keep, uninstall deletes the CRD and, with it, the analyses.
+    plane.helm(
+        "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--reuse-values",
+        "--set", "crds.keep=false",
+    )  # fmt: skip
+    annotations = _get(plane, "crd", CRD_NAME)["metadata"]["annotations"]
+    assert "helm.sh/resource-policy" not in annotations
+    plane.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=60s")
+    deadline = time.monotonic() + 60
+    while plane.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0:
+        assert time.monotonic() < deadline, "the CRD was not deleted"
+        time.sleep(0.5)
