@@ -161,7 +161,8 @@ def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) ->
             "var95": clean_number(portfolio.get("var_95")),
             "cvar95": clean_number(portfolio.get("cvar_95")),
             "beta": clean_number(portfolio.get("beta")),
-            "marketValue": clean_number(portfolio.get("market_value")),
+            # market_value is per ticker; the status column is the portfolio total.
+            "marketValue": clean_number(portfolio.get("total_market_value")),
         },
         "results": [_row(r) for r in rows[:max_rows]],
         "resultsTruncated": len(rows) > max_rows or len(failures) > max_rows,
