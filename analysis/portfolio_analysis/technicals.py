@@ -510,31 +510,44 @@ def _at(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     return out
 
 
-def _label(condition_sets: list[tuple[np.ndarray, str]], defined: np.ndarray) -> list:
-    labels: list = [None] * defined.size
-    for i in np.flatnonzero(defined):
-        for condition, name in condition_sets:
-            if condition[i]:
-                labels[i] = name
-                break
+def _label(choices: list[tuple[np.ndarray, str]], defined: np.ndarray) -> np.ndarray:
+    """The first matching choice's label per ticker; None where ``defined`` is False."""
+    labels = np.select([c for c, _ in choices], [n for _, n in choices], default=None)
+    labels = labels.astype(object)
+    labels[~defined] = None
     return labels
 
 
-def _last_crosses(fast: pd.DataFrame, slow: pd.DataFrame) -> tuple[list, list]:
-    """Kind and date of each ticker's most recent fast/slow moving-average cross."""
-    fast_values, slow_values = fast.to_numpy(), slow.to_numpy()
-    defined = np.isfinite(fast_values) & np.isfinite(slow_values)
-    state = np.where(defined & (fast_values != slow_values), fast_values > slow_values, np.nan)
-    state = pd.DataFrame(state).ffill().to_numpy()  # a gap or a tie is not a cross
-    changed = np.zeros(state.shape, dtype=bool)
-    changed[1:] = np.isfinite(state[:-1]) & (state[1:] != state[:-1]) & np.isfinite(state[1:])
-    rows = _last_rows(np.where(changed, 1.0, np.nan))
-    kinds: list = [None] * rows.size
-    dates: list = [None] * rows.size
-    for i in np.flatnonzero(rows >= 0):
-        kinds[i] = "golden_cross" if state[rows[i], i] == 1.0 else "death_cross"
-        dates[i] = fast.index[rows[i]].date().isoformat()
-    return kinds, dates
+def _iso_dates(index: pd.DatetimeIndex, rows: np.ndarray) -> np.ndarray:
+    dates = np.full(rows.shape, None, dtype=object)
+    have = rows >= 0
+    dates[have] = np.asarray(index[rows[have]].strftime("%Y-%m-%d"), dtype=object)
+    return dates
+
+
+def _last_crosses(fast: pd.DataFrame, slow: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Kind and date of each ticker's most recent fast/slow moving-average cross.
+
+    The state (fast above: 1, below: -1) is carried forward over dates where either is NaN
+    or they are equal, so a gap or a tie is not a cross.
+    """
+    diff = fast.to_numpy(dtype=np.float64) - slow.to_numpy(dtype=np.float64)
+    state = np.sign(diff, where=np.isfinite(diff), out=np.zeros_like(diff)).astype(np.int8)
+    rows, tickers = state.shape
+    seen = np.where(state != 0, np.arange(rows)[:, None], -1)
+    np.maximum.accumulate(seen, axis=0, out=seen)
+    filled = np.take_along_axis(state, np.maximum(seen, 0), axis=0)
+    filled[seen < 0] = 0
+    changed = (filled[1:] != filled[:-1]) & (filled[:-1] != 0)  # and so filled[1:] != 0
+    have = changed.any(axis=0)
+    # changed[j] is a cross on row j + 1
+    after = np.argmax(changed[::-1], axis=0) if rows > 1 else np.zeros(tickers, dtype=int)
+    last = np.where(have, rows - 1 - after, -1)
+    kinds = np.full(tickers, None, dtype=object)
+    up = filled[np.maximum(last, 0), np.arange(tickers)] == 1
+    kinds[have & up] = "golden_cross"
+    kinds[have & ~up] = "death_cross"
+    return kinds, _iso_dates(fast.index, last)
 
 
 def summarize(
@@ -553,55 +566,52 @@ def summarize(
     close_frame = panel["close"]
     close = close_frame.to_numpy(dtype=np.float64)
     last = _last_rows(close)
-    summary = pd.DataFrame(index=pd.Index(close_frame.columns, name="ticker"))
-    summary["as_of"] = [close_frame.index[r].date().isoformat() if r >= 0 else None for r in last]
-    summary["close"] = _at(close, last)
+    price = _at(close, last)
     values = {
         name: _at(frame.to_numpy(dtype=np.float64), last) for name, frame in indicators.items()
     }
-    for name in INDICATORS:
-        if name in values:
-            summary[name] = values[name]
+    columns: dict[str, np.ndarray] = {
+        "as_of": _iso_dates(close_frame.index, last),
+        "close": price,
+    }
+    columns.update({name: values[name] for name in INDICATORS if name in values})
 
-    price = summary["close"].to_numpy()
     rsi = values["rsi_14"]
-    summary["rsi_signal"] = _label(
-        [
-            (rsi >= RSI_OVERBOUGHT, "overbought"),
-            (rsi <= RSI_OVERSOLD, "oversold"),
-            (rsi == rsi, "neutral"),
-        ],
+    columns["rsi_signal"] = _label(
+        [(rsi >= RSI_OVERBOUGHT, "overbought"), (rsi <= RSI_OVERSOLD, "oversold")]
+        + [(np.isfinite(rsi), "neutral")],
         np.isfinite(rsi),
     )
     upper, lower = values["bollinger_upper"], values["bollinger_lower"]
     bands = np.isfinite(upper) & np.isfinite(lower) & np.isfinite(price)
-    summary["bollinger_signal"] = _label(
+    columns["bollinger_signal"] = _label(
         [(price > upper, "above_upper"), (price < lower, "below_lower"), (bands, "inside")],
         bands,
     )
     span = upper - lower
     with np.errstate(invalid="ignore", divide="ignore"):
-        summary["bollinger_pct_b"] = np.where(span > 0, (price - lower) / span, np.nan)
+        columns["bollinger_pct_b"] = np.where(span > 0, (price - lower) / span, np.nan)
     macd, signal = values["macd"], values["macd_signal"]
-    summary["macd_trend"] = _label(
+    columns["macd_trend"] = _label(
         [(macd > signal, "bullish"), (macd < signal, "bearish"), (macd == signal, "neutral")],
         np.isfinite(macd) & np.isfinite(signal),
     )
     sma_50, sma_200 = values["sma_50"], values["sma_200"]
-    summary["ma_trend"] = _label(
-        [
-            (sma_50 > sma_200, "bullish"),
-            (sma_50 < sma_200, "bearish"),
-            (sma_50 == sma_200, "neutral"),
-        ],
+    columns["ma_trend"] = _label(
+        [(sma_50 > sma_200, "bullish"), (sma_50 < sma_200, "bearish")]
+        + [(sma_50 == sma_200, "neutral")],
         np.isfinite(sma_50) & np.isfinite(sma_200),
     )
-    kinds, dates = _last_crosses(indicators["sma_50"], indicators["sma_200"])
-    summary["ma_cross"] = kinds
-    summary["ma_cross_date"] = dates
-    for column in TEXT_COLUMNS:  # None, not NaN, where a label is missing
-        summary[column] = pd.Series(list(summary[column]), index=summary.index, dtype=object)
-        summary[column] = summary[column].where(summary[column].notna(), None)
+    columns["ma_cross"], columns["ma_cross_date"] = _last_crosses(
+        indicators["sma_50"], indicators["sma_200"]
+    )
+    index = pd.Index(close_frame.columns, name="ticker")
+    summary = pd.DataFrame(
+        {
+            name: pd.Series(data, index=index, dtype=object if name in TEXT_COLUMNS else None)
+            for name, data in columns.items()
+        }
+    )
     return summary
 
 

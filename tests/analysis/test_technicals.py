@@ -120,12 +120,18 @@ def test_ragged_panel_computes_each_ticker_on_its_own_dates():
         absent = ~panel["close"].index.isin(frame.index)
         for name in technicals.INDICATORS:
             assert indicators[name][ticker][absent].isna().all(), (ticker, name)
-        # the same numbers as when the ticker is computed alone
-        alone = technicals.compute_indicators(technicals.build_panel({ticker: frame}))
+        # the same numbers and signals as when the ticker is computed alone
+        own_panel = technicals.build_panel({ticker: frame})
+        alone = technicals.compute_indicators(own_panel)
         for name in technicals.INDICATORS:
             pd.testing.assert_series_equal(
                 indicators[name][ticker].reindex(frame.index), alone[name][ticker], rtol=1e-12
             )
+        pd.testing.assert_series_equal(
+            technicals.summarize(panel, indicators).loc[ticker],
+            technicals.summarize(own_panel, alone).loc[ticker],
+            rtol=1e-12,
+        )
 
 
 def test_summary_uses_each_tickers_last_own_date():
