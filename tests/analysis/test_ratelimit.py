@@ -159,7 +159,7 @@ def test_a_damaged_or_far_future_slot_file_does_not_block(tmp_path):
         path.write_text(content)
         started = time.monotonic()
         limiter.acquire()
-        assert time.monotonic() - started < 0.2
+        assert time.monotonic() - started < 1.0  # not the 1e7 s the file asked for
 
 
 def test_local_limiter_spaces_threads():

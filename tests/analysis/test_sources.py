@@ -264,12 +264,13 @@ def test_transient_yahoo_failures_retry_then_fall_back_with_the_reason(tmp_path,
     [
         Reply(500, "oops"),
         Reply.text("{not json"),
-        Reply.json({}, delay=2.0),
+        Reply.json({}, delay=3.0),
     ],
     ids=["500", "malformed", "timeout"],
 )
 def test_transient_yahoo_failure_then_success_is_served_by_yahoo(tmp_path, failure):
-    cfg = config(tmp_path, "yfinance", "embedded", timeout_seconds=1.0)
+    # 1.5 s: the good answers must still come in time on a loaded machine.
+    cfg = config(tmp_path, "yfinance", "embedded", timeout_seconds=1.5)
     ok = chart_route({"AAPL": ohlcv()})
     with local_yahoo(tmp_path) as (server, session):
         server.route("/v8/finance/chart/", flaky([failure, failure], ok))
@@ -513,12 +514,12 @@ def test_retry_waits_grow_exponentially(tmp_path, stooq):
     gaps = np.diff(times)
 
     assert len(times) == 4
-    # initial * 2**n plus up to `initial` of jitter: 0.1-0.2, 0.2-0.3, 0.4-0.5 s.
+    # base * 2**n plus up to `base` of jitter: 0.1-0.2, 0.2-0.3, 0.4-0.5 s. The upper bounds
+    # leave room for a loaded machine; the lower bounds show the doubling.
     assert all(
-        low - 0.02 <= gap <= low + 0.1 + 0.15
-        for gap, low in zip(gaps, (0.1, 0.2, 0.4), strict=True)
+        low - 0.02 <= gap <= low + 0.1 + 0.4 for gap, low in zip(gaps, (0.1, 0.2, 0.4), strict=True)
     )
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 5
 
 
 def test_every_yahoo_request_passes_the_limiter_exactly_once(tmp_path, monkeypatch):
