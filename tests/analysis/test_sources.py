@@ -577,3 +577,50 @@ def test_a_dask_run_records_the_unknown_ticker_and_why(tmp_path, stooq):
             "embedded: not in the embedded data (the sample portfolio and the 2009-2010 S&P 500)",
         }
     ]
+
+
+@pytest.mark.dask
+def test_yfinance_in_dask_threads_goes_through_the_cluster_limit(tmp_path, monkeypatch):
+    """yfinance's own download threads inside a Dask worker still take the cluster's lease."""
+    from distributed import Client, LocalCluster
+    from portfolio_analysis.pipeline import run_combined_analysis
+
+    from tests.analysis.test_ratelimit import too_early
+
+    rate = 20.0
+    cfg = config(tmp_path, "yfinance", requests_per_second=rate, end=date(2024, 3, 29))
+    with (
+        local_yahoo(tmp_path) as (server, session),
+        # Threads, so the test's session factory reaches the worker.
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        server.route("/v8/finance/chart/", chart_route({"AAPL": ohlcv(1), "MSFT": ohlcv(2)}))
+        monkeypatch.setattr(
+            YFinanceSource, "default_session_factory", staticmethod(lambda: session)
+        )
+        t0 = time.time()
+        report = run_combined_analysis(
+            ["AAPL", "MSFT", "ZZZZ"], analyses=("pricing",), config=cfg, client=client
+        )
+        arrivals = [r.time for r in server.requests]
+        semaphores = client.run_on_scheduler(
+            lambda dask_scheduler: sorted(dask_scheduler.extensions["semaphores"].max_leases)
+        )
+
+    assert {r["ticker"]: r["source"] for r in report["combined_analysis"]} == {
+        "AAPL": "yfinance",
+        "MSFT": "yfinance",
+    }
+    assert report["failed"] == [
+        {
+            "ticker": "ZZZZ",
+            "stage": "pricing",
+            "reason": "yfinance: no data (unknown or delisted ticker)",
+        }
+    ]
+    assert "portfolio-operator-rate-yahoo" in semaphores
+    assert len(arrivals) > 8
+    assert too_early(arrivals, t0, rate) == []
