@@ -155,35 +155,50 @@ class _Layout:
     contiguous, the layout pandas keeps a wide float frame in). In the compact layout every
     ticker's first row is row 0, so all tickers share the same warm-up rows and seeds; the
     rows past a ticker's history are filled with 0 (never NaN, which would spread through
-    the blocked filters) and dropped again by ``expand``.
+    the blocked filters) and dropped again by ``expand``. Tickers with a row on every date
+    are the same in both layouts; only the others are moved, one at a time.
     """
 
     def __init__(self, valid: np.ndarray | None, shape: tuple[int, int]) -> None:
         self.shape = shape  # tickers x dates
         self.identity = valid is None
+        self.rows = shape[1]
+        self.moved: list[tuple[int, slice | np.ndarray, int]] = []
         if self.identity:
-            self.rows = shape[1]
             return
         counts = valid.sum(axis=1)
         self.rows = int(counts.max()) if counts.size else 0
-        ticker_idx, date_idx = np.nonzero(valid)  # sorted by ticker, then date
-        starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
-        rank = np.arange(ticker_idx.size) - starts[ticker_idx]
-        self.cells = (ticker_idx, date_idx)
-        self.compact_cells = (ticker_idx, rank)
+        self.full = np.flatnonzero(counts == shape[1])
+        for ticker in np.flatnonzero(counts < shape[1]):
+            dates = np.flatnonzero(valid[ticker])
+            if dates.size and dates[-1] - dates[0] + 1 == dates.size:  # one run of dates
+                dates = slice(int(dates[0]), int(dates[-1]) + 1)
+            self.moved.append((int(ticker), dates, int(counts[ticker])))
 
     def compact(self, values: np.ndarray) -> np.ndarray:
         if self.identity:
             return values
         out = np.zeros((self.shape[0], self.rows))
-        out[self.compact_cells] = values[self.cells]
+        if self.full.size:
+            out[self.full] = values[self.full]  # rows == all dates then
+        for ticker, dates, count in self.moved:
+            out[ticker, :count] = values[ticker, dates]
         return out
 
-    def expand(self, values: np.ndarray, out: np.ndarray) -> np.ndarray:
+    def expand(self, arena: np.ndarray) -> np.ndarray:
+        """Outputs (outputs x tickers x compact rows) back onto the panel's dates."""
         if self.identity:
-            return values
-        out.fill(np.nan)
-        out[self.cells] = values[self.compact_cells]
+            return arena
+        if self.rows == self.shape[1]:
+            out = arena  # in place: only the moved tickers change
+        else:
+            out = np.empty((arena.shape[0], *self.shape))
+            if self.full.size:
+                out[:, self.full] = arena[:, self.full]
+        for ticker, dates, count in self.moved:
+            own = arena[:, ticker, :count].copy()
+            out[:, ticker] = np.nan
+            out[:, ticker, dates] = own
         return out
 
 
@@ -436,25 +451,23 @@ def _chunk_indicators(
 _COMPUTED = tuple(name for name in INDICATORS if name != "bollinger_middle")
 
 
-def _indicators_compact(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> dict:
+def _indicators_compact(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
     """All indicators on tickers x rows arrays whose row 0 is each ticker's first day.
 
-    The outputs are views of one allocation (fresh pages cost more than the arithmetic),
-    filled a chunk of ``CHUNK`` tickers at a time.
+    Returns one allocation, ``_COMPUTED`` x tickers x rows (fresh pages cost more than the
+    arithmetic), filled a chunk of ``CHUNK`` tickers at a time.
     """
     tickers, rows = close.shape
     arena = np.empty((len(_COMPUTED), tickers, rows))
-    out = {name: arena[i] for i, name in enumerate(_COMPUTED)}
     if tickers and rows:
         work = _Chunk(min(CHUNK, tickers), rows)
         for first in range(0, tickers, CHUNK):
             part = slice(first, min(first + CHUNK, tickers))
-            _chunk_indicators(
-                high[part], low[part], close[part], {k: v[part] for k, v in out.items()}, work
-            )
+            out = {name: arena[i, part] for i, name in enumerate(_COMPUTED)}
+            _chunk_indicators(high[part], low[part], close[part], out, work)
     else:
         arena.fill(np.nan)
-    return out
+    return arena
 
 
 def _all_finite(*arrays: np.ndarray) -> bool:
@@ -480,14 +493,13 @@ def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFr
     else:
         finite = np.isfinite(arrays[0]) & np.isfinite(arrays[1]) & np.isfinite(arrays[2])
         layout = _Layout(finite, arrays[2].shape)
-    values = _indicators_compact(*(layout.compact(a) for a in arrays))
-    expanded = None if layout.identity else np.empty((len(_COMPUTED), *layout.shape))
-    frames = {}
-    for i, name in enumerate(_COMPUTED):
-        data = layout.expand(values[name], None if expanded is None else expanded[i])
-        frames[name] = pd.DataFrame(
-            data.T, index=close_frame.index, columns=close_frame.columns, copy=False
+    arena = layout.expand(_indicators_compact(*(layout.compact(a) for a in arrays)))
+    frames = {
+        name: pd.DataFrame(
+            arena[i].T, index=close_frame.index, columns=close_frame.columns, copy=False
         )
+        for i, name in enumerate(_COMPUTED)
+    }
     # the same numbers as sma_20: shared (copy-on-write keeps the two frames apart)
     frames["bollinger_middle"] = frames[f"sma_{BOLLINGER_WINDOW}"].copy(deep=False)
     return {name: frames[name] for name in INDICATORS}

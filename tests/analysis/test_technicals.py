@@ -104,14 +104,19 @@ def test_long_histories_stay_within_tolerance_despite_cumulative_sums():
 # --- tickers with different dates -------------------------------------------------------------
 
 
-def test_ragged_panel_computes_each_ticker_on_its_own_dates():
+@pytest.mark.parametrize("with_full_span", [False, True], ids=["none-full", "one-full"])
+def test_ragged_panel_computes_each_ticker_on_its_own_dates(with_full_span):
     sample = sample_histories()
     aapl = sample["AAPL"].loc["2005":"2012"]
     ibm = sample["IBM"].loc["2008":]  # starts later, ends later
     msft = sample["MSFT"].loc["2004":"2010"]
     msft = msft.drop(msft.index[[100, 101, 500]])  # three dates missing mid-history
     histories = {"AAPL": aapl, "IBM": ibm, "MSFT": msft}
+    if with_full_span:  # a ticker with a row on every panel date (computed in place)
+        histories["FULL"] = sample["IBM"]
+        histories["MSFT"] = sample["MSFT"].drop(sample["MSFT"].index[[100, 101, 3000]])
     panel = technicals.build_panel(histories)
+    assert panel["close"].notna().all().any() == with_full_span
     indicators = technicals.compute_indicators(panel)
 
     assert_matches_talib(histories, indicators)
