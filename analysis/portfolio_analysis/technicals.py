@@ -311,8 +311,8 @@ class _Chunk:
         self.signal = _Filter(1.0 - signal, block, width, signal)
         wilder = 1.0 / RSI_PERIOD
         self.wilder = _Filter(1.0 - wilder, block, width, wilder)
-        # RSI's average gain, times 100: RSI is then one division away
-        self.gain_100 = _Filter(1.0 - wilder, block, width, 100.0 * wilder)
+        # RSI's average gain times 100, from twice the gains: RSI is one division away
+        self.gain_100 = _Filter(1.0 - wilder, block, width, 50.0 * wilder)
 
     def run(self, flt: _Filter, u: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Filter ``u`` into ``target`` (lanes x rows), directly when no padding is needed."""
@@ -423,13 +423,14 @@ def _chunk_indicators(
         rsi.fill(np.nan)
         atr.fill(np.nan)
         return
-    # Lanes: gains, absolute changes (= gains + losses), true range. Seeds: the mean of
-    # rows 1..period, which in input units (the filter scales by 1/period) is their sum.
+    # Lanes: twice the gains, absolute changes (= gains + losses), true range. Seeds: the
+    # mean of rows 1..period, which in input units (the filter scales by 1/period) is their
+    # sum. 2 * max(change, 0) = change + |change| is exact and cheaper than a maximum.
     gains, moves = inputs[:lanes, :rows], inputs[lanes : 2 * lanes, :rows]
     true_range = inputs[2 * lanes : 3 * lanes, :rows]
-    np.subtract(close[:, 1:], close[:, :-1], out=moves[:, 1:])
-    np.maximum(moves[:, 1:], 0.0, out=gains[:, 1:])
-    np.abs(moves[:, 1:], out=moves[:, 1:])
+    np.subtract(close[:, 1:], close[:, :-1], out=gains[:, 1:])
+    np.abs(gains[:, 1:], out=moves[:, 1:])
+    gains[:, 1:] += moves[:, 1:]
     previous = close[:, :-1]
     np.maximum(high[:, 1:], previous, out=true_range[:, 1:])  # true range =
     low_or_previous = np.minimum(low[:, 1:], previous, out=results[:lanes, : rows - 1])
