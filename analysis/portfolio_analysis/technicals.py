@@ -208,8 +208,8 @@ class _Layout:
 # costs little; the block-to-block carries are a recursion of their own, over 1/block of
 # the data, run the same way. A block length that divides the number of rows avoids
 # padding (benchmarks/bench_indicators.py measures the choice).
-BLOCK_CHOICES = (8, 9, 10, 7, 12, 6, 14, 15, 16)
-DEFAULT_BLOCK = 8
+BLOCK_CHOICES = (12, 10, 14, 15, 9, 8, 16, 18, 20, 7, 6)
+DEFAULT_BLOCK = 12
 # Below this many blocks a lane's carries go to lfilter directly.
 MIN_BLOCKED_CARRIES = 32
 # Tickers computed together: their scratch buffers stay in the CPU caches and are reused.

@@ -82,8 +82,10 @@ def test_every_indicator_matches_talib_on_the_bokeh_sample_stocks():
 
 def test_every_indicator_matches_talib_on_the_sp500_universe():
     histories = dict(sp500_histories())  # 524 real series, one year each
-    indicators = technicals.compute_indicators(technicals.build_panel(histories))
+    indicators = technicals.compute_indicators(technicals.build_panel(histories))  # ragged
     assert_matches_talib(histories, indicators)
+    dense = {"AAPL": histories["AAPL"]}
+    assert_matches_talib(dense, technicals.compute_indicators(technicals.build_panel(dense)))
 
 
 def test_long_histories_stay_within_tolerance_despite_cumulative_sums():
@@ -340,3 +342,17 @@ def test_seed_worker_returns_history_and_summary_or_none():
         "neutral",
     }
     assert calculate_security_technicals("MSFT", {"ohlcv": "not a list"}) is None
+
+
+@pytest.mark.parametrize("rows", [15, 26, 34, 35, 97, 251, 263, 1009])
+def test_any_history_length_matches_talib(rows):
+    """Lengths that no filter block divides (primes) take the padded path."""
+    sample = sample_histories()
+    histories = {
+        "AAPL": sample["AAPL"].iloc[-rows:],
+        "IBM": sample["IBM"].iloc[:rows],
+    }
+    indicators = technicals.compute_indicators(technicals.build_panel(histories))  # ragged
+    assert_matches_talib(histories, indicators)
+    dense = {"AAPL": histories["AAPL"]}
+    assert_matches_talib(dense, technicals.compute_indicators(technicals.build_panel(dense)))
