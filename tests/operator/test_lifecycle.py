@@ -58,9 +58,10 @@ def kube(control_plane: ControlPlane, kube_namespace: str) -> Kube:
 
 @pytest.fixture
 def start_operator(
-    operator_config: Path, kube_namespace: str, tmp_path: Path
+    control_plane: ControlPlane, operator_config: Path, kube_namespace: str, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     """Start operators for this test's namespace; all are stopped (and logs shown) after."""
+    plane = control_plane
     started: list[OperatorProcess] = []
 
     def start(scheduler_address: str | None = None, **env: str) -> OperatorProcess:
@@ -73,6 +74,10 @@ def start_operator(
         return process
 
     yield start
+    if started and started[-1].process.poll() is None:
+        # While the operator runs, so that kopf's finalizers come off and the namespace can go.
+        plane.kubectl("delete", "pfa", "--all", "-n", kube_namespace, "--timeout=60s",
+                      check=False, timeout=90)  # fmt: skip
     for process in started:
         if process.process.poll() is None:
             process.stop()
