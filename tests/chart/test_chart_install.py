@@ -127,65 +127,56 @@ def _get(plane: ControlPlane, *args: str) -> dict:
     return json.loads(plane.kubectl("get", *args, "-o", "json").stdout)
 
 
-def _service_account_kubeconfig(plane: ControlPlane, folder: Path) -> Path:
-    """A kubeconfig holding a TokenRequest token of the chart's ServiceAccount."""
+def _service_account_kubeconfig(
+    plane: ControlPlane, folder: Path, service_account: str = FULLNAME
+) -> Path:
+    """A kubeconfig holding a TokenRequest token of one of the chart's ServiceAccounts."""
     token = plane.kubectl(
-        "create", "token", FULLNAME, "--namespace", NAMESPACE, "--duration=1h"
+        "create", "token", service_account, "--namespace", NAMESPACE, "--duration=1h"
     ).stdout.strip()
     assert token.count(".") == 2, "expected a JWT from the TokenRequest API"
-    return plane.write_kubeconfig(folder / "operator.kubeconfig", user=SERVICE_ACCOUNT, token=token)
+    user = f"system:serviceaccount:{NAMESPACE}:{service_account}"
+    return plane.write_kubeconfig(folder / f"{service_account}.kubeconfig", user=user, token=token)
 
 
-def _deployment_env(plane: ControlPlane) -> dict[str, str]:
-    """The operator's literal environment variables, as the installed Deployment has them."""
-    deployment = _get(plane, "deployment", FULLNAME, "--namespace", NAMESPACE)
-    (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+def _container(plane: ControlPlane, deployment: str) -> dict:
+    """The (only) container of one of the installed Deployments."""
+    body = _get(plane, "deployment", deployment, "--namespace", NAMESPACE)
+    (container,) = body["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def _deployment_env(plane: ControlPlane, deployment: str = FULLNAME) -> dict[str, str]:
+    """The literal environment variables the installed Deployment gives its container."""
+    return {
+        e["name"]: e["value"] for e in _container(plane, deployment).get("env", []) if "value" in e
+    }
 
 
 @contextlib.contextmanager
-def _operator(plane: ControlPlane, folder: Path) -> Iterator[tuple[int, Path]]:
-    """`python -m portfolio_operator` out of cluster, configured exactly as the chart's
-    Deployment (its environment), authenticated as the chart's ServiceAccount.
-
-    Yields (health port, log file). Waits for /readyz, the readiness probe the chart uses.
-    """
-    kubeconfig = _service_account_kubeconfig(plane, folder)
-    health_port, metrics_port = free_loopback_port(), free_loopback_port()
+def _process(
+    argv: list[str], env: dict[str, str], folder: Path, name: str, ready_url: str
+) -> Iterator[Path]:
+    """A child process with its log in `folder`; waits for `ready_url`, stops it afterwards."""
     home = folder / "home"
     home.mkdir(exist_ok=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "PORTFOLIO_"))}
-    env |= _deployment_env(plane)
-    env |= {
-        "KUBECONFIG": str(kubeconfig),
-        "PORTFOLIO_OPERATOR_HEALTH_HOST": "127.0.0.1",
-        "PORTFOLIO_OPERATOR_HEALTH_PORT": str(health_port),
-        "PORTFOLIO_OPERATOR_METRICS_PORT": str(metrics_port),
-        "HOME": str(home),
-        "PREFECT_HOME": str(home / ".prefect"),
-    }
-    log = folder / "operator.log"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("KUBE", "PORTFOLIO_"))}
+    env = base | {"HOME": str(home), "PREFECT_HOME": str(home / ".prefect")} | env
+    log = folder / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "portfolio_operator"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=folder,
-            start_new_session=True,
-        )
+            argv, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=folder, start_new_session=True,
+        )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
-        while True:
+        while _http_status(ready_url) != 200:
             if process.poll() is not None:
-                pytest.fail(f"operator exited with {process.returncode}:\n{_tail(log)}")
-            if _http_status(f"http://127.0.0.1:{health_port}/readyz") == 200:
-                break
+                pytest.fail(f"{name} exited with {process.returncode}:\n{_tail(log)}")
             if time.monotonic() > deadline:
-                pytest.fail(f"operator not ready (/readyz) after 60 s:\n{_tail(log)}")
+                pytest.fail(f"{name} not ready ({ready_url}) after 60 s:\n{_tail(log)}")
             time.sleep(0.3)
-        yield health_port, log
+        yield log
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -194,6 +185,53 @@ def _operator(plane: ControlPlane, folder: Path) -> Iterator[tuple[int, Path]]:
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def _operator(plane: ControlPlane, folder: Path, namespace: str) -> Iterator[tuple[int, Path]]:
+    """`python -m portfolio_operator` out of cluster, configured exactly as the chart's
+    Deployment (its environment), authenticated as the chart's ServiceAccount.
+
+    Yields (health port, log file). Waits for /readyz, the readiness probe the chart uses.
+    On the way out, deletes the analyses in `namespace` while the operator still runs, so it
+    removes its finalizer from them (a stopped operator would leave them, their namespace and
+    the CRD stuck terminating).
+    """
+    health_port, metrics_port = free_loopback_port(), free_loopback_port()
+    env = _deployment_env(plane) | {
+        "KUBECONFIG": str(_service_account_kubeconfig(plane, folder)),
+        "PORTFOLIO_OPERATOR_HEALTH_HOST": "127.0.0.1",
+        "PORTFOLIO_OPERATOR_HEALTH_PORT": str(health_port),
+        "PORTFOLIO_OPERATOR_METRICS_PORT": str(metrics_port),
+    }
+    assert _container(plane, FULLNAME)["command"] == ["portfolio-operator"]
+    argv = [sys.executable, "-m", "portfolio_operator"]  # what the console script runs
+    ready = f"http://127.0.0.1:{health_port}/readyz"
+    with _process(argv, env, folder, "operator", ready) as log:
+        try:
+            yield health_port, log
+        finally:
+            plane.kubectl("delete", PLURAL, "--all", "--namespace", namespace, "--timeout=60s",
+                          check=False)  # fmt: skip
+
+
+@contextlib.contextmanager
+def _dask_kubernetes_controller(plane: ControlPlane, folder: Path) -> Iterator[Path]:
+    """The dask-kubernetes controller as the chart's toggle runs it (its Deployment's command),
+    out of cluster with its own ServiceAccount's token."""
+    deployment = f"{FULLNAME}-dask"
+    command = _container(plane, deployment)["command"]
+    assert command[0] == "kopf"
+    port = free_loopback_port()
+    argv = [str(Path(sys.executable).parent / "kopf")]
+    for arg in command[1:]:
+        argv.append(f"--liveness=http://127.0.0.1:{port}/healthz" if arg.startswith("--liveness")
+                    else arg)  # fmt: skip
+    kubeconfig = _service_account_kubeconfig(plane, folder, deployment)
+    env = _deployment_env(plane, deployment) | {"KUBECONFIG": str(kubeconfig)}
+    ready = f"http://127.0.0.1:{port}/healthz"
+    with _process(argv, env, folder, "dask-kubernetes-controller", ready) as log:
+        yield log
 
 
 def _http_status(url: str) -> int | None:
@@ -227,12 +265,6 @@ def _wait_for_terminal_phase(plane: ControlPlane, namespace: str, name: str, log
         f"{namespace}/{name} not finished after {ANALYSIS_TIMEOUT:.0f} s; status "
         f"{json.dumps(resource.get('status'), indent=1)}\noperator log:\n{_tail(log)}"
     )
-
-
-def _delete_while_the_operator_runs(plane: ControlPlane, namespace: str) -> None:
-    """Delete the analyses while the operator can still remove its finalizer from them (a
-    stopped operator would leave them, their namespace and the CRD stuck terminating)."""
-    plane.kubectl("delete", PLURAL, "--all", "--namespace", namespace, "--timeout=60s")
 
 
 def _can_i(plane: ControlPlane, verb: str, resource: str, namespace: str) -> bool:
@@ -295,7 +327,14 @@ def test_install_creates_an_established_crd_service_account_and_rbac(
     crd = _get(plane, "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
     # The API server publishes the schema: `kubectl explain` teaches the resource.
-    explained = plane.kubectl("explain", "portfolioanalysis.spec.cluster.maxWorkers").stdout
+    # (The OpenAPI document is published a moment after the CRD is Established.)
+    deadline = time.monotonic() + 30
+    while (
+        explain := plane.kubectl("explain", "pfa.spec.cluster.maxWorkers", check=False)
+    ).returncode:
+        assert time.monotonic() < deadline, explain.stderr
+        time.sleep(0.5)
+    explained = explain.stdout
     assert "<integer>" in explained and "DESCRIPTION" in explained.upper()
 
     service_account = _get(plane, "serviceaccount", FULLNAME, "--namespace", NAMESPACE)
@@ -381,7 +420,7 @@ def test_samples_apply_and_the_invalid_one_is_refused_with_the_schema_and_cel_me
 def test_operator_with_the_service_accounts_own_token_runs_a_sample_to_succeeded(
     plane: ControlPlane, release: str, namespace: str, scheduler: str, tmp_path: Path
 ) -> None:
-    with _operator(plane, tmp_path) as (health_port, log):
+    with _operator(plane, tmp_path, namespace) as (health_port, log):
         plane.kubectl(
             "create", "-f", "-",
             input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
@@ -389,10 +428,9 @@ def test_operator_with_the_service_accounts_own_token_runs_a_sample_to_succeeded
         resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
         _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
         assert _http_status(f"http://127.0.0.1:{health_port}/healthz") == 200
-        _delete_while_the_operator_runs(plane, namespace)
 
     # Outside its role the same credentials are refused.
-    kubeconfig = tmp_path / "operator.kubeconfig"
+    kubeconfig = tmp_path / f"{FULLNAME}.kubeconfig"
     for args in (["get", "secrets", "--namespace", namespace], ["get", "pods", "-A"]):
         refused = plane.kubectl("--kubeconfig", str(kubeconfig), *args, check=False)
         assert refused.returncode != 0
@@ -450,7 +488,7 @@ def test_upgrade_with_changed_values(
         assert not _can_i(plane, "watch", analyses, other)
 
         # And the operator, configured as the upgraded Deployment, works with just that Role.
-        with _operator(plane, tmp_path) as (_, log):
+        with _operator(plane, tmp_path, namespace) as (_, log):
             plane.kubectl(
                 "create", "-f", "-",
                 input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
@@ -459,9 +497,83 @@ def test_upgrade_with_changed_values(
             _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
             # The resource outside the watched namespace is left alone.
             assert "phase" not in _get(plane, PLURAL, "defaults", "-n", other).get("status", {})
-            _delete_while_the_operator_runs(plane, namespace)
     finally:
         plane.kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def _eventually(check, what: str, logs: list[Path], timeout: float = 120.0):
+    """The first truthy value of `check()`; fails with the controllers' logs after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    tails = "\n".join(f"--- {log.name}\n{_tail(log, 30)}" for log in logs)
+    pytest.fail(f"{what} did not happen within {timeout:.0f} s\n{tails}")
+
+
+def _named(plane: ControlPlane, kind: str, namespace: str, **selector: str) -> dict[str, dict]:
+    args = ["--namespace", namespace]
+    if selector:
+        args += ["-l", ",".join(f"{k}={v}" for k, v in selector.items())]
+    return {o["metadata"]["name"]: o for o in _get(plane, kind, *args)["items"]}
+
+
+def test_dask_kubernetes_toggle_turns_an_analysis_into_a_dask_cluster_with_chart_rbac(
+    plane: ControlPlane, release: str, namespace: str, tmp_path: Path
+) -> None:
+    """Both controllers out of cluster, each with its own chart ServiceAccount's token: a
+    PortfolioAnalysis without schedulerAddress becomes a DaskCluster and DaskAutoscaler (our
+    operator), then a scheduler Deployment and Service and a worker group with its worker
+    Deployment (the dask-kubernetes controller). No kubelet runs here, so no pod ever starts."""
+    plane.helm(
+        "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE,  # default values, and:
+        "--set", "image.tag=test", "--set", "daskKubernetesOperator.enabled=true",
+    )  # fmt: skip
+    dask_crds = ["daskclusters", "daskworkergroups", "daskjobs", "daskautoscalers"]
+    plane.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                  *[f"crd/{n}.kubernetes.dask.org" for n in dask_crds])  # fmt: skip
+
+    with (
+        _dask_kubernetes_controller(plane, tmp_path) as dask_log,
+        _operator(plane, tmp_path, namespace) as (_, operator_log),
+    ):
+        logs = [operator_log, dask_log]
+        plane.kubectl("create", "-f", "-", input=_sample("small-portfolio.yaml", namespace))
+        analysis = _get(plane, PLURAL, "small-portfolio", "--namespace", namespace)
+
+        clusters = _eventually(lambda: _named(plane, "daskclusters", namespace),
+                               "a DaskCluster", logs)  # fmt: skip
+        (cluster_name, cluster) = next(iter(clusters.items()))
+        assert cluster["metadata"]["ownerReferences"][0]["uid"] == analysis["metadata"]["uid"]
+        autoscaler = _get(plane, "daskautoscalers", cluster_name, "--namespace", namespace)
+        assert (autoscaler["spec"]["minimum"], autoscaler["spec"]["maximum"]) == (1, 3)
+
+        scheduler = _eventually(
+            lambda: _named(plane, "deployments", namespace, **{"dask.org/component": "scheduler"}),
+            "the scheduler Deployment", logs,
+        )  # fmt: skip
+        (deployment,) = scheduler.values()
+        assert deployment["metadata"]["ownerReferences"][0]["name"] == cluster_name
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "portfolio-operator:test"  # the chart's image by default
+        _get(plane, "service", f"{cluster_name}-scheduler", "--namespace", namespace)
+        _eventually(
+            lambda: _named(plane, "deployments", namespace, **{"dask.org/component": "worker"}),
+            "a worker Deployment", logs,
+        )  # fmt: skip
+        _get(plane, "daskworkergroups", f"{cluster_name}-default", "--namespace", namespace)
+        status = _get(plane, PLURAL, "small-portfolio", "--namespace", namespace)["status"]
+        assert status["daskCluster"]["name"] == cluster_name
+
+        plane.kubectl("delete", PLURAL, "small-portfolio", "--namespace", namespace,
+                      "--timeout=60s")  # fmt: skip
+        # Owned all the way down: the garbage collector removes the cluster with the analysis.
+        _eventually(lambda: not _named(plane, "daskclusters", namespace), "cluster deletion", logs)
+        for log in logs:
+            text = log.read_text(errors="replace")
+            assert "Forbidden" not in text and "forbidden" not in text, _tail(log)
 
 
 def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_analyses(
