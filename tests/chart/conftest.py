@@ -80,7 +80,9 @@ class Helm:
             args += ["--set", value]
         key = tuple(args)
         if key not in self._rendered:  # the same render is asked for by several tests
-            rendered = self.run(*args).stdout
+            result = self.run(*args)
+            assert not result.stderr.strip(), f"helm template warned:\n{result.stderr}"
+            rendered = result.stdout
             self._rendered[key] = [doc for doc in yaml.safe_load_all(rendered) if doc]
         return copy.deepcopy(self._rendered[key])
 

@@ -455,6 +455,7 @@ def test_upgrade_with_changed_values(
             "--set", "analysis.minWorkers=2",
             "--set", "analysis.maxWorkers=8",
             "--set", "analysis.workerImage=registry.local/dask:2",
+            "--set", "metrics.service.enabled=true",
             "--set-json", f'operator.watchNamespaces=["{namespace}"]',
         )  # fmt: skip
         status = json.loads(plane.helm("status", RELEASE, "-n", NAMESPACE, "-o", "json").stdout)
@@ -464,6 +465,8 @@ def test_upgrade_with_changed_values(
         assert env["PORTFOLIO_OPERATOR_LOG_LEVEL"] == "DEBUG"
         assert env["PORTFOLIO_OPERATOR_NAMESPACES"] == namespace
         assert env["PORTFOLIO_OPERATOR_WORKER_IMAGE"] == "registry.local/dask:2"
+        service = _get(plane, "service", f"{FULLNAME}-metrics", "--namespace", NAMESPACE)
+        assert service["spec"]["ports"][0]["targetPort"] == "metrics"
 
         # The new autoscaler bounds are the CRD's defaults now: the API server applies them.
         plane.kubectl(
