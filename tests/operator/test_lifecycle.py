@@ -316,3 +316,29 @@ def test_an_unreachable_scheduler_is_retried_then_fails_saying_what_to_check(
     assert f"cannot reach the Dask scheduler at {address}" in failed["message"]
     assert kube.status("unreachable")["attempts"] == 2
     assert kube.reasons("unreachable").count("RunRetrying") == 1
+
+
+def test_a_spec_change_runs_the_analysis_again_for_the_new_generation(
+    kube: Kube, dask_cluster, start_operator
+) -> None:
+    operator = start_operator()
+    cluster = {"schedulerAddress": dask_cluster.scheduler_address}
+    kube.apply_pfa("rerun", {"tickers": ["AAPL"], "cluster": cluster})
+    wait_until(phase_is(kube, "rerun", "Succeeded"), 120, "the first run ends", operator.log)
+    first = kube.status("rerun")
+    kube.custom.patch_namespaced_custom_object(
+        "analysis.portfolio-operator.io", "v1alpha1", kube.namespace, "portfolioanalyses",
+        "rerun", {"spec": {"tickers": ["AAPL", "IBM"]}},
+    )  # fmt: skip
+
+    def second_done() -> bool:
+        status = kube.status("rerun")
+        return status.get("observedGeneration") == 2 and status.get("phase") == "Succeeded"
+
+    wait_until(second_done, 120, "the second generation succeeds", operator.log)
+    second = kube.status("rerun")
+    assert (first["tickerCount"], second["tickerCount"]) == (1, 2)
+    assert sorted(r["ticker"] for r in second["results"]) == ["AAPL", "IBM"]
+    assert second["startTime"] >= first["completionTime"]
+    assert kube.condition("rerun", "Complete")["observedGeneration"] == 2
+    assert kube.reasons("rerun").count("Accepted") == 2
