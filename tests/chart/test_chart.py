@@ -19,6 +19,7 @@ from portfolio_operator.crd import CRD_NAME, crd_manifest, crd_yaml
 
 from tests.chart.conftest import (
     CHART,
+    KUBE_VERSION,
     NAMESPACE,
     RELEASE,
     ROOT,
@@ -477,3 +478,13 @@ def test_dask_kubernetes_crds_are_the_installed_packages_crds(helm: Helm) -> Non
     assert [o["metadata"]["name"] for o in by_kind(no_crds, "CustomResourceDefinition")] == [
         CRD_NAME
     ]
+
+
+def test_packaged_chart_renders_the_same(helm: Helm, tmp_path: Path) -> None:
+    # What `helm package` ships (after .helmignore) must still hold the CRD copies in files/.
+    helm.run("package", str(CHART), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("portfolio-operator-*.tgz")
+    args = ["template", RELEASE, str(archive), "--namespace", NAMESPACE, *KUBE_VERSION,
+            "--set", "daskKubernetesOperator.enabled=true"]  # fmt: skip
+    packaged = [d for d in yaml.safe_load_all(helm.run(*args).stdout) if d]
+    assert packaged == helm.template("daskKubernetesOperator.enabled=true")
