@@ -287,6 +287,8 @@ def test_the_api_server_refuses_the_invalid_sample_saying_what_to_fix(
     control_plane: ControlPlane, operator_config: Path, kube_namespace: str
 ) -> None:
     samples = MANIFESTS / "samples"
+    # The operator's Deployment is valid too (its namespace comes with rbac.yaml).
+    control_plane.kubectl("apply", "--dry-run=server", "-f", str(MANIFESTS / "deployment.yaml"))
     for good in ("small-portfolio.yaml", "reuse-scheduler.yaml"):
         control_plane.kubectl("apply", "--dry-run=server", "-n", kube_namespace,
                               "-f", str(samples / good))  # fmt: skip
