@@ -655,6 +655,23 @@ def _overlapping(close: pd.DataFrame, priced: list[str]) -> tuple[list[str], dic
     return [t for t in priced if t in kept], short
 
 
+# The report's correlation matrix covers at most this many positions (the largest): a
+# 500-ticker universe would otherwise put 250,000 numbers into every report.
+MAX_CORRELATION_TICKERS = 30
+
+
+def _trim_correlation(figures: dict) -> None:
+    correlation = figures.get("correlation") or {}
+    if len(correlation) <= MAX_CORRELATION_TICKERS:
+        return
+    weights = figures.get("weights") or {}
+    largest = sorted(correlation, key=lambda t: -abs(weights.get(t) or 0.0))
+    keep = set(largest[:MAX_CORRELATION_TICKERS])
+    tickers = [t for t in correlation if t in keep]
+    figures["correlation"] = {a: {b: correlation[a][b] for b in tickers} for a in tickers}
+    figures["correlation_note"] = f"the {len(tickers)} largest positions of {len(correlation)}"
+
+
 def portfolio_section(
     close: pd.DataFrame | None,
     tickers: Sequence[str],
@@ -692,6 +709,7 @@ def portfolio_section(
         return {"error": str(exc)}
     figures["excluded"] = excluded
     figures["excluded_reasons"] = {t: reasons[t] for t in excluded}
+    _trim_correlation(figures)
     if config.benchmark:
         figures["benchmark"] = config.benchmark.strip().upper()
     return figures
@@ -707,13 +725,15 @@ def run_combined_analysis(
     client: Client | None = None,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    n_workers: int | None = None,
 ) -> dict:
     """Prices, indicators, news and portfolio figures for ``tickers`` on one Dask client.
 
     ``holdings`` (ticker -> shares) gives the portfolio figures' positions and, without
     ``tickers``, the tickers; with neither, the embedded sample portfolio is analysed.
     ``dask_scheduler`` None starts an embedded LocalCluster, ``tcp://...`` connects there
-    (:class:`SchedulerUnreachableError` if it can't), ``client`` reuses a client.
+    (:class:`SchedulerUnreachableError` if it can't), ``client`` reuses a client;
+    ``n_workers`` sizes the embedded cluster (default: one per core).
     ``progress(stage, done, total)`` is called as batches finish; setting ``cancel`` cancels
     the outstanding tasks and raises :class:`AnalysisCancelled`. Returns the comprehensive
     shape described in docs/architecture.md; failed tickers are listed, never raised.
@@ -727,4 +747,5 @@ def run_combined_analysis(
         client=client,
         progress=progress,
         cancel=cancel,
+        n_workers=n_workers,
     ).result

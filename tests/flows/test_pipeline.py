@@ -297,3 +297,19 @@ def test_portfolio_leaves_out_tickers_whose_history_barely_overlaps() -> None:
     # Holdings that overlap well keep every position.
     held = pipeline.portfolio_section(close[["LONG1", "LATE"]], ["LONG1", "LATE"], None, config)
     assert held["tickers"] == ["LONG1", "LATE"] and held["excluded"] == []
+
+
+def test_the_correlation_matrix_of_a_large_portfolio_keeps_the_largest_positions() -> None:
+    dates = pd.bdate_range("2024-01-01", periods=60)
+    growth = pd.Series(range(60), index=dates).to_numpy()[:, None]
+    tickers = [f"T{i:02d}" for i in range(40)]
+    wiggle = 1 + 0.01 * ((growth * (1 + pd.Series(range(40)).to_numpy())) % 7)
+    close = pd.DataFrame(wiggle * 10.0, index=dates, columns=tickers)
+    holdings = {t: float(i + 1) for i, t in enumerate(tickers)}  # T39 is the largest
+    figures = pipeline.portfolio_section(close, tickers, holdings, AnalysisConfig())
+    kept = list(figures["correlation"])
+    assert len(kept) == pipeline.MAX_CORRELATION_TICKERS
+    assert set(kept) == set(tickers[-pipeline.MAX_CORRELATION_TICKERS :])
+    assert all(list(row) == kept for row in figures["correlation"].values())
+    assert figures["correlation_note"] == "the 30 largest positions of 40"
+    assert len(figures["weights"]) == 40  # only the matrix is trimmed
