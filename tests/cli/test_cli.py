@@ -313,3 +313,44 @@ def test_help_lists_the_options() -> None:
         "--prefect",
     ):
         assert option in done.stdout
+
+
+@pytest.mark.dask
+def test_ctrl_c_cancels_the_run_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    import signal
+    import threading
+    import time
+
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PORTFOLIO_CACHE_DIR": str(tmp_path / "cache"),
+        "TTY_COMPATIBLE": "1",  # so the progress bar tells when the analysis is under way
+    }
+    process = subprocess.Popen(
+        [str(SCRIPT), "run", "--universe", "sp500", "--workers", "1", "--output", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(iter(process.stderr.readline, "")))
+    reader.start()
+    try:
+        deadline = time.monotonic() + 120
+        while "Prices" not in "".join(err) and time.monotonic() < deadline:
+            assert process.poll() is None, "".join(err)
+            time.sleep(0.05)
+        assert "Prices" in "".join(err), "the analysis never started"
+        process.send_signal(signal.SIGINT)
+        code = process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        reader.join(timeout=10)
+    text = ANSI.sub("", "".join(err))
+    assert code == 130
+    assert "Traceback" not in text
+    assert "portfolio-analysis: error: interrupted; outstanding Dask tasks were cancelled" in text
+    assert not (tmp_path / "report.json").exists()
