@@ -344,3 +344,19 @@ def test_a_spec_change_runs_the_analysis_again_for_the_new_generation(
     assert second["startTime"] >= first["completionTime"]
     assert kube.condition("rerun", "Complete")["observedGeneration"] == 2
     assert kube.reasons("rerun").count("Accepted") == 2
+
+
+def test_deleting_a_running_analysis_stops_its_dask_work(
+    kube: Kube, empty_dask_cluster, start_operator
+) -> None:
+    from distributed import Client
+
+    operator = start_operator()
+    cluster = {"schedulerAddress": empty_dask_cluster.scheduler_address}
+    kube.apply_pfa("stop-me", {"tickers": TICKERS, "cluster": cluster})
+    with Client(empty_dask_cluster) as client:
+        tasks = lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks))  # noqa: E731
+        wait_until(lambda: tasks() > 0, 30, "the run submitted its tasks", operator.log)
+        kube.delete_pfa("stop-me")
+        wait_until(lambda: kube.pfa("stop-me") is None, 60, "the resource is gone", operator.log)
+        wait_until(lambda: tasks() == 0, 30, "the run's tasks were cancelled", operator.log)
