@@ -3,10 +3,6 @@ The operator's settings, as the PORTFOLIO_OPERATOR_* environment variables that
 portfolio_operator.config.OperatorConfig.from_env reads.
 */}}
 {{- define "portfolio-operator.operatorEnv" -}}
-- name: POD_NAMESPACE
-  valueFrom:
-    fieldRef:
-      fieldPath: metadata.namespace
 - name: PORTFOLIO_OPERATOR_NAMESPACES
   value: {{ join "," .Values.operator.watchNamespaces | quote }}
 - name: PORTFOLIO_OPERATOR_LOG_LEVEL
