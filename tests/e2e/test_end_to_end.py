@@ -1,0 +1,311 @@
+"""The product on a real single-node Kubernetes: chart, operators, Dask pods, autoscaling, faults.
+
+Everything here runs for real: the chart installed with helm, both operators as pods from the
+project's image, the dask-kubernetes operator turning each DaskCluster into scheduler and
+worker pods, the analysis running on those pods, the autoscaler resizing the worker group.
+Each test uses its own namespace, so "no orphan" can be checked by listing that namespace.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.harness import REPO, Kube, names, ready
+
+pytestmark = pytest.mark.e2e
+
+SAMPLE = REPO / "manifests" / "samples" / "small-portfolio.yaml"
+GROUP = "analysis.portfolio-operator.io"
+OWNER_LABEL = f"{GROUP}/name"
+DASK_COMPONENT = "dask.org/component"
+DASK_CLUSTER_LABEL = "dask.org/cluster-name"
+# A run on a fresh Dask cluster: pods start from a 1.3 GB image on 2 cores.
+RUN_TIMEOUT = 600
+
+
+def sample(namespace: str, name: str, **cluster: Any) -> dict[str, Any]:
+    """The shipped sample (4 holdings, embedded data), in a test namespace."""
+    manifest = yaml.safe_load(SAMPLE.read_text())
+    manifest = copy.deepcopy(manifest)
+    manifest["metadata"] = {"name": name, "namespace": namespace}
+    manifest["spec"]["cluster"].update(cluster)
+    return manifest
+
+
+def synthetic_universe(
+    namespace: str, name: str, count: int, lookback_days: int = 1825, **cluster: Any
+) -> dict[str, Any]:
+    """A large universe of synthetic tickers: enough Dask work for the autoscaler to act on.
+
+    2000 tickers make 20 price and 20 news batches (100 tickers per task), which the Dask
+    scheduler's adaptive target turns into more than one worker. (Ten years of 2000 tickers
+    make the operator pod exceed the chart's 1 GiB memory limit: it gathers the prices.)"""
+    return {
+        "apiVersion": f"{GROUP}/v1alpha1",
+        "kind": "PortfolioAnalysis",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "tickers": [f"SYN{i:04d}" for i in range(count)],
+            "analyses": ["pricing", "technicals", "news", "portfolio"],
+            "priceSources": ["synthetic"],
+            "newsSources": ["embedded"],
+            "lookbackDays": lookback_days,
+            "cluster": {
+                "minWorkers": 1,
+                "maxWorkers": 3,
+                "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                "onCompletion": "Keep",
+                **cluster,
+            },
+            "activeDeadlineSeconds": 1200,
+        },
+    }
+
+
+def pfa(kube: Kube, namespace: str, name: str) -> dict[str, Any]:
+    found = kube.get("pfa", name, "-n", namespace)
+    assert found is not None, f"PortfolioAnalysis {namespace}/{name} vanished"
+    return found
+
+
+def phase(kube: Kube, namespace: str, name: str) -> str | None:
+    return (pfa(kube, namespace, name).get("status") or {}).get("phase")
+
+
+def wait_phase(kube: Kube, namespace: str, name: str, wanted: str, timeout: float = RUN_TIMEOUT):
+    def reached() -> dict[str, Any] | None:
+        obj = pfa(kube, namespace, name)
+        got = (obj.get("status") or {}).get("phase")
+        if got == "Failed" and wanted != "Failed":
+            raise AssertionError(
+                f"{name} Failed: {json.dumps(obj['status'], indent=1)[:3000]}\n"
+                + kube.describe(namespace)
+            )
+        return obj if got == wanted else None
+
+    return kube.wait_for(
+        f"{namespace}/{name} to reach {wanted}",
+        reached,
+        timeout,
+        diagnose=lambda: kube.describe(namespace),
+    )
+
+
+def dask_pods(kube: Kube, namespace: str, component: str) -> list[dict[str, Any]]:
+    return kube.pods(namespace, f"{DASK_COMPONENT}={component}")
+
+
+def running_workers(kube: Kube, namespace: str) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in dask_pods(kube, namespace, "worker")
+        if p["status"].get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def assert_one_cluster_no_orphans(kube: Kube, namespace: str, name: str) -> str:
+    """Exactly one DaskCluster for the resource; every pod and Service belongs to it."""
+    clusters = kube.items("daskclusters", "-n", namespace)
+    assert len(clusters) == 1, f"expected one DaskCluster, found {names(clusters)}"
+    cluster = clusters[0]
+    assert cluster["metadata"]["labels"][OWNER_LABEL] == name
+    owners = [ref["uid"] for ref in cluster["metadata"].get("ownerReferences", [])]
+    assert owners == [pfa(kube, namespace, name)["metadata"]["uid"]]
+    cluster_name = cluster["metadata"]["name"]
+    for pod in kube.pods(namespace):
+        labels = pod["metadata"].get("labels") or {}
+        assert labels.get(DASK_CLUSTER_LABEL) == cluster_name, (
+            f"pod {pod['metadata']['name']} belongs to no current cluster"
+        )
+    for service in kube.items("services", "-n", namespace):
+        assert service["metadata"]["name"].startswith(cluster_name), (
+            f"service {service['metadata']['name']} belongs to no current cluster"
+        )
+    return cluster_name
+
+
+# --- the tests -------------------------------------------------------------------------------
+
+
+def test_chart_runs_both_operators_from_the_project_image(
+    kube: Kube, chart_release: str, product_image: str
+) -> None:
+    deployments = kube.items("deployments", "-n", chart_release)
+    assert len(deployments) == 2, f"expected the operator and dask-kubernetes: {names(deployments)}"
+    for deployment in deployments:
+        status = deployment.get("status") or {}
+        assert status.get("readyReplicas") == 1, f"{deployment['metadata']['name']} not ready"
+        images = {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+        assert images == {product_image}
+    pods = kube.pods(chart_release)
+    assert pods and all(ready(p) for p in pods), [p["metadata"]["name"] for p in pods]
+    # The CRDs both operators serve are installed.
+    crds = names(kube.items("crd"))
+    assert f"portfolioanalyses.{GROUP}" in crds
+    assert {"daskclusters.kubernetes.dask.org", "daskautoscalers.kubernetes.dask.org"} <= set(crds)
+
+
+def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> None:
+    name = "small-portfolio"
+    kube.apply(sample(namespace, name, onCompletion="Keep"))
+
+    # The operator creates one DaskCluster; dask-kubernetes runs its scheduler and a worker.
+    kube.wait_for(
+        "the scheduler and a worker pod to run",
+        lambda: (
+            any(ready(p) for p in dask_pods(kube, namespace, "scheduler"))
+            and running_workers(kube, namespace)
+        ),
+        timeout=300,
+        diagnose=lambda: kube.describe(namespace),
+    )
+    done = wait_phase(kube, namespace, name, "Succeeded")
+    status = done["status"]
+
+    # Real figures for the four holdings.
+    assert status["tickerCount"] == 4
+    assert status["securitiesAnalyzed"] == 4, status
+    assert status["securitiesFailed"] == 0, status["failures"]
+    assert {row["ticker"] for row in status["results"]} == {"AAPL", "MSFT", "IBM", "GOOG"}
+    for row in status["results"]:
+        assert row["close"] > 0 and 0 <= row["rsi14"] <= 100, row
+    figures = status["portfolio"]
+    assert figures["annualizedVolatility"] > 0
+    assert 0 < figures["maxDrawdown"] < 1  # a loss, as a positive fraction
+    assert 0 < figures["var95"] <= figures["cvar95"]
+    for key in ("totalReturn", "annualizedReturn", "sharpeRatio", "marketValue"):
+        assert isinstance(figures.get(key), float), (key, figures)
+    complete = {c["type"]: c for c in status["conditions"]}["Complete"]
+    assert complete["status"] == "True"
+
+    # `kubectl get pfa` shows the outcome in its columns.
+    table = kube.kubectl("get", "pfa", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:3] == ["NAME", "PHASE", "TICKERS"]
+    assert row.split()[:3] == [name, "Succeeded", "4"]
+
+    # The report ConfigMap holds the full report.
+    configmap = kube.get("configmap", f"{name}-report", "-n", namespace)
+    assert configmap is not None, "no report ConfigMap"
+    report = json.loads(configmap["data"]["report.json"])
+    assert {r["ticker"] for r in report["combined_analysis"]} == {"AAPL", "MSFT", "IBM", "GOOG"}
+    portfolio = report["report"]["portfolio"]
+    assert portfolio["total_market_value"] == pytest.approx(figures["marketValue"])
+    assert sum(portfolio["market_value"].values()) == pytest.approx(figures["marketValue"])
+    assert portfolio["var_95"] == pytest.approx(figures["var95"])
+
+    # The workers reached the scheduler through its Service's DNS name.
+    cluster_name = assert_one_cluster_no_orphans(kube, namespace, name)
+    service = f"{cluster_name}-scheduler"
+    assert kube.get("service", service, "-n", namespace) is not None
+    worker = running_workers(kube, namespace)[0]["metadata"]["name"]
+    env = {
+        e["name"]: e.get("value")
+        for c in kube.get("pod", worker, "-n", namespace)["spec"]["containers"]
+        for e in c.get("env", [])
+    }
+    assert service in env["DASK_SCHEDULER_ADDRESS"], env
+    logs = kube.kubectl("logs", "-n", namespace, worker).stdout
+    assert "Registered to:" in logs, logs[-2000:]
+
+    # Deleting the resource removes the cluster's pods and Services (owner references).
+    kube.kubectl("delete", "pfa", name, "-n", namespace, "--wait=true", timeout=300)
+    kube.wait_for(
+        "the Dask pods, Services and DaskCluster to go",
+        lambda: (
+            not kube.pods(namespace)
+            and not kube.items("services", "-n", namespace)
+            and not kube.items("daskclusters", "-n", namespace)
+            and kube.get("configmap", f"{name}-report", "-n", namespace) is None
+        ),
+        timeout=180,
+        diagnose=lambda: kube.describe(namespace),
+    )
+
+
+def test_autoscaler_adds_workers_under_load_and_removes_them_after(
+    kube: Kube, namespace: str
+) -> None:
+    name = "universe"
+    kube.apply(synthetic_universe(namespace, name, count=2000))
+    seen: list[tuple[float, str | None, int]] = []
+    started = time.monotonic()
+
+    def observe() -> str | None:
+        current = phase(kube, namespace, name)
+        workers = len(running_workers(kube, namespace))
+        seen.append((round(time.monotonic() - started), current, workers))
+        if current == "Failed":
+            raise AssertionError(kube.describe(namespace))
+        return current
+
+    while observe() != "Succeeded":
+        assert time.monotonic() - started < RUN_TIMEOUT, (seen, kube.describe(namespace))
+        time.sleep(2)
+    peak = max(count for _, _, count in seen)
+    assert peak >= 2, f"the worker count never rose above {peak}: {seen}"
+    assert peak <= 3, f"more workers than maxWorkers: {seen}"
+
+    # Afterwards the idle cluster shrinks back to minWorkers.
+    kube.wait_for(
+        "the worker group to shrink back to 1",
+        lambda: (
+            observe()
+            and len(running_workers(kube, namespace)) == 1
+            and len(dask_pods(kube, namespace, "worker")) == 1
+        ),
+        timeout=300,
+        interval=3,
+        diagnose=lambda: f"{seen}\n{kube.describe(namespace)}",
+    )
+    status = pfa(kube, namespace, name)["status"]
+    assert status["securitiesAnalyzed"] == 2000
+    assert_one_cluster_no_orphans(kube, namespace, name)
+
+
+def test_worker_pod_deleted_mid_run(kube: Kube, namespace: str) -> None:
+    name = "lose-a-worker"
+    kube.apply(synthetic_universe(namespace, name, count=1500, maxWorkers=1))
+    kube.wait_for(
+        "the analysis to run on a worker",
+        lambda: phase(kube, namespace, name) == "Running" and running_workers(kube, namespace),
+        timeout=300,
+        interval=1,
+        diagnose=lambda: kube.describe(namespace),
+    )
+    victim = running_workers(kube, namespace)[0]["metadata"]["name"]
+    kube.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
+
+    done = wait_phase(kube, namespace, name, "Succeeded")
+    assert done["status"]["securitiesAnalyzed"] == 1500
+    assert_one_cluster_no_orphans(kube, namespace, name)
+    assert victim not in names(kube.pods(namespace))
+
+
+def test_operator_pod_deleted_mid_run(kube: Kube, namespace: str, chart_release: str) -> None:
+    name = "lose-the-operator"
+    kube.apply(synthetic_universe(namespace, name, count=1500, maxWorkers=1))
+    kube.wait_for(
+        "the analysis to run",
+        lambda: phase(kube, namespace, name) == "Running",
+        timeout=300,
+        interval=1,
+        diagnose=lambda: kube.describe(namespace),
+    )
+    operator = kube.pods(chart_release, "app.kubernetes.io/component=operator")
+    assert len(operator) == 1, names(operator)
+    kube.kubectl("delete", "pod", operator[0]["metadata"]["name"], "-n", chart_release)
+
+    done = wait_phase(kube, namespace, name, "Succeeded")
+    assert done["status"]["securitiesAnalyzed"] == 1500
+    assert_one_cluster_no_orphans(kube, namespace, name)
+    # A new operator pod took over.
+    replacement = kube.pods(chart_release, "app.kubernetes.io/component=operator")
+    assert [ready(p) for p in replacement] == [True]
+    assert names(replacement) != names(operator)
