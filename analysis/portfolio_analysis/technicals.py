@@ -241,7 +241,9 @@ class _Filter:
     scale * u[t]``), which saves a pass over the data.
     """
 
-    def __init__(self, decay: float, block: int, width: int, scale: float = 1.0) -> None:
+    def __init__(
+        self, decay: float, block: int, width: int, scale: float = 1.0, restart: int = 0
+    ) -> None:
         steps = np.arange(block)
         gap = steps[:, None] - steps[None, :]
         matrix = np.where(gap >= 0, decay ** np.maximum(gap, 0).astype(np.float64), 0.0)
@@ -254,7 +256,12 @@ class _Filter:
         blocks = width // block
         sub_block = _divisor(blocks)
         self.carries: _Filter | None = None
-        if blocks >= MIN_BLOCKED_CARRIES and sub_block is not None:
+        # With ``restart`` (blocks; sums only) the sum starts again from 0 every ``restart``
+        # blocks, which keeps running sums, and so their rounding, small.
+        self.restart = restart
+        if restart and decay != 1.0:
+            raise ValueError("restarting segments are for plain sums (decay 1) only")
+        if not restart and blocks >= MIN_BLOCKED_CARRIES and sub_block is not None:
             self.carries = _Filter(decay**block, sub_block, blocks)
         self.lfilter_carry = ([1.0], [1.0, -(decay**block)])
 
@@ -264,11 +271,19 @@ class _Filter:
         blocks = width // self.block
         flat = u.reshape(lanes * blocks, self.block)
         ends = (flat @ self.last_row).reshape(lanes, blocks)  # block ends without carry-in
-        if self.carries is not None:
-            carried = self.carries(ends, np.empty_like(ends))  # true block-end values
+        if self.restart:
+            segments = -(-blocks // self.restart)
+            padded = np.zeros((lanes, segments * self.restart))
+            padded[:, :blocks] = ends
+            per_segment = padded.reshape(lanes, segments, self.restart)
+            carried = np.cumsum(per_segment, axis=2).reshape(lanes, -1)[:, :blocks]
+            carried_in = carried[:, :-1].copy()
+            carried_in[:, self.restart - 1 :: self.restart] = 0.0  # a segment starts at 0
+        elif self.carries is not None:
+            carried_in = self.carries(ends, np.empty_like(ends))[:, :-1]  # block-end values
         else:
-            carried = lfilter(*self.lfilter_carry, ends, axis=1)
-        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.inject * carried[:, :-1]
+            carried_in = lfilter(*self.lfilter_carry, ends, axis=1)[:, :-1]
+        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.inject * carried_in
         np.matmul(flat, self.matrix_t, out=out.reshape(lanes * blocks, self.block))
         return out
 
@@ -302,17 +317,18 @@ class _Chunk:
         self.rows = rows
         self.block, self.width = _block_for(rows)
         self.inputs = np.empty((3 * lanes, self.width))
-        self.results = np.empty((2 * lanes, self.width))
+        self.results = np.empty((3 * lanes, self.width))
         self.spare = np.empty((lanes, self.width)) if self.width != rows else None
         block, width = self.block, self.width
-        self.sum = _Filter(1.0, block, width)
+        # Running sums restart every segment (a few times the longest window: windows that
+        # reach back across a segment start are corrected, see _window_mean).
+        self.segment = -(-max(SMA_WINDOWS) * 4 // block) * block
+        self.sum = _Filter(1.0, block, width, restart=self.segment // block)
         self.ema = {s: _Filter(1 - _alpha(s), block, width, _alpha(s)) for s in EMA_SPANS}
         signal = _alpha(MACD_SIGNAL)
         self.signal = _Filter(1.0 - signal, block, width, signal)
         wilder = 1.0 / RSI_PERIOD
         self.wilder = _Filter(1.0 - wilder, block, width, wilder)
-        # RSI's average gain times 100, from twice the gains: RSI is one division away
-        self.gain_100 = _Filter(1.0 - wilder, block, width, 50.0 * wilder)
 
     def run(self, flt: _Filter, u: np.ndarray, target: np.ndarray) -> np.ndarray:
         """Filter ``u`` into ``target`` (lanes x rows), directly when no padding is needed."""
@@ -323,13 +339,19 @@ class _Chunk:
         return target
 
 
-def _window_mean(cumsum: np.ndarray, window: int, out: np.ndarray) -> np.ndarray:
-    """Means over the last ``window`` rows from a cumulative sum into ``out`` (NaN head)."""
+def _window_mean(sums: np.ndarray, window: int, segment: int, out: np.ndarray) -> np.ndarray:
+    """Means over the last ``window`` rows into ``out`` (NaN head), from running sums that
+    restart every ``segment`` rows (``segment >= window``).
+
+    ``sum(t-window+1 .. t) = R[t] - R[t-window]``, plus the previous segment's total
+    ``R[b-1]`` when the window reaches back across a segment start ``b``.
+    """
     rows = out.shape[1]
     out[:, : window - 1] = np.nan
-    out[:, window - 1] = cumsum[:, window - 1]
-    body = out[:, window:]
-    np.subtract(cumsum[:, window:rows], cumsum[:, : rows - window], out=body)
+    out[:, window - 1] = sums[:, window - 1]
+    np.subtract(sums[:, window:rows], sums[:, : rows - window], out=out[:, window:])
+    for start in range(segment, rows, segment):
+        out[:, start : start + window] += sums[:, start - 1 : start]
     out[:, window - 1 :] *= 1.0 / window
     return out
 
@@ -346,12 +368,15 @@ def _chunk_indicators(
     lanes, rows = close.shape
     inputs, results = work.inputs, work.results
 
-    # SMA and Bollinger: window sums of (close - first close) and of its square, from one
-    # blocked cumulative sum of both; the offset keeps the running sums small.
+    # SMA and Bollinger: window sums of close and of (close - first close) squared, from
+    # one blocked cumulative sum of both. The squares are centred so that the variance
+    # E[(x-c)^2] - E[x-c]^2 subtracts small numbers; for the means plain sums are precise
+    # enough (their rounding grows with the running sum: ~1e-12 relative over 2520 rows
+    # even where the price fell 100-fold).
     offset = close[:, :1].copy()
-    shifted = inputs[:lanes, :rows]
-    np.subtract(close, offset, out=shifted)
-    np.multiply(shifted, shifted, out=inputs[lanes : 2 * lanes, :rows])
+    np.copyto(inputs[:lanes, :rows], close)
+    centred = np.subtract(close, offset, out=inputs[lanes : 2 * lanes, :rows])
+    np.multiply(centred, centred, out=centred)
     inputs[: 2 * lanes, rows:] = 0.0
     sums = work.sum(inputs[: 2 * lanes], results[: 2 * lanes])
     for window in SMA_WINDOWS:
@@ -359,16 +384,17 @@ def _chunk_indicators(
         if rows < window:
             mean.fill(np.nan)
             continue
-        _window_mean(sums[:lanes], window, mean)
+        _window_mean(sums[:lanes], window, work.segment, mean)
         if window == BOLLINGER_WINDOW:
             # population variance, as TA-Lib's STDDEV: E[(x-c)^2] - E[x-c]^2
-            band = _window_mean(sums[lanes : 2 * lanes], window, out["bollinger_lower"])
-            square = np.multiply(mean, mean, out=inputs[:lanes, :rows])
-            band -= square
+            band = _window_mean(
+                sums[lanes : 2 * lanes], window, work.segment, out["bollinger_lower"]
+            )
+            centred_mean = np.subtract(mean, offset, out=inputs[:lanes, :rows])
+            band -= np.multiply(centred_mean, centred_mean, out=centred_mean)
             np.maximum(band, 0.0, out=band)
             np.sqrt(band, out=band)
             band *= BOLLINGER_WIDTH
-        mean += offset
     if rows >= BOLLINGER_WINDOW:
         middle = out[f"sma_{BOLLINGER_WINDOW}"]
         np.add(middle, band, out=out["bollinger_upper"])
@@ -437,12 +463,13 @@ def _chunk_indicators(
     true_range[:, 1:] -= low_or_previous  # max(h, c[-1]) - min(l, c[-1])
     wilder = inputs[: 3 * lanes]
     _seed(wilder, period, wilder[:, 1 : period + 1].sum(axis=1), rows)
-    work.run(work.wilder, wilder[2 * lanes :], atr)
+    smoothed = work.wilder(wilder, results[: 3 * lanes])  # all three lanes, one filter
+    np.copyto(atr, smoothed[2 * lanes :, :rows])
     atr[:, :period] = np.nan
-    gain_100 = work.gain_100(wilder[:lanes], results[:lanes])[:, :rows]
-    total = work.wilder(wilder[lanes : 2 * lanes], results[lanes : 2 * lanes])[:, :rows]
+    twice_gain, total = smoothed[:lanes, :rows], smoothed[lanes : 2 * lanes, :rows]
     with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(gain_100, total, out=rsi)  # 100 * gain / (gain + loss)
+        np.divide(twice_gain, total, out=rsi)
+    rsi *= 50.0  # 100 * gain / (gain + loss)
     if np.min(total[:, period:]) == 0.0:
         rsi[total == 0.0] = 50.0  # not a single move in the window: neither side
     rsi[:, :period] = np.nan
