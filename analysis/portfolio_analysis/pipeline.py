@@ -339,6 +339,8 @@ def run_stages(
     order = {t: i for i, t in enumerate(tickers)}
     for part in (results.pricing, results.technicals, results.news, results.failed):
         part.sort(key=lambda r: order.get(r["ticker"], len(order)))
+    # Batches finish in any order; charts follow the requested order.
+    results.series = {t: results.series[t] for t in tickers if t in results.series}
     results.close = _concat_close(results)
     if hooks is not None:
         hooks.gathered.append(results)

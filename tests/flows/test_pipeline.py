@@ -87,6 +87,21 @@ def test_combined_run_equals_the_seed_functions_run_one_by_one(dask_client) -> N
     assert portfolio["excluded"] == []
 
 
+def test_chart_series_come_back_in_the_requested_order(dask_client) -> None:
+    config = AnalysisConfig(batch_size=1)  # five batches finishing in any order
+    run = pipeline.run_analysis(
+        SAMPLE, config=config, client=dask_client, series_tickers=["FB", "MSFT", "AAPL"]
+    )
+    assert list(run.series) == ["AAPL", "MSFT", "FB"]
+    aapl = run.series["AAPL"]
+    assert {"close", "sma_20", "bollinger_upper", "rsi_14", "macd", "macd_signal"} <= set(
+        aapl.columns
+    )
+    assert len(aapl) == 251 and aapl.index.is_monotonic_increasing
+    row = next(r for r in run.result["combined_analysis"] if r["ticker"] == "AAPL")
+    assert aapl["rsi_14"].iloc[-1] == pytest.approx(row["rsi_14"])
+
+
 def test_a_failed_ticker_is_listed_with_its_reason_and_never_fails_the_run(dask_client) -> None:
     result = pipeline.run_combined_analysis(["AAPL", "NOPE", "msft", "AAPL"], client=dask_client)
     assert result["status"] == "partial"
