@@ -38,6 +38,8 @@ import os
 import tempfile
 import threading
 import time
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -74,6 +76,27 @@ def _interval(rate: float) -> float:
 
 def _pause_length(seconds: float) -> float:
     return min(max(float(seconds), 0.0), MAX_PAUSE_SECONDS)
+
+
+def retry_after_seconds(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad.
+
+    Capped at MAX_PAUSE_SECONDS like a pause, so every source (prices, news) reads a server's
+    ask the same way.
+    """
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return _pause_length(seconds)
 
 
 class LocalRateLimiter:

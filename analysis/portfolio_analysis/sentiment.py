@@ -22,7 +22,6 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
 from importlib import resources
 from typing import Protocol, TypeVar
 from urllib.parse import quote
@@ -37,7 +36,12 @@ from curl_cffi.requests import exceptions as curl_exceptions
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from portfolio_analysis.config import AnalysisConfig
-from portfolio_analysis.ratelimit import limiter_for, service_for_host
+from portfolio_analysis.ratelimit import (
+    MAX_PAUSE_SECONDS,
+    limiter_for,
+    retry_after_seconds,
+    service_for_host,
+)
 
 # VADER's own convention for calling a compound score positive or negative.
 POSITIVE_THRESHOLD = 0.05
@@ -333,7 +337,6 @@ def summarize_sentiment(
 # news, Yahoo's RSS feeds and yfinance prices count against one "yahoo" limit.
 
 USER_AGENT = "portfolio-operator (+https://github.com/portfolio-operator; news headlines)"
-MAX_RETRY_AFTER_SECONDS = 60.0
 
 
 class _TransientError(Exception):
@@ -344,20 +347,6 @@ class _TransientError(Exception):
         self.retry_after = retry_after
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped; None if absent."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            seconds = (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds()
-        except (TypeError, ValueError):
-            return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
-
-
 def _with_retries(config: AnalysisConfig, what: str, attempt: Callable[[], T]) -> T:
     """Run ``attempt``, retrying _TransientError with exponential backoff and full jitter.
 
@@ -366,7 +355,7 @@ def _with_retries(config: AnalysisConfig, what: str, attempt: Callable[[], T]) -
     NewsSourceError that says what was tried.
     """
     jitter = tenacity.wait_random_exponential(
-        multiplier=config.backoff_base_seconds, max=MAX_RETRY_AFTER_SECONDS
+        multiplier=config.backoff_base_seconds, max=MAX_PAUSE_SECONDS
     )
 
     def wait(state: tenacity.RetryCallState) -> float:
@@ -418,7 +407,7 @@ class RssNewsSource:
             if response.status_code == 429 or response.status_code >= 500:
                 raise _TransientError(
                     f"HTTP {response.status_code}",
-                    _retry_after_seconds(response.headers.get("Retry-After")),
+                    retry_after_seconds(response.headers.get("Retry-After")),
                 )
             return response
 

@@ -46,8 +46,7 @@ import threading
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from email.utils import parsedate_to_datetime
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -64,7 +63,12 @@ from tenacity import (
 from portfolio_analysis import embedded
 from portfolio_analysis.cache import PriceCache
 from portfolio_analysis.config import AnalysisConfig
-from portfolio_analysis.ratelimit import MAX_PAUSE_SECONDS, RateLimiter, limiter_for
+from portfolio_analysis.ratelimit import (
+    MAX_PAUSE_SECONDS,
+    RateLimiter,
+    limiter_for,
+    retry_after_seconds,
+)
 from portfolio_analysis.validation import PriceDataError, validate_ohlcv
 
 log = logging.getLogger(__name__)
@@ -144,23 +148,6 @@ def slice_window(
             f"{frame.index[0].date()} to {frame.index[-1].date()})",
         )
     return window
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None if absent/bad."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return min(max(seconds, 0.0), MAX_PAUSE_SECONDS)
 
 
 def _is_transient(outcome: Mapping[str, pd.DataFrame | Exception]) -> bool:

@@ -284,3 +284,18 @@ def test_envelope_helper_finds_early_starts():
     assert too_early([0.0, 0.05, 0.2], 0.0, 10.0) == [1]
     assert too_early([0.3, 0.3, 0.3], 0.0, 10.0) == []  # late, then together: allowed
     assert too_early([0.0, 0.0, 0.0, 0.0], 0.0, 10.0) == [1, 2, 3]
+
+
+def test_retry_after_header_forms():
+    from email.utils import format_datetime
+
+    from portfolio_analysis.ratelimit import retry_after_seconds
+
+    soon = format_datetime(pd.Timestamp.now("UTC").to_pydatetime() + pd.Timedelta(seconds=30))
+    assert retry_after_seconds("2") == 2.0
+    assert 28 <= retry_after_seconds(soon) <= 30
+    assert retry_after_seconds("86400") == 60.0  # capped: fall back rather than hang
+    assert retry_after_seconds("-5") == 0.0
+    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:00") == 0.0  # no zone: UTC, past
+    assert retry_after_seconds("soon") is None
+    assert retry_after_seconds(None) is None

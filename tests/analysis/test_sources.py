@@ -624,17 +624,3 @@ def test_yfinance_in_dask_threads_goes_through_the_cluster_limit(tmp_path, monke
     assert "portfolio-operator-rate-yahoo" in semaphores
     assert len(arrivals) > 8
     assert too_early(arrivals, t0, rate) == []
-
-
-def test_retry_after_header_forms():
-    from email.utils import format_datetime
-
-    from portfolio_analysis.sources import retry_after_seconds
-
-    soon = format_datetime(pd.Timestamp.now("UTC").to_pydatetime() + pd.Timedelta(seconds=30))
-    assert retry_after_seconds("2") == 2.0
-    assert 28 <= retry_after_seconds(soon) <= 30
-    assert retry_after_seconds("86400") == 60.0  # capped: fall back rather than hang
-    assert retry_after_seconds("-5") == 0.0
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds(None) is None
