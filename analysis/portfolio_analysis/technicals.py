@@ -1,21 +1,20 @@
 """Technical indicators over a whole panel of dates x tickers, and per-ticker summaries.
 
-Every indicator is computed for all tickers at once with numpy/scipy (no per-row or
-per-ticker Python loops), and agrees with TA-Lib to 1e-8 relative from TA-Lib's first
-output on (docs/indicators.md lists the conventions, tests/analysis/test_technicals.py
-checks them):
+Every indicator is computed for all tickers at once with numpy/BLAS (no per-row or
+per-ticker Python loop; tickers go in chunks of ``CHUNK`` so scratch buffers stay in
+cache) and agrees with TA-Lib to 1e-8 relative from TA-Lib's first output on
+(docs/indicators.md lists the conventions, tests/analysis/test_technicals.py checks them):
 
-* SMA 20/50/200 and the Bollinger middle band: windowed sums from one cumulative sum per
-  field, taken after subtracting each ticker's first price so the running sums stay small
-  (float error grows with the size of the running sum, not with the window).
-* EMA 12/26, MACD 12/26/9, RSI 14 (Wilder) and ATR 14 (Wilder): first-order recursive
-  filters run along the date axis in C, seeded like TA-Lib with the simple mean of the
-  first window.
-* Bollinger 20/2 uses the population standard deviation, as TA-Lib does.
+* SMA 20/50/200 and Bollinger 20/2 (population standard deviation, as TA-Lib): window
+  sums as differences of running sums of close and of its centred square. The running
+  sums restart every few hundred rows, so their rounding stays small on long histories.
+* EMA 12/26, MACD 12/26/9, RSI 14 and ATR 14 (Wilder): first-order recursive filters
+  along the date axis, seeded like TA-Lib with the mean of the first window, computed as
+  blocked matrix products (``_Filter``) instead of a step-by-step loop.
 
 Each ticker's indicators are computed on its own rows: tickers that start later, stop
-earlier or miss some dates are "compacted" so that their rows are consecutive, computed,
-and put back on the panel's dates. A ticker with too short a history gets NaN for the
+earlier or miss some dates are moved so that their rows are consecutive, computed, and
+put back on the panel's dates. A ticker with too short a history gets NaN for the
 indicators it cannot support yet, never a number from a partial window.
 """
 
