@@ -29,11 +29,11 @@ from tests.operator.harness import (  # noqa: E402
     Kube,
     OperatorProcess,
     install,
-    local_cluster,
     operator_kubeconfig,
     wait_until,
 )
 from tests.support.control_plane import ControlPlane  # noqa: E402
+from tests.support.dask_cluster import local_cluster  # noqa: E402
 
 TICKERS = ["AAPL", "MSFT", "IBM", "GOOG"]
 

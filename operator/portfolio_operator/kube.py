@@ -80,13 +80,19 @@ class KubeApi:
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise KubeError(f"{fn.__name__} failed: {exc}", None, True) from exc
 
-    async def _get_or_none(self, fn: Callable[..., T], *args: Any) -> T | None:
+    async def _call_unless(
+        self, statuses: tuple[int, ...], fn: Callable[..., T], *args: Any, **kwargs: Any
+    ) -> T | None:
+        """``_call``, with None for the given statuses (e.g. 404: already gone, never there)."""
         try:
-            return await self._call(fn, *args)
+            return await self._call(fn, *args, **kwargs)
         except KubeError as exc:
-            if exc.status == 404:
+            if exc.status in statuses:
                 return None
             raise
+
+    async def _get_or_none(self, fn: Callable[..., T], *args: Any) -> T | None:
+        return await self._call_unless((404,), fn, *args)
 
     # PortfolioAnalysis --------------------------------------------------------------------
 
@@ -111,19 +117,16 @@ class KubeApi:
 
     async def delete_analysis(self, namespace: str, name: str, uid: str) -> None:
         """Delete this very object (the uid precondition spares a re-created namesake)."""
-        try:
-            await self._call(
-                self.custom.delete_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                PLURAL,
-                name,
-                body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
-            )
-        except KubeError as exc:
-            if exc.status not in (404, 409):
-                raise
+        await self._call_unless(
+            (404, 409),
+            self.custom.delete_namespaced_custom_object,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+        )
 
     # dask-kubernetes resources ------------------------------------------------------------
 
@@ -151,19 +154,16 @@ class KubeApi:
         return True
 
     async def delete_dask(self, plural: str, namespace: str, name: str) -> None:
-        try:
-            await self._call(
-                self.custom.delete_namespaced_custom_object,
-                DASK_GROUP,
-                DASK_VERSION,
-                namespace,
-                plural,
-                name,
-                body={"propagationPolicy": "Background"},
-            )
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        await self._call_unless(
+            (404,),
+            self.custom.delete_namespaced_custom_object,
+            DASK_GROUP,
+            DASK_VERSION,
+            namespace,
+            plural,
+            name,
+            body={"propagationPolicy": "Background"},
+        )
 
     # ConfigMaps ---------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -112,16 +112,48 @@ def clean_count(value: Any) -> int | None:
     return None if number is None else int(number)
 
 
+# Status field -> (result key, cleaner): the report's snake_case figures under the CRD's names.
+_ROW_FIELDS = {
+    "close": ("close", clean_number),
+    "sma20": ("sma_20", clean_number),
+    "rsi14": ("rsi_14", clean_number),
+    "macd": ("macd", clean_number),
+    "sentiment": ("avg_sentiment", clean_number),
+    "articles": ("article_count", clean_count),
+}
+_SUMMARY_FIELDS = {
+    "avgRsi": ("avg_rsi", clean_number),
+    "avgSma20": ("avg_sma_20", clean_number),
+    "avgSentiment": ("avg_news_sentiment", clean_number),
+    "positiveSentiment": ("securities_with_positive_sentiment", clean_count),
+    "negativeSentiment": ("securities_with_negative_sentiment", clean_count),
+}
+_PORTFOLIO_FIELDS = {
+    "totalReturn": ("total_return", clean_number),
+    "annualizedReturn": ("annualized_return", clean_number),
+    "annualizedVolatility": ("annualized_volatility", clean_number),
+    "sharpeRatio": ("sharpe_ratio", clean_number),
+    "maxDrawdown": ("max_drawdown", clean_number),
+    "var95": ("var_95", clean_number),
+    "cvar95": ("cvar_95", clean_number),
+    "beta": ("beta", clean_number),
+    # market_value is per ticker; the status column is the portfolio total.
+    "marketValue": ("total_market_value", clean_number),
+}
+
+
+def _figures(
+    item: Mapping[str, Any], fields: Mapping[str, tuple[str, Callable[[Any], Any]]]
+) -> dict[str, Any]:
+    """The status figures of ``fields``, JSON-safe (NaN and non-numbers become None)."""
+    return {name: clean(item.get(key)) for name, (key, clean) in fields.items()}
+
+
 def _row(item: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "ticker": str(item.get("ticker", "")),
         "source": item.get("source"),
-        "close": clean_number(item.get("close")),
-        "sma20": clean_number(item.get("sma_20")),
-        "rsi14": clean_number(item.get("rsi_14")),
-        "macd": clean_number(item.get("macd")),
-        "sentiment": clean_number(item.get("avg_sentiment")),
-        "articles": clean_count(item.get("article_count")),
+        **_figures(item, _ROW_FIELDS),
     }
 
 
@@ -136,8 +168,6 @@ def _failure(item: Mapping[str, Any]) -> dict[str, str]:
 def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) -> dict[str, Any]:
     """Status fields from a run_combined_analysis result: summary, portfolio, short tables."""
     report = result.get("report") or {}
-    summary = report.get("summary") or {}
-    portfolio = report.get("portfolio") or {}
     rows = list(result.get("combined_analysis") or [])
     failures = list(result.get("failed") or [])
     analyzed = report.get("securities_analyzed")
@@ -145,25 +175,8 @@ def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) ->
         "securitiesAnalyzed": clean_count(analyzed) if analyzed is not None else len(rows),
         "securitiesFailed": len({f.get("ticker") for f in failures}),
         "failures": [_failure(f) for f in failures[:max_rows]],
-        "summary": {
-            "avgRsi": clean_number(summary.get("avg_rsi")),
-            "avgSma20": clean_number(summary.get("avg_sma_20")),
-            "avgSentiment": clean_number(summary.get("avg_news_sentiment")),
-            "positiveSentiment": clean_count(summary.get("securities_with_positive_sentiment")),
-            "negativeSentiment": clean_count(summary.get("securities_with_negative_sentiment")),
-        },
-        "portfolio": {
-            "totalReturn": clean_number(portfolio.get("total_return")),
-            "annualizedReturn": clean_number(portfolio.get("annualized_return")),
-            "annualizedVolatility": clean_number(portfolio.get("annualized_volatility")),
-            "sharpeRatio": clean_number(portfolio.get("sharpe_ratio")),
-            "maxDrawdown": clean_number(portfolio.get("max_drawdown")),
-            "var95": clean_number(portfolio.get("var_95")),
-            "cvar95": clean_number(portfolio.get("cvar_95")),
-            "beta": clean_number(portfolio.get("beta")),
-            # market_value is per ticker; the status column is the portfolio total.
-            "marketValue": clean_number(portfolio.get("total_market_value")),
-        },
+        "summary": _figures(report.get("summary") or {}, _SUMMARY_FIELDS),
+        "portfolio": _figures(report.get("portfolio") or {}, _PORTFOLIO_FIELDS),
         "results": [_row(r) for r in rows[:max_rows]],
         "resultsTruncated": len(rows) > max_rows or len(failures) > max_rows,
     }

@@ -28,14 +28,9 @@ import yaml
 from portfolio_operator.crd import CRD_NAME, PLURAL
 
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT
-from tests.support.control_plane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    ControlPlaneError,
-    KubeBinaries,
-    free_loopback_port,
-)
-from tests.support.kube_fixtures import namespace_name_for
+from tests.support.control_plane import ControlPlane, free_loopback_port
+from tests.support.dask_cluster import local_cluster
+from tests.support.kube_fixtures import find_binaries, fresh_namespace, running_control_plane
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
 
@@ -51,25 +46,15 @@ ANALYSIS_TIMEOUT = 240.0
 @pytest.fixture(scope="module")
 def plane() -> Iterator[ControlPlane]:
     """A private etcd + kube-apiserver + kube-controller-manager with the pinned helm."""
-    try:
-        binaries = KubeBinaries.find()
-    except BinariesNotFoundError as error:
-        pytest.fail(str(error), pytrace=False)
+    binaries = find_binaries()
     if binaries.helm is None:
         pytest.fail(
             "helm not found: run hack/kube-binaries.sh (it builds the pinned helm), or set "
             "TEST_ASSET_HELM, or put helm on PATH",
             pytrace=False,
         )
-    control_plane = ControlPlane(binaries=binaries)
-    try:
-        control_plane.start()
-    except ControlPlaneError as error:
-        pytest.fail(f"the Kubernetes control plane did not start: {error}", pytrace=False)
-    try:
+    with running_control_plane(binaries) as control_plane:
         yield control_plane
-    finally:
-        control_plane.stop()
 
 
 def _installed(plane: ControlPlane) -> bool:
@@ -94,30 +79,15 @@ def release(plane: ControlPlane) -> str:
 
 @pytest.fixture
 def namespace(plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
-    name = namespace_name_for(request.node.name)
-    plane.kubectl("create", "namespace", name)
-    try:
+    with fresh_namespace(plane, request.node.name) as name:
         yield name
-    finally:
-        plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 @pytest.fixture(scope="module")
 def scheduler() -> Iterator[str]:
     """A Dask LocalCluster on 127.0.0.1: the samples' spec.cluster.schedulerAddress points at it."""
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-    )
-    try:
+    with local_cluster(2, dashboard_address=None) as cluster:
         yield cluster.scheduler_address
-    finally:
-        cluster.close()
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -265,6 +235,18 @@ def _wait_for_terminal_phase(plane: ControlPlane, namespace: str, name: str, log
         f"{namespace}/{name} not finished after {ANALYSIS_TIMEOUT:.0f} s; status "
         f"{json.dumps(resource.get('status'), indent=1)}\noperator log:\n{_tail(log)}"
     )
+
+
+def _run_reuse_scheduler_sample(
+    plane: ControlPlane, namespace: str, scheduler: str, log: Path
+) -> None:
+    """The reuse-scheduler sample on the test's Dask cluster, run to Succeeded by the operator."""
+    plane.kubectl(
+        "create", "-f", "-",
+        input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
+    )  # fmt: skip
+    resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
+    _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
 
 
 def _can_i(plane: ControlPlane, verb: str, resource: str, namespace: str) -> bool:
@@ -421,12 +403,7 @@ def test_operator_with_the_service_accounts_own_token_runs_a_sample_to_succeeded
     plane: ControlPlane, release: str, namespace: str, scheduler: str, tmp_path: Path
 ) -> None:
     with _operator(plane, tmp_path, namespace) as (health_port, log):
-        plane.kubectl(
-            "create", "-f", "-",
-            input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
-        )  # fmt: skip
-        resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
-        _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
+        _run_reuse_scheduler_sample(plane, namespace, scheduler, log)
         assert _http_status(f"http://127.0.0.1:{health_port}/healthz") == 200
 
     # Outside its role the same credentials are refused.
@@ -492,12 +469,7 @@ def test_upgrade_with_changed_values(
 
         # And the operator, configured as the upgraded Deployment, works with just that Role.
         with _operator(plane, tmp_path, namespace) as (_, log):
-            plane.kubectl(
-                "create", "-f", "-",
-                input=_sample("reuse-scheduler.yaml", namespace, schedulerAddress=scheduler),
-            )  # fmt: skip
-            resource = _wait_for_terminal_phase(plane, namespace, "reuse-scheduler", log)
-            _assert_succeeded_with_real_figures(plane, resource, log, tickers=3)
+            _run_reuse_scheduler_sample(plane, namespace, scheduler, log)
             # The resource outside the watched namespace is left alone.
             assert "phase" not in _get(plane, PLURAL, "defaults", "-n", other).get("status", {})
     finally:

@@ -65,23 +65,6 @@ def operator_kubeconfig(plane: ControlPlane, folder: Path) -> Path:
     )  # fmt: skip
 
 
-def local_cluster(workers: int):
-    """A Dask LocalCluster on 127.0.0.1 (worker processes, one thread each, random ports)."""
-    import logging
-
-    from distributed import LocalCluster
-
-    return LocalCluster(
-        n_workers=workers,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        scheduler_port=0,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    )
-
-
 def api_client(plane: ControlPlane) -> k8s.ApiClient:
     return k8s_config.new_client_from_config(str(plane.kubeconfig))
 

@@ -19,11 +19,11 @@ from tests.operator.harness import (
     Kube,
     OperatorProcess,
     install,
-    local_cluster,
     operator_kubeconfig,
     wait_until,
 )
 from tests.support.control_plane import ControlPlane
+from tests.support.dask_cluster import local_cluster
 
 pytestmark = [pytest.mark.kube, pytest.mark.dask]
 

@@ -537,6 +537,12 @@ class ControlPlane:
             f"({process.log_path}):\n{process.log_tail()}"
         )
 
+    def _start(self, name: str, binary: Path, args: Sequence[str], probe, what: str) -> float:
+        """Spawn one component and wait until ``probe()`` holds; the seconds that took."""
+        t0 = time.monotonic()
+        self._wait_ready(self._spawn(name, binary, args), probe, what)
+        return time.monotonic() - t0
+
     def _start_processes(self) -> None:
         assert self.work_dir is not None and self.binaries is not None
         pki = self._pki
@@ -553,10 +559,9 @@ class ControlPlane:
         peer_url = f"http://127.0.0.1:{etcd_peer_port}"
         timings: dict[str, float] = {}
 
-        t0 = time.monotonic()
         data_dir = self.work_dir / "etcd-data"
         shutil.rmtree(data_dir, ignore_errors=True)
-        etcd = self._spawn(
+        timings["etcd"] = self._start(
             "etcd",
             self.binaries.etcd,
             [
@@ -570,12 +575,12 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
             ],
+            lambda: _http_ok(f"{self.etcd_url}/health"),
+            "healthy",
         )
-        self._wait_ready(etcd, lambda: _http_ok(f"{self.etcd_url}/health"), "healthy")
-        timings["etcd"] = time.monotonic() - t0
 
-        t0 = time.monotonic()
-        apiserver = self._spawn(
+        ca_context = _tls_context(pki.ca_cert)
+        timings["kube-apiserver"] = self._start(
             "kube-apiserver",
             self.binaries.kube_apiserver,
             [
@@ -603,19 +608,14 @@ class ControlPlane:
                 f"--service-account-signing-key-file={pki.service_account_key}",
                 "--v=1",
             ],
-        )
-        ca_context = _tls_context(pki.ca_cert)
-        self._wait_ready(
-            apiserver,
             lambda: _http_ok(f"{self.server}/readyz", context=ca_context, token=self.admin_token),
             "ready (/readyz)",
         )
-        timings["kube-apiserver"] = time.monotonic() - t0
 
         self._write_kubeconfigs()
 
-        t0 = time.monotonic()
-        kcm = self._spawn(
+        insecure = _tls_context(None)
+        timings["kube-controller-manager"] = self._start(
             "kube-controller-manager",
             self.binaries.kube_controller_manager,
             [
@@ -633,14 +633,9 @@ class ControlPlane:
                 f"--cluster-signing-key-file={pki.ca_key}",
                 "--v=1",
             ],
-        )
-        insecure = _tls_context(None)
-        self._wait_ready(
-            kcm,
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", context=insecure),
             "healthy (/healthz)",
         )
-        timings["kube-controller-manager"] = time.monotonic() - t0
         self.startup_breakdown = timings
 
     # -- kubeconfigs and environment -------------------------------------------------------

@@ -13,6 +13,7 @@ deselects them; mark them explicitly too, for readers.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from collections.abc import Iterator
@@ -37,36 +38,54 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.kube)
 
 
-@pytest.fixture(scope="session")
-def control_plane() -> Iterator[ControlPlane]:
-    """A real API server (with etcd and kube-controller-manager) for the whole session."""
+def find_binaries() -> KubeBinaries:
+    """The control-plane binaries, or a test failure (never a skip) saying how to get them."""
     try:
-        binaries = KubeBinaries.find()
+        return KubeBinaries.find()
     except BinariesNotFoundError as error:
         pytest.fail(str(error), pytrace=False)
+
+
+@contextlib.contextmanager
+def running_control_plane(binaries: KubeBinaries) -> Iterator[ControlPlane]:
+    """A started ControlPlane, stopped on exit; a start that fails fails the test."""
     plane = ControlPlane(binaries=binaries)
     try:
         plane.start()
     except ControlPlaneError as error:
         pytest.fail(f"the Kubernetes control plane did not start: {error}", pytrace=False)
-    _started.append(plane)
     try:
         yield plane
     finally:
         plane.stop()
 
 
-@pytest.fixture
-def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
-    """Name of a namespace created for this test and deleted (without waiting) after it."""
-    name = namespace_name_for(request.node.name)
-    control_plane.kubectl("create", "namespace", name)
+@contextlib.contextmanager
+def fresh_namespace(plane: ControlPlane, test_name: str) -> Iterator[str]:
+    """A namespace created for one test and deleted (without waiting) after it."""
+    name = namespace_name_for(test_name)
+    plane.kubectl("create", "namespace", name)
     try:
         yield name
     finally:
-        control_plane.kubectl(
+        plane.kubectl(
             "delete", "namespace", name, "--wait=false", "--ignore-not-found", check=False
         )
+
+
+@pytest.fixture(scope="session")
+def control_plane() -> Iterator[ControlPlane]:
+    """A real API server (with etcd and kube-controller-manager) for the whole session."""
+    with running_control_plane(find_binaries()) as plane:
+        _started.append(plane)
+        yield plane
+
+
+@pytest.fixture
+def kube_namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Name of a namespace created for this test and deleted (without waiting) after it."""
+    with fresh_namespace(control_plane, request.node.name) as name:
+        yield name
 
 
 def namespace_name_for(test_name: str) -> str:
