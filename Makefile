@@ -7,8 +7,6 @@ BASE_IMAGE ?= python:3.11-slim-bookworm
 CHART := charts/portfolio-operator
 # helm on PATH, else the pinned one hack/kube-binaries.sh builds.
 HELM ?= $(shell command -v helm 2>/dev/null || echo "$$(hack/kube-binaries.sh --print-dir 2>/dev/null)/helm")
-# Render for the pinned Kubernetes version (a helm built by `go install` would assume v1.20).
-KUBE_VERSION ?= $(shell sed -n 's/^KUBE_VERSION=//p' hack/kube-versions.env)
 
 .PHONY: help
 help: ## List the targets
@@ -24,8 +22,8 @@ helm-lint: ## helm lint --strict and helm template the chart, with and without t
 	$(HELM) lint --strict $(CHART)
 	$(HELM) lint --strict $(CHART) --set daskKubernetesOperator.enabled=true
 	$(HELM) lint --strict $(CHART) --set-json 'operator.watchNamespaces=["team-a","team-b"]'
-	$(HELM) template portfolio-operator $(CHART) --namespace portfolio-system --kube-version $(KUBE_VERSION) >/dev/null
-	$(HELM) template portfolio-operator $(CHART) --namespace portfolio-system --kube-version $(KUBE_VERSION) \
+	$(HELM) template portfolio-operator $(CHART) --namespace portfolio-system >/dev/null
+	$(HELM) template portfolio-operator $(CHART) --namespace portfolio-system \
 	  --set daskKubernetesOperator.enabled=true --set-json 'operator.watchNamespaces=["team-a"]' >/dev/null
 
 .PHONY: chart-sync

@@ -82,12 +82,16 @@ stamp_ok() {
     [[ "$(cut -d' ' -f1 "$BIN_DIR/.$1.stamp")" == "$2" ]]
 }
 
+# helm's stamp also names how it is built, so a helm cached from an older recipe is rebuilt once
+# (before "+k8s-ldflags" it lacked Helm's Kubernetes-version ldflags and assumed v1.20).
+HELM_STAMP="$HELM_VERSION+k8s-ldflags"
+
 KUBE_COMPONENTS=(kube-apiserver kube-controller-manager kubectl kube-scheduler kubelet kube-proxy)
 
 all_stamps_ok() {
   local name
   for name in "${KUBE_COMPONENTS[@]}"; do stamp_ok "$name" "$KUBE_VERSION" || return 1; done
-  stamp_ok etcd "$ETCD_VERSION" && stamp_ok helm "$HELM_VERSION" || return 1
+  stamp_ok etcd "$ETCD_VERSION" && stamp_ok helm "$HELM_STAMP" || return 1
   if (( with_coredns )); then stamp_ok coredns "$COREDNS_VERSION" || return 1; fi
 }
 
@@ -199,33 +203,46 @@ build_kubernetes() {
   done
 }
 
-build_helm() {
-  if stamp_ok helm "$HELM_VERSION"; then log "helm $HELM_VERSION already built"; return; fi
-  log "building helm $HELM_VERSION"
-  local dir="$WORK_DIR/helm"
+# go_install_binary NAME STAMP LDFLAGS PACKAGE@VERSION: `go install` one command in a fresh
+# work folder, move it into BIN_DIR and stamp it (helm and CoreDNS have no replace directives).
+go_install_binary() {
+  local name="$1" stamp="$2" ldflags="$3" package="$4" dir="$WORK_DIR/$1"
   rm -rf "$dir" && mkdir -p "$dir"
   (
     cd "$dir"
-    GOFLAGS="-buildvcs=false -trimpath" GOBIN="$dir" go install \
-      -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-      "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+    GOFLAGS="-buildvcs=false -trimpath" GOBIN="$dir" go install -ldflags "$ldflags" "$package"
   )
-  mv -f "$dir/helm" "$BIN_DIR/helm"
-  write_stamp helm "$HELM_VERSION"
+  mv -f "$dir/$name" "$BIN_DIR/$name"
+  write_stamp "$name" "$stamp"
+}
+
+build_helm() {
+  if stamp_ok helm "$HELM_STAMP"; then log "helm $HELM_VERSION already built"; return; fi
+  log "building helm $HELM_VERSION"
+  local helm_mod client_go k8s_major k8s_minor ldflags pkg
+  # The ldflags of Helm's own Makefile: without the k8sVersion* ones helm's default
+  # capabilities (`helm template`, `helm lint` deprecations) say Kubernetes v1.20. Like the
+  # Makefile, take them from the client-go helm is built with: v0.X.Y is Kubernetes v1.X.
+  helm_mod="$(cd "$WORK_DIR" && go mod download -json "helm.sh/helm/v3@$HELM_VERSION" |
+    sed -n 's/^\t"GoMod": "\(.*\)",\{0,1\}$/\1/p')"
+  [[ -f $helm_mod ]] || { echo "kube-binaries: could not download helm.sh/helm/v3@$HELM_VERSION" >&2; exit 1; }
+  client_go="$(sed -n 's#^\s*k8s.io/client-go v\([0-9]*\.[0-9]*\)\..*$#\1#p' "$helm_mod")"
+  [[ $client_go =~ ^[0-9]+\.[0-9]+$ ]] || {
+    echo "kube-binaries: no k8s.io/client-go version in $helm_mod" >&2; exit 1; }
+  k8s_major=$(( ${client_go%%.*} + 1 )) k8s_minor="${client_go#*.}"
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  ldflags+=" -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=$k8s_major -X $pkg.k8sVersionMinor=$k8s_minor"
+  done
+  go_install_binary helm "$HELM_STAMP" "$ldflags" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  log "  helm defaults to Kubernetes v$k8s_major.$k8s_minor"
 }
 
 build_coredns() {
   if stamp_ok coredns "$COREDNS_VERSION"; then log "coredns $COREDNS_VERSION already built"; return; fi
   log "building coredns $COREDNS_VERSION"
-  local dir="$WORK_DIR/coredns"
-  rm -rf "$dir" && mkdir -p "$dir"
-  (
-    cd "$dir"
-    GOFLAGS="-buildvcs=false -trimpath" GOBIN="$dir" go install -ldflags "-s -w" \
-      "github.com/coredns/coredns@$COREDNS_VERSION"
-  )
-  mv -f "$dir/coredns" "$BIN_DIR/coredns"
-  write_stamp coredns "$COREDNS_VERSION"
+  go_install_binary coredns "$COREDNS_VERSION" "-s -w" "github.com/coredns/coredns@$COREDNS_VERSION"
 }
 
 total_start=$(date +%s)

@@ -13,15 +13,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.control_plane import default_binaries_dir, pinned_versions
+from tests.support.control_plane import default_binaries_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portfolio-operator"
 RELEASE = "pfo"
 NAMESPACE = "portfolio-system"
-# Render for the Kubernetes version the tests run (a helm built by `go install` without Helm's
-# ldflags assumes v1.20, older than the chart's kubeVersion).
-KUBE_VERSION = ("--kube-version", pinned_versions()["KUBE_VERSION"])
 
 
 def find_helm() -> Path | None:
@@ -73,7 +70,7 @@ class Helm:
         self, *set_args: str, include_crds: bool = False, extra: Sequence[str] = ()
     ) -> list[dict]:
         """Render the chart with `--set` arguments; parsed objects, empty documents dropped."""
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *KUBE_VERSION, *extra]
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra]
         if include_crds:
             args.append("--include-crds")
         for value in set_args:
@@ -88,7 +85,7 @@ class Helm:
 
     def template_error(self, *set_args: str) -> str:
         """stderr of a render that must fail; fails the test if it renders."""
-        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *KUBE_VERSION]
+        args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE]
         for value in set_args:
             args += ["--set", value]
         result = self.run(*args, check=False)

@@ -19,7 +19,6 @@ from portfolio_operator.crd import CRD_NAME, crd_manifest, crd_yaml
 
 from tests.chart.conftest import (
     CHART,
-    KUBE_VERSION,
     NAMESPACE,
     RELEASE,
     ROOT,
@@ -484,7 +483,7 @@ def test_packaged_chart_renders_the_same(helm: Helm, tmp_path: Path) -> None:
     # What `helm package` ships (after .helmignore) must still hold the CRD copies in files/.
     helm.run("package", str(CHART), "--destination", str(tmp_path))
     (archive,) = tmp_path.glob("portfolio-operator-*.tgz")
-    args = ["template", RELEASE, str(archive), "--namespace", NAMESPACE, *KUBE_VERSION,
+    args = ["template", RELEASE, str(archive), "--namespace", NAMESPACE,
             "--set", "daskKubernetesOperator.enabled=true"]  # fmt: skip
     packaged = [d for d in yaml.safe_load_all(helm.run(*args).stdout) if d]
     assert packaged == helm.template("daskKubernetesOperator.enabled=true")

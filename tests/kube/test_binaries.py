@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -91,6 +92,14 @@ def test_build_script_prints_the_folder_the_fixture_looks_in(tmp_path: Path) -> 
     assert present.stdout.strip() == str(folder)
 
 
+def helm_stamp() -> str:
+    """What hack/kube-binaries.sh writes in helm's stamp: the pinned version and the recipe."""
+    script = (REPO_ROOT / "hack" / "kube-binaries.sh").read_text()
+    match = re.search(r'^HELM_STAMP="\$HELM_VERSION([^"$]*)"$', script, re.M)
+    assert match, 'no HELM_STAMP="$HELM_VERSION..." line in hack/kube-binaries.sh'
+    return pinned_versions()["HELM_VERSION"] + match.group(1)
+
+
 def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: Path) -> None:
     """`./dev test` runs the script every time: once built, it must not rebuild or wait."""
     # A PATH with the shell tools the script uses but no Go, wherever Go is installed.
@@ -104,7 +113,7 @@ def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: P
     folder = default_binaries_dir(environ)
     version_of = {
         "etcd": pins["ETCD_VERSION"],
-        "helm": pins["HELM_VERSION"],
+        "helm": helm_stamp(),
         **{
             name: pins["KUBE_VERSION"]
             for name in ("kube-apiserver", "kube-controller-manager", "kubectl")
@@ -127,6 +136,13 @@ def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: P
         (folder / ".etcd.stamp").write_text("v3.5.0 go1.26.0\n")  # pin moved on: must rebuild
         stale = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
         assert stale.returncode == 1 and "Go is not installed" in stale.stderr
+
+        # A helm built before the Kubernetes-version ldflags (stamped with the bare version)
+        # assumes Kubernetes v1.20: it must be rebuilt once, like a moved pin.
+        (folder / ".etcd.stamp").write_text(f"{pins['ETCD_VERSION']} go1.26.0\n")
+        (folder / ".helm.stamp").write_text(f"{pins['HELM_VERSION']} go1.26.0\n")
+        old_helm = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
+        assert old_helm.returncode == 1 and "Go is not installed" in old_helm.stderr
     finally:
         holder.kill()
         holder.wait()
