@@ -64,7 +64,9 @@ class AnalysisConfig:
     stooq_url: str = "https://stooq.com/q/d/l/"
     # Stooq serves CSV to programs only with a (free) API key; sent as ``apikey=``.
     stooq_api_key: str | None = field(default=None, repr=False)
-    rss_url_template: str = "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
+    rss_url_template: str = (
+        "https://feeds.finance.yahoo.com/rss/2.0/headline?s={ticker}&region=US&lang=en-US"
+    )
     max_articles: int = 20
     # Portfolio figures.
     risk_free_rate: float = 0.0
