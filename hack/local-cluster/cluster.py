@@ -941,11 +941,21 @@ def our_shim_pids() -> list[int]:
 
 
 def iptables_binaries() -> list[str]:
-    return [
-        b
-        for b in ("iptables-nft", "ip6tables-nft", "iptables-legacy", "ip6tables-legacy")
-        if shutil.which(b)
-    ]
+    """The iptables front ends whose tables may hold our rules. A legacy front end is only
+    asked when legacy tables exist: listing them would create them, and from then on every
+    iptables-nft call warns that legacy tables are present."""
+
+    def has_legacy_tables(proc_file: str) -> bool:
+        path = Path(proc_file)
+        return path.exists() and bool(path.read_text().strip())
+
+    candidates = {
+        "iptables-nft": True,
+        "ip6tables-nft": True,
+        "iptables-legacy": has_legacy_tables("/proc/net/ip_tables_names"),
+        "ip6tables-legacy": has_legacy_tables("/proc/net/ip6_tables_names"),
+    }
+    return [b for b, wanted in candidates.items() if wanted and shutil.which(b)]
 
 
 def clean_iptables() -> None:
