@@ -175,15 +175,19 @@ class Kube:
             GROUP, VERSION, self.namespace, PLURAL, body
         )
 
-    def pfa(self, name: str) -> dict | None:
+    def _get_or_none(self, group: str, version: str, plural: str, name: str) -> dict | None:
+        """A custom object of this namespace; None if it does not exist (any more)."""
         try:
             return self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, self.namespace, PLURAL, name
+                group, version, self.namespace, plural, name
             )
         except k8s.ApiException as exc:
             if exc.status == 404:
                 return None
             raise
+
+    def pfa(self, name: str) -> dict | None:
+        return self._get_or_none(GROUP, VERSION, PLURAL, name)
 
     def status(self, name: str) -> dict:
         return (self.pfa(name) or {}).get("status") or {}
@@ -196,14 +200,7 @@ class Kube:
             return self.custom.list_namespaced_custom_object(
                 DASK_GROUP, DASK_VERSION, self.namespace, plural
             )["items"]
-        try:
-            return self.custom.get_namespaced_custom_object(
-                DASK_GROUP, DASK_VERSION, self.namespace, plural, name
-            )
-        except k8s.ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
+        return self._get_or_none(DASK_GROUP, DASK_VERSION, plural, name)
 
     def mark_cluster_running(self, name: str) -> None:
         """What the dask-kubernetes controller writes once the scheduler Service exists."""
