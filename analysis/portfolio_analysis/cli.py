@@ -337,9 +337,16 @@ def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
 
 
 def _quiet_logs(debug: bool) -> None:
+    """Only our one-line messages on stderr unless --debug: failures are in the report."""
     level = logging.DEBUG if debug else logging.ERROR
-    for name in ("distributed", "prefect", "httpx", "yfinance", "bokeh"):
+    for name in ("prefect", "httpx", "yfinance", "bokeh"):
         logging.getLogger(name).setLevel(level)
+    # Dask logs connection errors of a cluster that is shutting down (after Ctrl-C) at
+    # ERROR level, with tracebacks.
+    logging.getLogger("distributed").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    from portfolio_analysis import pipeline
+
+    pipeline.LOCAL_CLUSTER_LOG_LEVEL = logging.INFO if debug else logging.CRITICAL
     if not debug:
         import os
 

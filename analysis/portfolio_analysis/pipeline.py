@@ -22,6 +22,7 @@ processes cannot reach a temporary Prefect server; ``flows.py`` wraps this modul
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import threading
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
     from distributed import Client, Future
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
+# Log level of an embedded cluster's scheduler and worker processes (they write to this
+# process's stderr). The CLI raises it to CRITICAL unless --debug: a cancelled run's workers
+# otherwise print heartbeat tracebacks while their cluster shuts down.
+LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
 # Batching: at least this many batches per worker, so that a slow or lost batch is not the
 # whole run, and at most MAX_BATCH_SIZE tickers per task, so that one task stays short.
 BATCHES_PER_WORKER = 2
@@ -90,8 +95,6 @@ def setup_dask_client(
     from distributed import Client
 
     if address is None or address == "":
-        import logging
-
         return Client(
             n_workers=local_worker_count(n_workers),
             threads_per_worker=1,
@@ -100,7 +103,7 @@ def setup_dask_client(
             # No dashboard; its HTTP routes on a free port, not the default 8787, which
             # another cluster may hold (Dask then warns on stderr).
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            silence_logs=logging.ERROR,
+            silence_logs=LOCAL_CLUSTER_LOG_LEVEL,
             set_as_default=False,
         )
     if "://" not in address and ":" not in address:
