@@ -298,6 +298,8 @@ def _run(
         result = flows.dask_combined_analysis_flow(
             tickers=chosen, holdings=holdings, dask_scheduler=args.scheduler, config=config
         )
+    if progress:
+        progress("portfolio", 1, 1)
     gathered = hooks.gathered[-1] if hooks.gathered else None
     return pipeline.AnalysisRun(
         result,
