@@ -38,6 +38,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -97,6 +98,21 @@ def retry_after_seconds(value: str | None) -> float | None:
             when = when.replace(tzinfo=UTC)
         seconds = (when - datetime.now(UTC)).total_seconds()
     return _pause_length(seconds)
+
+
+def pause_on_429(limiter: RateLimiter, status: int, headers: Mapping[str, str]) -> float | None:
+    """On HTTP 429, pause ``limiter`` for the server's Retry-After and return it (seconds).
+
+    The one place every source (prices and news) reacts to a 429, so that the whole run backs
+    off, not only the request that was refused. None when ``status`` is not 429 or the server
+    gave no usable Retry-After (the caller's backoff then decides).
+    """
+    if status != 429:
+        return None
+    retry_after = retry_after_seconds(headers.get("Retry-After"))
+    if retry_after:
+        limiter.pause(retry_after)
+    return retry_after
 
 
 class LocalRateLimiter:

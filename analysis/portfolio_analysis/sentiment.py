@@ -39,6 +39,7 @@ from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.ratelimit import (
     MAX_PAUSE_SECONDS,
     limiter_for,
+    pause_on_429,
     retry_after_seconds,
     service_for_host,
 )
@@ -404,11 +405,14 @@ class RssNewsSource:
                 raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
             except httpx.TransportError as error:
                 raise _TransientError(f"connection failed ({error})") from error
-            if response.status_code == 429 or response.status_code >= 500:
-                raise _TransientError(
-                    f"HTTP {response.status_code}",
-                    retry_after_seconds(response.headers.get("Retry-After")),
-                )
+            status = response.status_code
+            if status == 429 or status >= 500:
+                # A 429 pauses everyone sharing the host's limit (as the price sources do);
+                # a 5xx's Retry-After only spaces this request's retries.
+                retry_after = pause_on_429(limiter, status, response.headers)
+                if retry_after is None:
+                    retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+                raise _TransientError(f"HTTP {status}", retry_after)
             return response
 
         response = _with_retries(config, f"RSS feed {url}", attempt)
@@ -451,7 +455,8 @@ class YahooNewsSession(curl_requests.Session):
     yfinance 1.7 posts to Yahoo with a fixed 30 s timeout and hides the HTTP status and
     unreadable bodies (it returns no news instead). This session caps every request's timeout
     at ``timeout_cap`` and keeps the last response per thread, so the source can retry 5xx
-    and tell "no news" from "broken answer".
+    and tell "no news" from "broken answer". A 429 pauses the shared limiter for its
+    Retry-After, like the price sources' sessions, so every worker backs off.
     """
 
     def __init__(self, *args: object, timeout_cap: float = 15.0, **kwargs: object) -> None:
@@ -466,16 +471,27 @@ class YahooNewsSession(curl_requests.Session):
         capped = isinstance(timeout, int | float) and timeout < self.timeout_cap
         kwargs["timeout"] = timeout if capped else self.timeout_cap
         self._news_state.response = None
-        if self.limiter is not None:
-            self.limiter.acquire()
+        self._news_state.retry_after = None
+        limiter = self.limiter
+        if limiter is not None:
+            limiter.acquire()
         response = super().request(method, url, **kwargs)
         self._news_state.response = response
+        if limiter is not None:
+            self._news_state.retry_after = pause_on_429(
+                limiter, response.status_code, response.headers
+            )
         return response
 
     @property
     def last_response(self):  # noqa: ANN201 - curl_cffi's Response
         """The last response this thread received, or None."""
         return getattr(self._news_state, "response", None)
+
+    @property
+    def last_retry_after(self) -> float | None:
+        """The Retry-After (seconds) of this thread's last response if it was a 429."""
+        return getattr(self._news_state, "retry_after", None)
 
 
 @functools.cache
@@ -546,7 +562,9 @@ class YFinanceNewsSource:
                         count=config.max_articles
                     )
             except YFRateLimitError as error:
-                raise _TransientError("HTTP 429 (rate limited)") from error
+                raise _TransientError(
+                    "HTTP 429 (rate limited)", session.last_retry_after
+                ) from error
             except curl_exceptions.Timeout as error:
                 raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
             except curl_exceptions.RequestException as error:
@@ -560,7 +578,7 @@ class YFinanceNewsSource:
             response = session.last_response
             status = response.status_code if response is not None else 200
             if status == 429 or status >= 500:
-                raise _TransientError(f"HTTP {status}")
+                raise _TransientError(f"HTTP {status}", session.last_retry_after)
             if status >= 400:
                 raise NewsSourceError(f"{what}: HTTP {status}")
             if not stream and response is not None:

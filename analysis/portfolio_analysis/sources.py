@@ -67,7 +67,7 @@ from portfolio_analysis.ratelimit import (
     MAX_PAUSE_SECONDS,
     RateLimiter,
     limiter_for,
-    retry_after_seconds,
+    pause_on_429,
 )
 from portfolio_analysis.validation import PriceDataError, validate_ohlcv
 
@@ -277,11 +277,7 @@ def _instrument(session, limiter: RateLimiter, responses: _YahooResponses, timeo
         except Exception as error:
             responses.record_error(url, error)
             raise
-        retry_after = None
-        if response.status_code == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after:
-                limiter.pause(retry_after)
+        retry_after = pause_on_429(limiter, response.status_code, response.headers)
         malformed = (
             response.status_code == 200
             and responses.chart_ticker(url) is not None
@@ -616,9 +612,7 @@ class StooqSource:
             ) from None
         status = response.status_code
         if status == 429:
-            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-            if retry_after:
-                limiter.pause(retry_after)
+            retry_after = pause_on_429(limiter, status, response.headers)
             raise TransientSourceError("rate limited by Stooq (HTTP 429)", retry_after)
         if status >= 500:
             raise TransientSourceError(f"Stooq server error (HTTP {status})")

@@ -135,6 +135,19 @@ def test_rss_retries_429_and_waits_as_long_as_retry_after_says(server):
     assert second.time - first.time >= 0.35
 
 
+def test_rss_429_holds_back_the_next_ticker_too(server, tmp_path):
+    """Retry-After pauses the host's shared limit, so other tickers (other workers) wait too,
+    as they do for the price sources; not only this ticker's own retry."""
+    server.route("/rss/2.0/headline", [Reply(429, "slow down", {"Retry-After": "1"}), RSS])
+    config = rss_config(server, cache_dir=tmp_path, max_retries=0)  # a limit of its own
+    with pytest.raises(NewsSourceError, match="HTTP 429"):
+        RssNewsSource().fetch("AAPL", config)
+    assert len(RssNewsSource().fetch("MSFT", config)) == 3
+    refused, next_one = server.requests
+    assert next_one.query["s"] == "MSFT"
+    assert next_one.time - refused.time >= 0.95
+
+
 def test_rss_gives_up_after_max_retries_on_persistent_500(server):
     server.route("/rss/2.0/headline", Reply(500, "internal error"))
     with pytest.raises(NewsSourceError, match=r"HTTP 500.*after 3 attempts"):
@@ -311,6 +324,20 @@ def test_yahoo_persistent_429_gives_up_with_the_reason(yahoo):
     with pytest.raises(NewsSourceError, match=r"429.*after 2 attempts"):
         YFinanceNewsSource(session).fetch("MSFT", AnalysisConfig(**{**FAST, "max_retries": 1}))
     assert server.count("^/xhr/ncp$") >= 2
+
+
+def test_yahoo_429_holds_back_every_later_yahoo_request(yahoo, tmp_path):
+    """A 429's Retry-After pauses the shared "yahoo" limit (news and prices alike), so even
+    yfinance's own immediate retry (with its other cookie strategy) waits it out."""
+    server, session = yahoo
+    limited = Reply(429, "Too Many Requests", {"Retry-After": "1"})
+    server.route("/xhr/ncp", [limited, Reply.json(news_payload(STORIES))])
+    config = AnalysisConfig(**{**FAST, "cache_dir": tmp_path / "limits"})  # a limit of its own
+    assert len(YFinanceNewsSource(session).fetch("MSFT", config)) == 2
+    refused = server.requests_to("^/xhr/ncp$")[0]
+    later = [r for r in server.requests if r.time > refused.time]
+    assert later, "no request after the 429"
+    assert min(r.time for r in later) - refused.time >= 0.95
 
 
 def test_yahoo_timeout_comes_from_config_not_yfinance_30s(yahoo):
