@@ -6,7 +6,8 @@ By default it runs the plain-Dask pipeline; ``--prefect`` runs the same pipeline
 otherwise to a temporary local server, which costs seconds to tens of seconds).
 
 Exit codes: 0 the analysis ran (possibly with some failed tickers, listed), 1 no ticker
-could be analysed, 2 bad input (flags, holdings file, scheduler address), 130 interrupted.
+could be analysed, 2 bad input (flags, holdings file, data folder, scheduler address),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import contextvars
 import csv
 import json
 import logging
+import math
+import os
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -36,6 +39,12 @@ STAGE_LABELS = {
 }
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+STOOQ_KEY_ENV = "STOOQ_API_KEY"  # read here, on the client; workers get it in the config
+RUN_EPILOG = (
+    f"Environment: {STOOQ_KEY_ENV} is the Stooq API key (sent as apikey=; the stooq source "
+    "needs one), PORTFOLIO_CACHE_DIR the download cache folder (default "
+    "~/.cache/portfolio-operator), PREFECT_API_URL the Prefect server --prefect reports to."
+)
 
 
 class UsageError(Exception):
@@ -74,6 +83,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
 def _tickers(text: str) -> list[str]:
     tickers = [t.strip().upper() for t in text.split(",") if t.strip()]
     if not tickers:
@@ -94,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="analyse a portfolio (the default command)",
         description="Analyse tickers or holdings. With no options: the embedded sample "
         "portfolio on a local Dask cluster, offline.",
+        epilog=RUN_EPILOG,
     )
     what = run.add_mutually_exclusive_group()
     what.add_argument("--tickers", type=_tickers, help="comma-separated tickers, e.g. AAPL,MSFT")
@@ -111,9 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--source",
         type=_comma_list(PRICE_SOURCES, "price source"),
-        default=("embedded",),
         help=f"price sources tried in order, comma-separated ({', '.join(PRICE_SOURCES)}); "
-        "default: embedded",
+        "default: embedded, or local with --data-dir",
+    )
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        metavar="DIR",
+        help="folder of your price files, TICKER.csv or TICKER.parquet (columns date, open, "
+        "high, low, close, volume), read by the local source; implies --source local unless "
+        "--source is given. With --scheduler the workers must see the same path",
     )
     run.add_argument(
         "--news-source",
@@ -121,9 +148,29 @@ def build_parser() -> argparse.ArgumentParser:
         default=("embedded",),
         help=f"news sources tried in order ({', '.join(NEWS_SOURCES)}); default: embedded",
     )
-    run.add_argument("--workers", type=_positive_int, help="local Dask workers (default: cores)")
     run.add_argument(
-        "--scheduler", metavar="ADDRESS", help="use a running Dask scheduler, e.g. tcp://host:8786"
+        "--workers",
+        type=_positive_int,
+        help="worker processes of the local Dask cluster (default: one per core); not with "
+        "--scheduler",
+    )
+    run.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="use a running Dask scheduler, e.g. tcp://host:8786 (its workers do the work)",
+    )
+    run.add_argument(
+        "--requests-per-second",
+        type=_positive_float,
+        metavar="RATE",
+        help="request starts per second to each web service (Yahoo, Stooq, a feed's host), "
+        "shared by all workers of the run (default 2)",
+    )
+    run.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="fetch prices from the web services again instead of reusing downloads cached "
+        "under PORTFOLIO_CACHE_DIR, and cache nothing",
     )
     run.add_argument(
         "--output",
@@ -154,7 +201,27 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     if not argv or argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv.insert(0, "run")
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "run":
+        _check_combinations(parser, args)
+    return args
+
+
+def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Flags that would be silently ignored together are an error instead."""
+    if args.workers is not None and args.scheduler:
+        parser.error(
+            "--workers sizes the local cluster only; with --scheduler the cluster's size is "
+            "set where it runs (start more workers there): drop --workers"
+        )
+    if args.data_dir is not None and args.source is not None and "local" not in args.source:
+        parser.error(
+            "--data-dir is read by the local price source only: add local to --source, "
+            "e.g. --source local,embedded"
+        )
+    if args.data_dir is None and args.source is not None and "local" in args.source:
+        parser.error("the local price source reads your files: give --data-dir DIR")
 
 
 # --- holdings files ------------------------------------------------------------------------
@@ -234,15 +301,37 @@ def read_holdings(path: Path) -> dict[str, float]:
     raise UsageError(f"holdings file {path}: use a .csv or .yaml file")
 
 
+def data_dir(path: Path) -> Path:
+    """``path`` as an absolute folder the run can list and read, or a UsageError.
+
+    Absolute because the worker processes need not share this process's working folder.
+    """
+    if not path.exists():
+        raise UsageError(f"data folder {path} does not exist: give --data-dir an existing folder")
+    if not path.is_dir():
+        raise UsageError(f"data folder {path} is a file: give --data-dir the folder it is in")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UsageError(f"data folder {path} is not readable: check its permissions")
+    return path.resolve()
+
+
 # --- running -------------------------------------------------------------------------------
 
 
 def _config(args: argparse.Namespace) -> AnalysisConfig:
+    sources = args.source or (("local",) if args.data_dir is not None else ("embedded",))
     changes: dict[str, Any] = {
-        "price_sources": tuple(args.source),
+        "price_sources": tuple(sources),
         "news_sources": tuple(args.news_source),
         "risk_free_rate": args.risk_free_rate,
+        "stooq_api_key": os.environ.get(STOOQ_KEY_ENV, "").strip() or None,
     }
+    if args.data_dir is not None:
+        changes["local_data_dir"] = data_dir(args.data_dir)
+    if args.requests_per_second is not None:
+        changes["requests_per_second"] = args.requests_per_second
+    if args.no_cache:
+        changes["use_cache"] = False
     if args.lookback_days:
         changes["lookback_days"] = args.lookback_days
     if args.benchmark:
@@ -350,8 +439,6 @@ def _quiet_logs(debug: bool) -> None:
 
     pipeline.LOCAL_CLUSTER_LOG_LEVEL = logging.INFO if debug else logging.CRITICAL
     if not debug:
-        import os
-
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
         os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 

@@ -241,6 +241,19 @@ BAD_INPUTS = {
         "not allowed with argument",
     ),
     "no scheduler address": (["--scheduler", "localhost"], "use tcp://HOST:PORT"),
+    # The cluster behind --scheduler has the size it was given where it runs.
+    "workers with scheduler": (
+        ["--workers", "4", "--scheduler", "tcp://127.0.0.1:8786"],
+        "--workers sizes the local cluster only; with --scheduler the cluster's size is set "
+        "where it runs",
+    ),
+    "data dir without local source": (
+        ["--data-dir", ".", "--source", "stooq,embedded"],
+        "--data-dir is read by the local price source only: add local to --source",
+    ),
+    "local source without data dir": (["--source", "local"], "give --data-dir DIR"),
+    "zero request rate": (["--requests-per-second", "0"], "must be a positive number, got 0"),
+    "word request rate": (["--requests-per-second", "fast"], "'fast' is not a number"),
 }
 
 
@@ -281,6 +294,21 @@ def test_unreadable_holdings_files_get_one_line_saying_what_to_fix(
     assert str(path) in line
 
 
+@pytest.mark.parametrize("case", ["missing", "a file"])
+def test_an_unusable_data_dir_gets_one_line_saying_what_to_fix(
+    case: str, tmp_path: Path, capsys
+) -> None:
+    path = tmp_path / "prices"
+    if case == "a file":
+        path.write_text("date,close\n")
+    code, out, err = _run(capsys, "run", "--data-dir", str(path), "--no-progress")
+    assert code == 2
+    line = _one_line_error(err)
+    assert f"data folder {path}" in line
+    assert {"missing": "does not exist", "a file": "is a file"}[case] in line
+    assert out == ""
+
+
 def test_an_unreachable_scheduler_is_one_line_in_a_real_process(tmp_path: Path) -> None:
     address = f"tcp://127.0.0.1:{_closed_port()}"
     done = subprocess.run(
@@ -311,6 +339,10 @@ def test_help_lists_the_options() -> None:
         "--json",
         "--universe",
         "--prefect",
+        "--data-dir",
+        "--requests-per-second",
+        "--no-cache",
+        "STOOQ_API_KEY",
     ):
         assert option in done.stdout
 
