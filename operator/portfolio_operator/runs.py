@@ -99,10 +99,19 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
     """(message, temporary) for an exception a run raised.
 
     Losing the scheduler (connection errors, timeouts, a killed worker) may heal on a retry;
-    bad input and bugs will not, so those fail the resource at once.
+    bad input and bugs will not, so those fail the resource at once. MemoryError counts as
+    lost too: a connection cut mid-message (a worker pod deleted during a run, its address
+    reused) reaches distributed's comm layer as a frame length of exabytes, seen in the e2e
+    tests; attempts are bounded, so a real shortage still ends in Failed.
     """
     message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-    temporary = (OSError, TimeoutError, concurrent.futures.CancelledError, KilledWorker)
+    temporary = (
+        OSError,
+        TimeoutError,
+        MemoryError,
+        concurrent.futures.CancelledError,
+        KilledWorker,
+    )
     return message, isinstance(exc, temporary)  # ConnectionError is an OSError
 
 

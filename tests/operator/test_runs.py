@@ -90,3 +90,8 @@ def test_a_lost_scheduler_is_temporary_and_a_bug_is_not() -> None:
     assert temporary and "cannot reach tcp://x:1" in message
     message, temporary = classify_error(KeyError("close"))
     assert not temporary and message == "KeyError: 'close'"
+    garbled = MemoryError(
+        "Unable to allocate 3.07 EiB for an array with shape (3543824036068086856,)"
+    )
+    message, temporary = classify_error(garbled)
+    assert temporary and message.startswith("MemoryError: Unable to allocate")
