@@ -7,19 +7,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.dask_cluster import local_cluster
+
 
 @pytest.fixture(scope="session")
 def scheduler_address() -> Iterator[str]:
-    from distributed import LocalCluster
-
-    cluster = LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
+    with local_cluster(2) as cluster:
         yield cluster.scheduler_address
-    finally:
-        cluster.close()

@@ -8,23 +8,13 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.support.dask_cluster import local_cluster
+
 
 @pytest.fixture(scope="session")
 def dask_client() -> Iterator[object]:
     """A LocalCluster with two single-threaded worker processes, shared by the session."""
-    from distributed import Client
-
-    client = Client(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
-        yield client
-    finally:
-        client.close()
+    yield from _client(processes=True)
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +36,13 @@ def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 def thread_client() -> Iterator[object]:
     """Two single-threaded workers inside this process: tests can monkeypatch what they run
     (worker functions are looked up at submit time) and count calls."""
+    yield from _client(processes=False)
+
+
+def _client(processes: bool) -> Iterator[object]:
     from distributed import Client
 
-    client = Client(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=False,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
+    # In-process workers talk over inproc://, which takes no host or port.
+    options = {} if processes else {"processes": False, "host": None, "scheduler_port": None}
+    with local_cluster(2, **options) as cluster, Client(cluster) as client:
         yield client
-    finally:
-        client.close()

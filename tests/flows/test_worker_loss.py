@@ -15,6 +15,8 @@ import pytest
 from portfolio_analysis import embedded, pipeline
 from portfolio_analysis.config import AnalysisConfig
 
+from tests.support.dask_cluster import local_cluster
+
 pytestmark = pytest.mark.dask
 
 TIME_DEPENDENT = {"recency_weighted_sentiment"}  # weights headlines by age: moves with the clock
@@ -24,17 +26,8 @@ TIME_DEPENDENT = {"recency_weighted_sentiment"}  # weights headlines by age: mov
 def killable_client() -> Iterator[object]:
     from distributed import Client
 
-    client = Client(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        dashboard_address=None,
-        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-    )
-    try:
+    with local_cluster(2) as cluster, Client(cluster) as client:
         yield client
-    finally:
-        client.close()
 
 
 def _stable(rows: list[dict]) -> list[dict]:
