@@ -74,6 +74,20 @@ def test_correlation_matrix_by_hand_and_json_friendly():
     assert all(type(v) is float for row in corr.values() for v in row.values())
 
 
+def test_correlation_limit_keeps_the_largest_positions_and_all_other_figures():
+    close = _close().assign(C=[5.0, 5.5, 5.0, 6.0])
+    holdings = {"A": 1, "B": 10, "C": 100}  # current values: A 12.1, B 220, C 600
+    full = portfolio_figures(close, holdings=holdings)
+    limited = portfolio_figures(close, holdings=holdings, max_correlation_tickers=2)
+    assert list(limited["correlation"]) == ["B", "C"]  # the largest two, in column order
+    largest = portfolio_figures(close, holdings=holdings, max_correlation_tickers=1)
+    assert list(largest["correlation"]) == ["C"]
+    assert limited["correlation"]["C"]["B"] == pytest.approx(full["correlation"]["C"]["B"])
+    assert {k: v for k, v in limited.items() if k != "correlation"} == {
+        k: v for k, v in full.items() if k != "correlation"
+    }
+
+
 def test_weights_are_rebalanced_daily():
     # Each day the portfolio earns the average of A's and B's returns.
     daily = [0.5 * (0.1 + 0.0), 0.5 * (-0.1 + 0.1), 0.5 * (12.1 / 9.9 - 1 + 0.0)]
