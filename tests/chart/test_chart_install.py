@@ -294,9 +294,14 @@ def _assert_succeeded_with_real_figures(
         f"--field-selector=involvedObject.name={resource['metadata']['name']}",
     )["items"]  # fmt: skip
     assert events, f"no Events for the analysis:\n{_tail(log)}"
-    text = log.read_text(errors="replace")
-    for refusal in ("Forbidden", "forbidden"):
-        assert refusal not in text, f"the operator was refused something:\n{_tail(log)}"
+    # A refusal by RBAC fails the test; a write into a namespace that another test is deleting
+    # ("... because it is being terminated") is the API server's, not the role's, refusal.
+    refused = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if "orbidden" in line and "because it is being terminated" not in line
+    ]
+    assert not refused, f"the operator was refused something:\n{_tail(log)}"
 
 
 # -- tests --------------------------------------------------------------------------------------

@@ -199,7 +199,9 @@ def test_created_cluster_runs_to_succeeded_then_cluster_and_resource_are_deleted
     finished = time.monotonic()
     wait_until(lambda: kube.dask("daskclusters", "ttl-dask") is None, 30,
                "onCompletion: Delete removed the cluster", operator.log)  # fmt: skip
-    assert "ClusterDeleted" in kube.reasons("ttl")
+    # kopf posts Events from a background queue: the Event may trail the deletion a little.
+    wait_until(lambda: "ClusterDeleted" in kube.reasons("ttl"), 15, "a ClusterDeleted Event",
+               operator.log)  # fmt: skip
     wait_until(lambda: kube.pfa("ttl") is None, 30, "the TTL deleted the resource", operator.log)
     assert time.monotonic() - finished >= 2, "deleted long before ttlSecondsAfterFinished"
     wait_until(lambda: kube.configmap("ttl-report") is None, 30, "the report went with it")
