@@ -1,30 +1,28 @@
 """Technical indicators over a whole panel of dates x tickers, and per-ticker summaries.
 
-Every indicator is computed for all tickers at once with numpy/BLAS (no per-row or
-per-ticker Python loop; tickers go in chunks of ``CHUNK`` so scratch buffers stay in
-cache) and agrees with TA-Lib to 1e-8 relative from TA-Lib's first output on
-(docs/indicators.md lists the conventions, tests/analysis/test_technicals.py checks them):
+All indicators of all tickers come from one compiled pass (numba) over each ticker's rows,
+and agree with TA-Lib to 1e-8 relative from TA-Lib's first output on (docs/indicators.md
+lists the conventions, tests/analysis/test_technicals.py checks them):
 
-* SMA 20/50/200 and Bollinger 20/2 (population standard deviation, as TA-Lib): window
-  sums as differences of running sums of close and of its centred square. The running
-  sums restart every few hundred rows, so their rounding stays small on long histories.
-* EMA 12/26, MACD 12/26/9, RSI 14 and ATR 14 (Wilder): first-order recursive filters
-  along the date axis, seeded like TA-Lib with the mean of the first window, computed as
-  blocked matrix products (``_Filter``) instead of a step-by-step loop.
+* SMA 20/50/200 and Bollinger 20/2 (population standard deviation, as TA-Lib): running
+  window sums, summed afresh every ``_RESUM_EVERY`` rows so their rounding stays small on
+  long histories.
+* EMA 12/26, MACD 12/26/9, RSI 14 and ATR 14 (Wilder): first-order recursions along the
+  dates, seeded like TA-Lib with the mean of the first window.
 
-Each ticker's indicators are computed on its own rows: tickers that start later, stop
-earlier or miss some dates are moved so that their rows are consecutive, computed, and
-put back on the panel's dates. A ticker with too short a history gets NaN for the
-indicators it cannot support yet, never a number from a partial window.
+Each ticker's indicators are computed on its own rows: a ticker that starts later, stops
+earlier or misses some dates is computed on its consecutive rows and put back on the
+panel's dates. A ticker with too short a history gets NaN for the indicators it cannot
+support yet, never a number from a partial window.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numba
 import numpy as np
 import pandas as pd
-from scipy.signal import lfilter
 
 Panel = dict[str, pd.DataFrame]
 
@@ -144,363 +142,265 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
     }
 
 
-# --- compaction: each ticker's own rows, consecutive -----------------------------------
+# --- the indicator kernel: one pass over each ticker's rows, compiled ---------------------
+#
+# Every indicator here is a running sum or a first-order recursion along the dates. Run one
+# at a time with numpy, each pays a pass over memory per operation and waits on its own
+# recursion step by step; fused into one loop per ticker, the recursions overlap and each
+# input and output value is touched once (benchmarks/bench_indicators.py measures it). numba
+# compiles the loop to machine code on first use and caches it on disk (``cache=True``: in
+# the package's __pycache__, or $NUMBA_CACHE_DIR), so later processes load it instead.
+
+# What the kernel computes, in the order of its output rows (bollinger_middle is sma_20).
+_COMPUTED = (
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "ema_12",
+    "ema_26",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "rsi_14",
+    "bollinger_upper",
+    "bollinger_lower",
+    "atr_14",
+)
+(
+    _SMA_FAST,
+    _SMA_MID,
+    _SMA_SLOW,
+    _EMA_FAST,
+    _EMA_SLOW,
+    _MACD,
+    _MACD_SIGNAL,
+    _MACD_HIST,
+    _RSI,
+    _BAND_UPPER,
+    _BAND_LOWER,
+    _ATR,
+) = range(len(_COMPUTED))
+# Plain ints, so numba compiles them in as constants.
+_N_FAST, _N_MID, _N_SLOW = SMA_WINDOWS
+_SPAN_FAST, _SPAN_SLOW = EMA_SPANS
+assert (_SPAN_FAST, _SPAN_SLOW) == (MACD_FAST, MACD_SLOW), "MACD reuses the EMA spans"
+assert BOLLINGER_WINDOW == _N_FAST, "the middle band is sma_20"
+assert tuple(name for name in INDICATORS if name != "bollinger_middle") == _COMPUTED
+# First row of each output (TA-Lib's lookback); NaN before it.
+_FIRST_ROW = (
+    _N_FAST - 1,
+    _N_MID - 1,
+    _N_SLOW - 1,
+    _SPAN_FAST - 1,
+    _SPAN_SLOW - 1,
+    MACD_SLOW - 1,
+    MACD_SLOW + MACD_SIGNAL - 2,
+    MACD_SLOW + MACD_SIGNAL - 2,
+    RSI_PERIOD,
+    BOLLINGER_WINDOW - 1,
+    BOLLINGER_WINDOW - 1,
+    ATR_PERIOD,
+)
+# Running window sums are summed afresh every this many rows, so their rounding stays that
+# of one window however long the history (and the Bollinger sums are re-centred on a recent
+# close, so the variance never subtracts two large numbers).
+_RESUM_EVERY = 128
 
 
-class _Layout:
-    """Maps a panel's (ticker, date) cells to each ticker's own consecutive rows.
-
-    Arrays here are ticker-major (tickers x rows, C order: each ticker's series is
-    contiguous, the layout pandas keeps a wide float frame in). In the compact layout every
-    ticker's first row is row 0, so all tickers share the same warm-up rows and seeds; the
-    rows past a ticker's history are filled with 0 (never NaN, which would spread through
-    the blocked filters) and dropped again by ``expand``. Tickers with a row on every date
-    are the same in both layouts; only the others are moved, one at a time.
-    """
-
-    def __init__(self, valid: np.ndarray | None, shape: tuple[int, int]) -> None:
-        self.shape = shape  # tickers x dates
-        self.identity = valid is None
-        self.rows = shape[1]
-        self.moved: list[tuple[int, slice | np.ndarray, int]] = []
-        if self.identity:
-            return
-        counts = valid.sum(axis=1)
-        self.rows = int(counts.max()) if counts.size else 0
-        self.full = np.flatnonzero(counts == shape[1])
-        for ticker in np.flatnonzero(counts < shape[1]):
-            dates = np.flatnonzero(valid[ticker])
-            if dates.size and dates[-1] - dates[0] + 1 == dates.size:  # one run of dates
-                dates = slice(int(dates[0]), int(dates[-1]) + 1)
-            self.moved.append((int(ticker), dates, int(counts[ticker])))
-
-    def compact(self, values: np.ndarray) -> np.ndarray:
-        if self.identity:
-            return values
-        out = np.zeros((self.shape[0], self.rows))
-        if self.full.size:
-            out[self.full] = values[self.full]  # rows == all dates then
-        for ticker, dates, count in self.moved:
-            out[ticker, :count] = values[ticker, dates]
-        return out
-
-    def expand(self, arena: np.ndarray) -> np.ndarray:
-        """Outputs (outputs x tickers x compact rows) back onto the panel's dates."""
-        if self.identity:
-            return arena
-        if self.rows == self.shape[1]:
-            out = arena  # in place: only the moved tickers change
-        else:
-            out = np.empty((arena.shape[0], *self.shape))
-            if self.full.size:
-                out[:, self.full] = arena[:, self.full]
-        for ticker, dates, count in self.moved:
-            own = arena[:, ticker, :count].copy()
-            out[:, ticker] = np.nan
-            out[:, ticker, dates] = own
-        return out
+@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _window_sums(close: np.ndarray, last: int, window: int, centre: float) -> tuple:
+    """Sum of ``close - centre`` and of its square over the ``window`` rows ending at
+    ``last`` (fewer at the start: what a running sum holds there)."""
+    total = 0.0
+    squares = 0.0
+    for row in range(max(last - window + 1, 0), last + 1):
+        value = close[row] - centre
+        total += value
+        squares += value * value
+    return total, squares
 
 
-# --- first-order recursive filter, blocked (arrays: lanes x rows, C order) -----------------
-
-# Rows per block of the blocked filter: small enough that the within-block matrix product
-# costs little; the block-to-block carries are a recursion of their own, over 1/block of
-# the data, run the same way. A block length that divides the number of rows avoids
-# padding (benchmarks/bench_indicators.py measures the choice).
-BLOCK_CHOICES = (12, 10, 14, 15, 9, 8, 16, 18, 20, 7, 6)
-DEFAULT_BLOCK = 12
-# Below this many blocks a lane's carries go to lfilter directly.
-MIN_BLOCKED_CARRIES = 32
-# Tickers computed together: their scratch buffers stay in the CPU caches and are reused.
-CHUNK = 32
-
-
-def _divisor(rows: int) -> int | None:
-    return next((b for b in BLOCK_CHOICES if rows % b == 0), None)
-
-
-def _block_for(rows: int) -> tuple[int, int]:
-    """Block length and padded row count for ``rows`` rows."""
-    block = _divisor(rows)
-    if block is not None:
-        return block, rows
-    return DEFAULT_BLOCK, -(-rows // DEFAULT_BLOCK) * DEFAULT_BLOCK
-
-
-class _Filter:
-    """``y[t] = decay * y[t-1] + u[t]`` along rows, as matrix products over blocks of rows.
-
-    A scalar recursion runs at the latency of one multiply-add per step; here it runs as
-    matrix products instead: a block's local result is ``u_block @ M.T`` with
-    ``M[i, j] = decay**(i-j)`` (lower triangle). The value each block carries into the
-    next is the same kind of recursion over the blocks' last values (decay**block per
-    block, 1/block of the data: blocked again, or lfilter in C when short), and it enters
-    the next block through its first input, so one matrix product gives the final values.
-    ``scale`` multiplies the inputs inside the matrix product (``y[t] = decay * y[t-1] +
-    scale * u[t]``), which saves a pass over the data.
-    """
-
-    def __init__(
-        self, decay: float, block: int, width: int, scale: float = 1.0, restart: int = 0
-    ) -> None:
-        steps = np.arange(block)
-        gap = steps[:, None] - steps[None, :]
-        matrix = np.where(gap >= 0, decay ** np.maximum(gap, 0).astype(np.float64), 0.0)
-        matrix *= scale
-        self.block = block
-        self.decay = decay
-        self.inject = decay / scale  # a carried output value, in input units
-        self.matrix_t = np.ascontiguousarray(matrix.T)
-        self.last_row = np.ascontiguousarray(matrix[-1])
-        blocks = width // block
-        sub_block = _divisor(blocks)
-        self.carries: _Filter | None = None
-        # With ``restart`` (blocks; sums only) the sum starts again from 0 every ``restart``
-        # blocks, which keeps running sums, and so their rounding, small.
-        self.restart = restart
-        if restart and decay != 1.0:
-            raise ValueError("restarting segments are for plain sums (decay 1) only")
-        if not restart and blocks >= MIN_BLOCKED_CARRIES and sub_block is not None:
-            self.carries = _Filter(decay**block, sub_block, blocks)
-        self.lfilter_carry = ([1.0], [1.0, -(decay**block)])
-
-    def __call__(self, u: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """Filter ``u`` (modified: it is scratch) into ``out``; both lanes x width, C order."""
-        lanes, width = u.shape
-        blocks = width // self.block
-        flat = u.reshape(lanes * blocks, self.block)
-        ends = (flat @ self.last_row).reshape(lanes, blocks)  # block ends without carry-in
-        if self.restart:
-            segments = -(-blocks // self.restart)
-            padded = np.zeros((lanes, segments * self.restart))
-            padded[:, :blocks] = ends
-            per_segment = padded.reshape(lanes, segments, self.restart)
-            carried = np.cumsum(per_segment, axis=2).reshape(lanes, -1)[:, :blocks]
-            carried_in = carried[:, :-1].copy()
-            carried_in[:, self.restart - 1 :: self.restart] = 0.0  # a segment starts at 0
-        elif self.carries is not None:
-            carried_in = self.carries(ends, np.empty_like(ends))[:, :-1]  # block-end values
-        else:
-            carried_in = lfilter(*self.lfilter_carry, ends, axis=1)[:, :-1]
-        u.reshape(lanes, blocks, self.block)[:, 1:, 0] += self.inject * carried_in
-        np.matmul(flat, self.matrix_t, out=out.reshape(lanes * blocks, self.block))
-        return out
-
-
-def _seed(target: np.ndarray, start: int, seed: np.ndarray, rows: int) -> np.ndarray:
-    """Make ``target`` a filter input whose output is 0 before ``start``, seeded there.
-
-    Rows before ``start`` become 0 (their output is set to NaN afterwards), row ``start``
-    the seed (in input units: the filter scales it), the padding after ``rows`` 0.
-    """
-    target[:, :start] = 0.0
-    target[:, start] = seed
-    target[:, rows:] = 0.0
-    return target
-
-
-def _mean_of_rows(values: np.ndarray, first: int, last: int) -> np.ndarray:
-    """Mean of rows ``first..last`` (inclusive) per ticker."""
-    return values[:, first : last + 1].mean(axis=1)
-
-
-def _alpha(span: int) -> float:
-    """EMA smoothing factor of a span, TA-Lib's (and everyone's) 2 / (n + 1)."""
-    return 2.0 / (span + 1)
-
-
-class _Chunk:
-    """Scratch buffers and filters shared by all ticker chunks of one panel."""
-
-    def __init__(self, lanes: int, rows: int) -> None:
-        self.rows = rows
-        self.block, self.width = _block_for(rows)
-        self.inputs = np.empty((3 * lanes, self.width))
-        self.results = np.empty((3 * lanes, self.width))
-        self.spare = np.empty((lanes, self.width)) if self.width != rows else None
-        block, width = self.block, self.width
-        # Running sums restart every segment (a few times the longest window: windows that
-        # reach back across a segment start are corrected, see _window_mean).
-        self.segment = -(-max(SMA_WINDOWS) * 4 // block) * block
-        self.sum = _Filter(1.0, block, width, restart=self.segment // block)
-        self.ema = {s: _Filter(1 - _alpha(s), block, width, _alpha(s)) for s in EMA_SPANS}
-        signal = _alpha(MACD_SIGNAL)
-        self.signal = _Filter(1.0 - signal, block, width, signal)
-        wilder = 1.0 / RSI_PERIOD
-        self.wilder = _Filter(1.0 - wilder, block, width, wilder)
-
-    def run(self, flt: _Filter, u: np.ndarray, target: np.ndarray) -> np.ndarray:
-        """Filter ``u`` into ``target`` (lanes x rows), directly when no padding is needed."""
-        if self.spare is None:
-            return flt(u, target)
-        result = flt(u, self.spare[: u.shape[0]])
-        target[:] = result[:, : self.rows]
-        return target
-
-
-def _window_mean(sums: np.ndarray, window: int, segment: int, out: np.ndarray) -> np.ndarray:
-    """Means over the last ``window`` rows into ``out`` (NaN head), from running sums that
-    restart every ``segment`` rows (``segment >= window``).
-
-    ``sum(t-window+1 .. t) = R[t] - R[t-window]``, plus the previous segment's total
-    ``R[b-1]`` when the window reaches back across a segment start ``b``.
-    """
-    rows = out.shape[1]
-    out[:, : window - 1] = np.nan
-    out[:, window - 1] = sums[:, window - 1]
-    np.subtract(sums[:, window:rows], sums[:, : rows - window], out=out[:, window:])
-    for start in range(segment, rows, segment):
-        out[:, start : start + window] += sums[:, start - 1 : start]
-    out[:, window - 1 :] *= 1.0 / window
-    return out
-
-
-def _chunk_indicators(
-    high: np.ndarray, low: np.ndarray, close: np.ndarray, out: dict, work: _Chunk
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _series_indicators(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
 ) -> None:
-    """Every indicator for one chunk of tickers (lanes x rows) into ``out``'s arrays.
+    """Every indicator of one ticker whose rows are consecutive (no gaps) into ``out``.
 
-    Memory traffic, not arithmetic, sets the pace: filter inputs and intermediate sums
-    live in ``work``'s reused buffers, filters write straight into the outputs and every
-    other step works in place.
+    ``out`` is ``_COMPUTED`` x rows. One loop over the rows keeps each indicator's running
+    state in a local: window sums (SMA, Bollinger), EMAs seeded with the mean of their first
+    window (TA-Lib's convention), MACD with TA-Lib's own re-seeded fast EMA, and Wilder's
+    smoothing of gains, losses and true range, seeded with the mean of rows 1..period.
     """
-    lanes, rows = close.shape
-    inputs, results = work.inputs, work.results
-
-    # SMA and Bollinger: window sums of close and of (close - first close) squared, from
-    # one blocked cumulative sum of both. The squares are centred so that the variance
-    # E[(x-c)^2] - E[x-c]^2 subtracts small numbers; for the means plain sums are precise
-    # enough (their rounding grows with the running sum: ~1e-12 relative over 2520 rows
-    # even where the price fell 100-fold).
-    offset = close[:, :1].copy()
-    np.copyto(inputs[:lanes, :rows], close)
-    centred = np.subtract(close, offset, out=inputs[lanes : 2 * lanes, :rows])
-    np.multiply(centred, centred, out=centred)
-    inputs[: 2 * lanes, rows:] = 0.0
-    sums = work.sum(inputs[: 2 * lanes], results[: 2 * lanes])
-    for window in SMA_WINDOWS:
-        mean = out[f"sma_{window}"]
-        if rows < window:
-            mean.fill(np.nan)
-            continue
-        _window_mean(sums[:lanes], window, work.segment, mean)
-        if window == BOLLINGER_WINDOW:
-            # population variance, as TA-Lib's STDDEV: E[(x-c)^2] - E[x-c]^2
-            band = _window_mean(
-                sums[lanes : 2 * lanes], window, work.segment, out["bollinger_lower"]
-            )
-            centred_mean = np.subtract(mean, offset, out=inputs[:lanes, :rows])
-            band -= np.multiply(centred_mean, centred_mean, out=centred_mean)
-            np.maximum(band, 0.0, out=band)
-            np.sqrt(band, out=band)
-            band *= BOLLINGER_WIDTH
-    if rows >= BOLLINGER_WINDOW:
-        middle = out[f"sma_{BOLLINGER_WINDOW}"]
-        np.add(middle, band, out=out["bollinger_upper"])
-        np.subtract(middle, band, out=band)
-    else:
-        out["bollinger_upper"].fill(np.nan)
-        out["bollinger_lower"].fill(np.nan)
-
-    # EMA 12/26, seeded like TA-Lib with the mean of the first n closes.
-    one = inputs[:lanes]
-    for span in EMA_SPANS:
-        ema = out[f"ema_{span}"]
-        if rows < span:
-            ema.fill(np.nan)
-            continue
-        np.copyto(one[:, span:rows], close[:, span:])
-        _seed(one, span - 1, _mean_of_rows(close, 0, span - 1) / _alpha(span), rows)
-        work.run(work.ema[span], one, ema)
-        ema[:, : span - 1] = np.nan
-
-    # MACD 12/26/9.
-    macd, signal, hist = out["macd"], out["macd_signal"], out["macd_hist"]
-    macd_start = MACD_SLOW - 1
-    signal_start = macd_start + MACD_SIGNAL - 1
-    if rows > macd_start:
-        np.subtract(out[f"ema_{MACD_FAST}"], out[f"ema_{MACD_SLOW}"], out=macd)
-        # TA-Lib's MACD starts its fast EMA at row 25, seeded with the mean of rows 14..25,
-        # not at row 11: the difference to ema_12 shrinks by (1 - alpha) a row, so it is
-        # subtracted over the rows where it is still above float resolution.
-        decay = 1.0 - 2.0 / (MACD_FAST + 1)
-        reseed = _mean_of_rows(close, macd_start - MACD_FAST + 1, macd_start)
-        gap = out[f"ema_{MACD_FAST}"][:, macd_start] - reseed
-        span = min(rows - macd_start, int(np.ceil(np.log(1e-18) / np.log(decay))))
-        macd[:, macd_start : macd_start + span] -= gap[:, None] * decay ** np.arange(span)
-    else:
-        macd.fill(np.nan)
-    if rows > signal_start:
-        np.copyto(one[:, signal_start + 1 : rows], macd[:, signal_start + 1 :])
-        seed = _mean_of_rows(macd, macd_start, signal_start) / _alpha(MACD_SIGNAL)
-        _seed(one, signal_start, seed, rows)
-        work.run(work.signal, one, signal)
-        signal[:, :signal_start] = np.nan
-        np.subtract(macd, signal, out=hist)
-    else:
-        signal.fill(np.nan)
-        hist.fill(np.nan)
-
-    # RSI 14 and ATR 14: Wilder's smoothing of gains, losses and true range, one filter.
-    period = RSI_PERIOD  # == ATR_PERIOD, so they share the filter
-    rsi, atr = out["rsi_14"], out["atr_14"]
-    if rows <= period:
-        rsi.fill(np.nan)
-        atr.fill(np.nan)
+    rows = close.shape[0]
+    for output in range(len(_FIRST_ROW)):
+        for row in range(min(_FIRST_ROW[output], rows)):
+            out[output, row] = np.nan
+    if rows == 0:
         return
-    # Lanes: twice the gains, absolute changes (= gains + losses), true range. Seeds: the
-    # mean of rows 1..period, which in input units (the filter scales by 1/period) is their
-    # sum. 2 * max(change, 0) = change + |change| is exact and cheaper than a maximum.
-    gains, moves = inputs[:lanes, :rows], inputs[lanes : 2 * lanes, :rows]
-    true_range = inputs[2 * lanes : 3 * lanes, :rows]
-    np.subtract(close[:, 1:], close[:, :-1], out=gains[:, 1:])
-    np.abs(gains[:, 1:], out=moves[:, 1:])
-    gains[:, 1:] += moves[:, 1:]
-    previous = close[:, :-1]
-    np.maximum(high[:, 1:], previous, out=true_range[:, 1:])  # true range =
-    low_or_previous = np.minimum(low[:, 1:], previous, out=results[:lanes, : rows - 1])
-    true_range[:, 1:] -= low_or_previous  # max(h, c[-1]) - min(l, c[-1])
-    wilder = inputs[: 3 * lanes]
-    _seed(wilder, period, wilder[:, 1 : period + 1].sum(axis=1), rows)
-    smoothed = work.wilder(wilder, results[: 3 * lanes])  # all three lanes, one filter
-    np.copyto(atr, smoothed[2 * lanes :, :rows])
-    atr[:, :period] = np.nan
-    twice_gain, total = smoothed[:lanes, :rows], smoothed[lanes : 2 * lanes, :rows]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        np.divide(twice_gain, total, out=rsi)
-    rsi *= 50.0  # 100 * gain / (gain + loss)
-    if np.min(total[:, period:]) == 0.0:
-        rsi[total == 0.0] = 50.0  # not a single move in the window: neither side
-    rsi[:, :period] = np.nan
+    ema_fast_alpha = 2.0 / (_SPAN_FAST + 1)
+    ema_slow_alpha = 2.0 / (_SPAN_SLOW + 1)
+    signal_alpha = 2.0 / (MACD_SIGNAL + 1)
+    rsi_alpha = 1.0 / RSI_PERIOD
+    atr_alpha = 1.0 / ATR_PERIOD
+    macd_first = MACD_SLOW - 1
+    signal_first = macd_first + MACD_SIGNAL - 1
+    # TA-Lib's MACD starts its fast EMA at the slow EMA's first row, seeded with the mean
+    # of the MACD_FAST closes ending there (not at row MACD_FAST - 1 like ema_12).
+    macd_fast_from = MACD_SLOW - MACD_FAST
+
+    sum_fast = sum_mid = sum_slow = 0.0
+    centre = close[0]  # Bollinger sums are of close - centre
+    band_sum = band_squares = 0.0
+    ema_fast = ema_slow = macd_fast = signal = 0.0
+    gain = loss = true_range = 0.0
+    for row in range(rows):
+        price = close[row]
+
+        # SMA 20/50/200 and Bollinger 20/2: window sums, added in and dropped out.
+        sum_fast += price
+        sum_mid += price
+        sum_slow += price
+        centred = price - centre
+        band_sum += centred
+        band_squares += centred * centred
+        if row >= _N_FAST:
+            dropped = close[row - _N_FAST]
+            sum_fast -= dropped
+            centred = dropped - centre
+            band_sum -= centred
+            band_squares -= centred * centred
+        if row >= _N_MID:
+            sum_mid -= close[row - _N_MID]
+        if row >= _N_SLOW:
+            sum_slow -= close[row - _N_SLOW]
+        if row >= _N_FAST - 1:
+            middle = sum_fast * (1.0 / _N_FAST)  # a multiply: divisions would set the pace
+            out[_SMA_FAST, row] = middle
+            mean = band_sum * (1.0 / BOLLINGER_WINDOW)  # population variance, as TA-Lib's
+            variance = band_squares * (1.0 / BOLLINGER_WINDOW) - mean * mean
+            width = BOLLINGER_WIDTH * np.sqrt(max(variance, 0.0))
+            out[_BAND_UPPER, row] = middle + width
+            out[_BAND_LOWER, row] = middle - width
+        if row >= _N_MID - 1:
+            out[_SMA_MID, row] = sum_mid * (1.0 / _N_MID)
+        if row >= _N_SLOW - 1:
+            out[_SMA_SLOW, row] = sum_slow * (1.0 / _N_SLOW)
+        if row % _RESUM_EVERY == _RESUM_EVERY - 1:
+            sum_fast = _window_sums(close, row, _N_FAST, 0.0)[0]
+            sum_mid = _window_sums(close, row, _N_MID, 0.0)[0]
+            sum_slow = _window_sums(close, row, _N_SLOW, 0.0)[0]
+            centre = price
+            band_sum, band_squares = _window_sums(close, row, BOLLINGER_WINDOW, centre)
+
+        # EMA 12/26: the mean of the first span closes, then y += alpha * (x - y).
+        if row < _SPAN_FAST:
+            ema_fast += price / _SPAN_FAST
+        else:
+            ema_fast += ema_fast_alpha * (price - ema_fast)
+        if row >= _SPAN_FAST - 1:
+            out[_EMA_FAST, row] = ema_fast
+        if row < _SPAN_SLOW:
+            ema_slow += price / _SPAN_SLOW
+        else:
+            ema_slow += ema_slow_alpha * (price - ema_slow)
+        if row >= _SPAN_SLOW - 1:
+            out[_EMA_SLOW, row] = ema_slow
+
+        # MACD 12/26/9, its signal seeded with the mean of its first MACD_SIGNAL values.
+        if row >= macd_fast_from:
+            if row <= macd_first:
+                macd_fast += price / MACD_FAST
+            else:
+                macd_fast += ema_fast_alpha * (price - macd_fast)
+        if row >= macd_first:
+            macd = macd_fast - ema_slow
+            out[_MACD, row] = macd
+            if row <= signal_first:
+                signal += macd / MACD_SIGNAL
+            else:
+                signal += signal_alpha * (macd - signal)
+            if row >= signal_first:
+                out[_MACD_SIGNAL, row] = signal
+                out[_MACD_HIST, row] = macd - signal
+
+        # RSI 14 and ATR 14: Wilder's smoothing of the day's gain, loss and true range.
+        if row >= 1:
+            previous = close[row - 1]
+            change = price - previous
+            day_range = max(high[row], previous) - min(low[row], previous)
+            if row <= RSI_PERIOD:
+                gain += max(change, 0.0) / RSI_PERIOD
+                loss += max(-change, 0.0) / RSI_PERIOD
+            else:
+                gain += rsi_alpha * (max(change, 0.0) - gain)
+                loss += rsi_alpha * (max(-change, 0.0) - loss)
+            if row >= RSI_PERIOD:
+                moves = gain + loss  # not a single move in the window: neither side, 50
+                out[_RSI, row] = 100.0 * gain / moves if moves != 0.0 else 50.0
+            if row <= ATR_PERIOD:
+                true_range += day_range / ATR_PERIOD
+            else:
+                true_range += atr_alpha * (day_range - true_range)
+            if row >= ATR_PERIOD:
+                out[_ATR, row] = true_range
 
 
-# Indicators with their own numbers (bollinger_middle is sma_20's).
-_COMPUTED = tuple(name for name in INDICATORS if name != "bollinger_middle")
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _panel_indicators(
+    high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
+) -> None:
+    """Every indicator of every ticker (tickers x dates inputs) into ``out``.
 
-
-def _indicators_compact(high: np.ndarray, low: np.ndarray, close: np.ndarray) -> np.ndarray:
-    """All indicators on tickers x rows arrays whose row 0 is each ticker's first day.
-
-    Returns one allocation, ``_COMPUTED`` x tickers x rows (fresh pages cost more than the
-    arithmetic), filled a chunk of ``CHUNK`` tickers at a time.
+    A ticker with a row on every date is computed in place. The others (listed later,
+    delisted earlier, dates missing; a non-finite high, low or close counts as missing)
+    have their own rows gathered, computed, and put back, NaN on the dates between.
     """
-    tickers, rows = close.shape
-    arena = np.empty((len(_COMPUTED), tickers, rows))
-    if tickers and rows:
-        work = _Chunk(min(CHUNK, tickers), rows)
-        for first in range(0, tickers, CHUNK):
-            part = slice(first, min(first + CHUNK, tickers))
-            out = {name: arena[i, part] for i, name in enumerate(_COMPUTED)}
-            _chunk_indicators(high[part], low[part], close[part], out, work)
-    else:
-        arena.fill(np.nan)
-    return arena
+    tickers, dates = close.shape
+    # Element by element rather than numpy calls on arrays: those take seconds to compile.
+    own = np.empty(dates, dtype=np.int64)  # a ticker's own rows: their dates
+    for ticker in range(tickers):
+        high_row, low_row, close_row = high[ticker], low[ticker], close[ticker]
+        rows = 0
+        for date in range(dates):
+            if (
+                np.isfinite(high_row[date])
+                and np.isfinite(low_row[date])
+                and np.isfinite(close_row[date])
+            ):
+                own[rows] = date
+                rows += 1
+        moved = rows < dates
+        if moved:  # gather its own rows; outputs x 1 x rows: the same type as out's slice
+            inputs = np.empty((3, rows))
+            for row in range(rows):
+                inputs[0, row] = high_row[own[row]]
+                inputs[1, row] = low_row[own[row]]
+                inputs[2, row] = close_row[own[row]]
+            high_row, low_row, close_row = inputs[0], inputs[1], inputs[2]
+            target = np.empty((out.shape[0], 1, rows))[:, 0, :]
+        else:
+            target = out[:, ticker, :]
+        _series_indicators(high_row, low_row, close_row, target)  # one call: compiled once
+        if moved:
+            for output in range(out.shape[0]):
+                for date in range(dates):
+                    out[output, ticker, date] = np.nan
+                for row in range(rows):
+                    out[output, ticker, own[row]] = target[output, row]
 
 
-def _all_finite(*arrays: np.ndarray) -> bool:
-    # A sum is finite only if every term is: one cheap reduction instead of a mask.
-    with np.errstate(over="ignore", invalid="ignore"):
-        return bool(np.isfinite(sum(float(a.sum()) for a in arrays)))
+def _read_only(frame: pd.DataFrame) -> np.ndarray:
+    values = np.ascontiguousarray(frame.to_numpy(dtype=np.float64).T).view()
+    values.flags.writeable = False
+    return values
+
+
+def compile_kernels() -> None:
+    """Compile the indicator kernel now (or load it from numba's cache) instead of at the
+    first analysis; the image build runs this so its pods start with the machine code."""
+    dates = pd.bdate_range("2024-01-01", periods=3)
+    history = pd.DataFrame({field: [1.0, 2.0, 3.0] for field in FIELDS}, index=dates)
+    compute_indicators(build_panel({"FULL": history, "GAPS": history.iloc[[0, 2]]}))
 
 
 def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
@@ -510,17 +410,11 @@ def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFr
     The frames share one block of memory (freed when the last of them is).
     """
     close_frame = panel["close"]
-    # tickers x dates views of the frames' own storage (no copy for build_panel's panels)
-    arrays = [
-        np.ascontiguousarray(panel[field].to_numpy(dtype=np.float64).T)
-        for field in ("high", "low", "close")
-    ]
-    if _all_finite(*arrays):
-        layout = _Layout(None, arrays[2].shape)
-    else:
-        finite = np.isfinite(arrays[0]) & np.isfinite(arrays[1]) & np.isfinite(arrays[2])
-        layout = _Layout(finite, arrays[2].shape)
-    arena = layout.expand(_indicators_compact(*(layout.compact(a) for a in arrays)))
+    # tickers x dates views of the frames' own storage (no copy for build_panel's panels),
+    # all read-only as pandas' views are: one array type, so one compiled kernel
+    high, low, close = (_read_only(panel[field]) for field in ("high", "low", "close"))
+    arena = np.empty((len(_COMPUTED), *close.shape))
+    _panel_indicators(high, low, close, arena)
     frames = {
         name: pd.DataFrame(
             arena[i].T, index=close_frame.index, columns=close_frame.columns, copy=False

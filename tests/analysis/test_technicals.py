@@ -113,6 +113,64 @@ def test_long_histories_stay_within_tolerance_despite_cumulative_sums():
     assert np.max(np.abs(ours - exact_upper) / exact_upper) < 1e-10
 
 
+def test_bollinger_bands_stay_exact_after_the_price_falls_a_thousandfold():
+    """A price that ends 2000x below where it started, with a 20-fold crash in 60 rows.
+
+    The band width is a difference of two averages of squares; centred far from where the
+    price is now, it loses every digit to cancellation (an earlier version, centred on the
+    first close, was 6e-7 off here).
+    """
+    frame = sample_histories()["MSFT"]
+    rows = len(frame)
+    decline = np.geomspace(1.0, 1 / 2000, rows)
+    decline[rows // 2 : rows // 2 + 60] *= np.geomspace(1.0, 1 / 20, 60)
+    decline[rows // 2 + 60 :] /= 20
+    close = frame["close"].to_numpy() * decline
+    falling = pd.DataFrame(
+        {"open": close, "high": close * 1.01, "low": close * 0.99, "close": close},
+        index=frame.index,
+    )
+    indicators = technicals.compute_indicators(technicals.build_panel({"FALL": falling}))
+    assert_matches_talib({"FALL": falling}, indicators)
+    windows = np.lib.stride_tricks.sliding_window_view(close, 20)
+    deviation = np.sqrt(((windows - windows.mean(axis=1, keepdims=True)) ** 2).mean(axis=1))
+    for name, sign in (("bollinger_upper", 1), ("bollinger_lower", -1)):
+        exact = windows.mean(axis=1) + sign * 2 * deviation
+        ours = indicators[name]["FALL"].to_numpy()[19:]
+        assert np.max(np.abs(ours - exact) / np.abs(exact)) < 1e-10, name
+
+
+def test_non_finite_prices_count_as_missing_rows():
+    """An inf or NaN high, low or close is a missing row, not a number that spreads."""
+    frame = sample_histories()["IBM"].loc["2010":"2012"].copy()
+    bad_rows = [40, 41, 300]
+    frame.iloc[40, frame.columns.get_loc("close")] = np.inf
+    frame.iloc[41, frame.columns.get_loc("high")] = np.nan
+    frame.iloc[300, frame.columns.get_loc("low")] = -np.inf
+    indicators = technicals.compute_indicators(technicals.build_panel({"IBM": frame}))
+    clean = frame.drop(frame.index[bad_rows])
+    assert_matches_talib({"IBM": clean}, indicators)
+    for name in technicals.INDICATORS:
+        assert indicators[name]["IBM"].iloc[bad_rows].isna().all(), name
+
+
+def test_every_kind_of_panel_runs_one_compiled_kernel():
+    """A panel built here, one a caller assembled (writable, C order), a ragged one: each
+    compiled version costs a new worker ~1.5 s, so all must share the one compile_kernels
+    makes (and the image ships)."""
+    technicals.compile_kernels()
+    sample = sample_histories()
+    frame = pd.DataFrame(index=sample["IBM"].index)
+    for ticker in ("IBM", "MSFT"):  # column by column: one block each, so values are a copy
+        frame[ticker] = sample[ticker]["close"].reindex(frame.index)
+    assert frame.to_numpy().flags.writeable  # not a read-only view like build_panel's
+    assembled = {"high": frame * 1.01, "low": frame * 0.99, "close": frame}
+    ragged = technicals.build_panel({"IBM": sample["IBM"], "FB": sample["FB"]})
+    for panel in (assembled, ragged):
+        technicals.compute_indicators(panel)
+    assert len(technicals._panel_indicators.signatures) == 1
+
+
 # --- tickers with different dates -------------------------------------------------------------
 
 
@@ -354,9 +412,9 @@ def test_seed_worker_returns_history_and_summary_or_none():
     assert calculate_security_technicals("MSFT", {"ohlcv": "not a list"}) is None
 
 
-@pytest.mark.parametrize("rows", [15, 26, 34, 35, 97, 251, 263, 1009])
+@pytest.mark.parametrize("rows", [15, 26, 34, 35, 97, 127, 128, 129, 251, 263, 1009])
 def test_any_history_length_matches_talib(rows):
-    """Lengths that no filter block divides (primes) take the padded path."""
+    """Lengths at and around each warm-up and the running sums' re-summing interval."""
     sample = sample_histories()
     histories = {
         "AAPL": sample["AAPL"].iloc[-rows:],

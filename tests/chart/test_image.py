@@ -325,3 +325,46 @@ def test_dask_cluster_pods_commands_exist_in_the_image(built_environment: Path) 
 def test_image_labels_carry_the_project_version() -> None:
     defaults = dict(i.arguments.partition("=")[::2] for i in RUNTIME.of("ARG"))
     assert defaults["VERSION"] == PYPROJECT["project"]["version"]
+
+
+# A new process of the image: does it load the indicator kernel the build compiled?
+KERNEL_PROBE = """
+import json
+from portfolio_analysis import technicals
+from portfolio_analysis.embedded import sample_histories
+technicals.compute_indicators(technicals.build_panel(dict(sample_histories())))
+stats = technicals._panel_indicators.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()),
+                  "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def test_runtime_stage_compiles_the_indicator_kernel_that_new_workers_load(
+    built_environment: Path, tmp_path: Path
+) -> None:
+    # The runtime stage compiles numba's kernel into NUMBA_CACHE_DIR for a generic CPU; a
+    # Dask worker started later must load it, not spend ~1.5 s compiling it again.
+    runtime_env = RUNTIME.env()
+    assert runtime_env.get("NUMBA_CPU_NAME") == "generic", "cache must not depend on the CPU"
+    cache_dir = runtime_env.get("NUMBA_CACHE_DIR")
+    assert cache_dir, "the runtime stage should set NUMBA_CACHE_DIR"
+    (compile_run,) = [i for i in RUNTIME.of("RUN") if "compile_kernels" in i.arguments]
+    order = RUNTIME.instructions.index
+    assert order(RUNTIME.of("USER")[-1]) < order(compile_run), (
+        "compile as the runtime user, so its pods may add to the cache (another CPU, say)"
+    )
+    compile_step = compile_run.arguments
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_")}
+    env |= runtime_env | {"NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    env["PATH"] = f"{built_environment / 'bin'}:{os.environ['PATH']}"
+    build = subprocess.run(
+        ["/bin/sh", "-c", compile_step], env=env, capture_output=True, text=True, check=False
+    )
+    assert build.returncode == 0, build.stderr[-3000:]
+    assert any((tmp_path / "numba-cache").rglob("*.nbc")), "nothing was cached"
+    worker = subprocess.run(
+        [str(built_environment / "bin" / "python"), "-c", KERNEL_PROBE],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    assert json.loads(worker.stdout.splitlines()[-1]) == {"hits": 1, "misses": 0}
