@@ -18,7 +18,9 @@ support yet, never a number from a partial window.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+import warnings
+from collections.abc import Callable, Mapping
 
 import numba
 import numpy as np
@@ -207,7 +209,32 @@ _FIRST_ROW = (
 _RESUM_EVERY = 128
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _compiled(**options: object) -> Callable[[Callable], Callable]:
+    """``numba.njit`` with its on-disk cache, or without one where no cache directory can be
+    written (numba refuses to decorate then): the kernel is compiled in every process instead."""
+
+    def decorate(function: Callable) -> Callable:
+        settings = {"nogil": True, "error_model": "numpy", **options}
+        try:
+            return numba.njit(cache=True, **settings)(function)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            _warn_compiling_in_every_process(function.__code__.co_filename)
+            return numba.njit(cache=False, **settings)(function)
+
+    return decorate
+
+
+@functools.cache
+def _warn_compiling_in_every_process(source: str) -> None:
+    warnings.warn(
+        f"numba finds no writable cache directory for {source}, so every process compiles the "
+        "indicator kernel (~1.5 s); set NUMBA_CACHE_DIR to a writable directory",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+@_compiled(inline="always")
 def _window_sums(close: np.ndarray, last: int, window: int, centre: float) -> tuple:
     """Sum of ``close - centre`` and of its square over the ``window`` rows ending at
     ``last`` (fewer at the start: what a running sum holds there)."""
@@ -220,7 +247,7 @@ def _window_sums(close: np.ndarray, last: int, window: int, centre: float) -> tu
     return total, squares
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@_compiled()
 def _series_indicators(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
 ) -> None:
@@ -345,7 +372,7 @@ def _series_indicators(
                 out[_ATR, row] = true_range
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
+@_compiled()
 def _panel_indicators(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
 ) -> None:

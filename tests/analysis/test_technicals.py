@@ -7,6 +7,10 @@ first output on (``docs/indicators.md`` lists where our conventions differ: MACD
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -169,6 +173,28 @@ def test_every_kind_of_panel_runs_one_compiled_kernel():
     for panel in (assembled, ragged):
         technicals.compute_indicators(panel)
     assert len(technicals._panel_indicators.signatures) == 1
+
+
+def test_without_a_writable_cache_directory_indicators_still_work_and_say_so():
+    """numba refuses ``cache=True`` where it can write no cache (a read-only file system
+    without a writable HOME); the library must still import and compute, and tell the user
+    how to avoid compiling in every process. No locator that finds a directory simulates it."""
+    probe = (
+        "from portfolio_analysis import technicals\n"
+        "from portfolio_analysis.embedded import sample_histories\n"
+        "panel = technicals.build_panel(dict(sample_histories()))\n"
+        "print(technicals.compute_indicators(panel)['rsi_14']['IBM'].iloc[-1])\n"
+    )
+    env = os.environ | {"NUMBA_CACHE_LOCATOR_CLASSES": "IPythonCacheLocator"}
+    result = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stderr.count("RuntimeWarning") == 1, result.stderr
+    assert "set NUMBA_CACHE_DIR to a writable directory" in result.stderr
+    panel = technicals.build_panel(dict(sample_histories()))
+    expected = technicals.compute_indicators(panel)["rsi_14"]["IBM"].iloc[-1]
+    assert float(result.stdout.split()[-1]) == pytest.approx(expected, rel=1e-12)
 
 
 # --- tickers with different dates -------------------------------------------------------------
