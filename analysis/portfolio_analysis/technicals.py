@@ -154,54 +154,43 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
 # the package's __pycache__, or $NUMBA_CACHE_DIR), so later processes load it instead.
 
 # What the kernel computes, in the order of its output rows (bollinger_middle is sma_20).
-_COMPUTED = (
-    "sma_20",
-    "sma_50",
-    "sma_200",
-    "ema_12",
-    "ema_26",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-    "rsi_14",
-    "bollinger_upper",
-    "bollinger_lower",
-    "atr_14",
-)
-(
-    _SMA_FAST,
-    _SMA_MID,
-    _SMA_SLOW,
-    _EMA_FAST,
-    _EMA_SLOW,
-    _MACD,
-    _MACD_SIGNAL,
-    _MACD_HIST,
-    _RSI,
-    _BAND_UPPER,
-    _BAND_LOWER,
-    _ATR,
-) = range(len(_COMPUTED))
+_COMPUTED = tuple(name for name in INDICATORS if name != "bollinger_middle")
 # Plain ints, so numba compiles them in as constants.
 _N_FAST, _N_MID, _N_SLOW = SMA_WINDOWS
 _SPAN_FAST, _SPAN_SLOW = EMA_SPANS
 assert (_SPAN_FAST, _SPAN_SLOW) == (MACD_FAST, MACD_SLOW), "MACD reuses the EMA spans"
 assert BOLLINGER_WINDOW == _N_FAST, "the middle band is sma_20"
-assert tuple(name for name in INDICATORS if name != "bollinger_middle") == _COMPUTED
-# First row of each output (TA-Lib's lookback); NaN before it.
-_FIRST_ROW = (
-    _N_FAST - 1,
-    _N_MID - 1,
-    _N_SLOW - 1,
-    _SPAN_FAST - 1,
-    _SPAN_SLOW - 1,
-    MACD_SLOW - 1,
-    MACD_SLOW + MACD_SIGNAL - 2,
-    MACD_SLOW + MACD_SIGNAL - 2,
-    RSI_PERIOD,
-    BOLLINGER_WINDOW - 1,
-    BOLLINGER_WINDOW - 1,
-    ATR_PERIOD,
+_SMA_FAST, _SMA_MID, _SMA_SLOW = (_COMPUTED.index(f"sma_{n}") for n in SMA_WINDOWS)
+_EMA_FAST, _EMA_SLOW = (_COMPUTED.index(f"ema_{n}") for n in EMA_SPANS)
+_MACD, _MACD_SIGNAL, _MACD_HIST, _RSI, _BAND_UPPER, _BAND_LOWER, _ATR = map(
+    _COMPUTED.index,
+    (
+        "macd",
+        "macd_signal",
+        "macd_hist",
+        "rsi_14",
+        "bollinger_upper",
+        "bollinger_lower",
+        "atr_14",
+    ),
+)
+# Each output's first row (TA-Lib's lookback); NaN before it.
+_FIRST_ROW = tuple(
+    {
+        "sma_20": _N_FAST - 1,
+        "sma_50": _N_MID - 1,
+        "sma_200": _N_SLOW - 1,
+        "ema_12": _SPAN_FAST - 1,
+        "ema_26": _SPAN_SLOW - 1,
+        "macd": MACD_SLOW - 1,
+        "macd_signal": MACD_SLOW + MACD_SIGNAL - 2,
+        "macd_hist": MACD_SLOW + MACD_SIGNAL - 2,
+        "rsi_14": RSI_PERIOD,
+        "bollinger_upper": BOLLINGER_WINDOW - 1,
+        "bollinger_lower": BOLLINGER_WINDOW - 1,
+        "atr_14": ATR_PERIOD,
+    }[name]
+    for name in _COMPUTED
 )
 # Running window sums are summed afresh every this many rows, so their rounding stays that
 # of one window however long the history (and the Bollinger sums are re-centred on a recent
