@@ -696,10 +696,21 @@ def deploy_dns(coredns_image: str) -> None:
     kubectl("apply", "-f", str(manifest))
 
 
+# Retries for a while: CoreDNS being Ready does not mean kube-proxy has written the rules for
+# its Service yet (a first attempt failing with "Temporary failure in name resolution" was seen).
 DNS_PROBE = """
-import socket, sys
+import socket, sys, time
+deadline = time.monotonic() + 90
 for name in sys.argv[1:]:
-    print(name, socket.gethostbyname(name), flush=True)
+    while True:
+        try:
+            print(name, socket.gethostbyname(name), flush=True)
+            break
+        except OSError as error:
+            if time.monotonic() > deadline:
+                raise
+            print(name, "not yet:", error, flush=True)
+            time.sleep(1)
 """
 
 
@@ -743,16 +754,15 @@ def check_dns(base_image: str, timeout: float = 120) -> str:
 
         def finished() -> str | None:
             phase = kubectl("get", "pod", pod, "-o", "jsonpath={.status.phase}").stdout
-            if phase == "Failed":
-                raise ClusterError(
-                    f"DNS probe pod failed:\n{kubectl('logs', pod, check=False).stdout}"
-                )
-            return phase if phase == "Succeeded" else None
+            return phase if phase in ("Succeeded", "Failed") else None
 
-        wait_for(
+        phase = wait_for(
             "a pod to resolve kubernetes.default", finished, timeout=timeout, component="kubelet"
         )
-        return kubectl("logs", pod).stdout.strip()
+        logs = kubectl("logs", pod, check=False).stdout.strip()
+        if phase == "Failed":  # it retried for 90 s: not a start-up race
+            raise ClusterError(f"DNS probe pod failed:\n{logs}")
+        return logs
     finally:
         kubectl("delete", "pod", pod, "--wait=false", check=False)
 

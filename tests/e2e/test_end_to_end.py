@@ -44,8 +44,11 @@ def synthetic_universe(
     """A large universe of synthetic tickers: enough Dask work for the autoscaler to act on.
 
     2000 tickers make 20 price and 20 news batches (100 tickers per task), which the Dask
-    scheduler's adaptive target turns into more than one worker. (Ten years of 2000 tickers
-    make the operator pod exceed the chart's 1 GiB memory limit: it gathers the prices.)"""
+    scheduler's adaptive target (remaining work / 5 s) turns into more than one worker only
+    while enough work is left: the autoscaler test uses twenty years (with five, once the
+    indicators got faster, a run could end on one worker; with ten, 1 run in 6 did after the
+    other tests). They also load the operator pod's memory: it gathers the prices (ten years
+    exceeded the chart's 1 GiB limit before 64422b6)."""
     return {
         "apiVersion": f"{GROUP}/v1alpha1",
         "kind": "PortfolioAnalysis",
@@ -233,7 +236,7 @@ def test_autoscaler_adds_workers_under_load_and_removes_them_after(
     kube: Kube, namespace: str
 ) -> None:
     name = "universe"
-    kube.apply(synthetic_universe(namespace, name, count=2000))
+    kube.apply(synthetic_universe(namespace, name, count=2000, lookback_days=7300))
     seen: list[tuple[float, str | None, int]] = []
     started = time.monotonic()
 
