@@ -696,8 +696,9 @@ def deploy_dns(coredns_image: str) -> None:
     kubectl("apply", "-f", str(manifest))
 
 
-# Retries for a while: CoreDNS being Ready does not mean kube-proxy has written the rules for
-# its Service yet (a first attempt failing with "Temporary failure in name resolution" was seen).
+# Retries for a while: CoreDNS being Ready does not mean every path to it works yet (likely
+# kube-proxy's rules for its Service). A single attempt failed a CI run once with "Temporary
+# failure in name resolution"; the teardown removed the logs that would have said why.
 DNS_PROBE = """
 import socket, sys, time
 deadline = time.monotonic() + 90
