@@ -236,6 +236,15 @@ def _window_sums(close: np.ndarray, last: int, window: int, centre: float) -> tu
     return total, squares
 
 
+@_compiled(inline="always")
+def _smoothed(average: float, value: float, seeding: bool, count: int, alpha: float) -> float:
+    """One step of an EMA or Wilder average seeded like TA-Lib: while ``seeding``, the mean
+    of the first ``count`` values builds up; after it, ``average += alpha * (value - average)``."""
+    if seeding:
+        return average + value / count
+    return average + alpha * (value - average)
+
+
 @_compiled()
 def _series_indicators(
     high: np.ndarray, low: np.ndarray, close: np.ndarray, out: np.ndarray
@@ -309,32 +318,22 @@ def _series_indicators(
             band_sum, band_squares = _window_sums(close, row, BOLLINGER_WINDOW, centre)
 
         # EMA 12/26: the mean of the first span closes, then y += alpha * (x - y).
-        if row < _SPAN_FAST:
-            ema_fast += price / _SPAN_FAST
-        else:
-            ema_fast += ema_fast_alpha * (price - ema_fast)
+        ema_fast = _smoothed(ema_fast, price, row < _SPAN_FAST, _SPAN_FAST, ema_fast_alpha)
         if row >= _SPAN_FAST - 1:
             out[_EMA_FAST, row] = ema_fast
-        if row < _SPAN_SLOW:
-            ema_slow += price / _SPAN_SLOW
-        else:
-            ema_slow += ema_slow_alpha * (price - ema_slow)
+        ema_slow = _smoothed(ema_slow, price, row < _SPAN_SLOW, _SPAN_SLOW, ema_slow_alpha)
         if row >= _SPAN_SLOW - 1:
             out[_EMA_SLOW, row] = ema_slow
 
         # MACD 12/26/9, its signal seeded with the mean of its first MACD_SIGNAL values.
         if row >= macd_fast_from:
-            if row <= macd_first:
-                macd_fast += price / MACD_FAST
-            else:
-                macd_fast += ema_fast_alpha * (price - macd_fast)
+            seeding = row <= macd_first
+            macd_fast = _smoothed(macd_fast, price, seeding, MACD_FAST, ema_fast_alpha)
         if row >= macd_first:
             macd = macd_fast - ema_slow
             out[_MACD, row] = macd
-            if row <= signal_first:
-                signal += macd / MACD_SIGNAL
-            else:
-                signal += signal_alpha * (macd - signal)
+            seeding = row <= signal_first
+            signal = _smoothed(signal, macd, seeding, MACD_SIGNAL, signal_alpha)
             if row >= signal_first:
                 out[_MACD_SIGNAL, row] = signal
                 out[_MACD_HIST, row] = macd - signal
@@ -344,19 +343,14 @@ def _series_indicators(
             previous = close[row - 1]
             change = price - previous
             day_range = max(high[row], previous) - min(low[row], previous)
-            if row <= RSI_PERIOD:
-                gain += max(change, 0.0) / RSI_PERIOD
-                loss += max(-change, 0.0) / RSI_PERIOD
-            else:
-                gain += rsi_alpha * (max(change, 0.0) - gain)
-                loss += rsi_alpha * (max(-change, 0.0) - loss)
+            seeding = row <= RSI_PERIOD  # rows 1..period: changes start at row 1
+            gain = _smoothed(gain, max(change, 0.0), seeding, RSI_PERIOD, rsi_alpha)
+            loss = _smoothed(loss, max(-change, 0.0), seeding, RSI_PERIOD, rsi_alpha)
             if row >= RSI_PERIOD:
                 moves = gain + loss  # not a single move in the window: neither side, 50
                 out[_RSI, row] = 100.0 * gain / moves if moves != 0.0 else 50.0
-            if row <= ATR_PERIOD:
-                true_range += day_range / ATR_PERIOD
-            else:
-                true_range += atr_alpha * (day_range - true_range)
+            seeding = row <= ATR_PERIOD
+            true_range = _smoothed(true_range, day_range, seeding, ATR_PERIOD, atr_alpha)
             if row >= ATR_PERIOD:
                 out[_ATR, row] = true_range
 
