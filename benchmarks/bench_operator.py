@@ -30,10 +30,10 @@ from tests.operator.harness import (  # noqa: E402
     OperatorProcess,
     install,
     operator_kubeconfig,
-    wait_until,
 )
 from tests.support.control_plane import ControlPlane  # noqa: E402
 from tests.support.dask_cluster import local_cluster  # noqa: E402
+from tests.support.polling import wait_until  # noqa: E402
 
 TICKERS = ["AAPL", "MSFT", "IBM", "GOOG"]
 

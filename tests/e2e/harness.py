@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,25 +160,6 @@ class Kube:
 
     def apply(self, manifest: dict[str, Any]) -> None:
         self.kubectl("apply", "-f", "-", input=json.dumps(manifest))
-
-    def wait_for(
-        self,
-        what: str,
-        check: Callable[[], Any],
-        timeout: float,
-        interval: float = 2.0,
-        diagnose: Callable[[], str] | None = None,
-    ) -> Any:
-        """Poll until check() is truthy; on timeout fail saying what and showing diagnostics."""
-        deadline = time.monotonic() + timeout
-        while True:
-            result = check()
-            if result:
-                return result
-            if time.monotonic() > deadline:
-                detail = diagnose() if diagnose else ""
-                raise E2EError(f"timed out after {timeout:.0f} s waiting for {what}\n{detail}")
-            time.sleep(interval)
 
     def pods(self, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
         args = ["pods", "-n", namespace]

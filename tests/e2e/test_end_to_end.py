@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from tests.e2e.harness import REPO, Kube, names, ready
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -92,11 +93,12 @@ def wait_phase(kube: Kube, namespace: str, name: str, wanted: str, timeout: floa
             )
         return obj if got == wanted else None
 
-    return kube.wait_for(
-        f"{namespace}/{name} to reach {wanted}",
+    return wait_until(
         reached,
         timeout,
-        diagnose=lambda: kube.describe(namespace),
+        f"{namespace}/{name} reaches {wanted}",
+        lambda: kube.describe(namespace),
+        interval=2,
     )
 
 
@@ -159,14 +161,15 @@ def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> Non
     kube.apply(sample(namespace, name, onCompletion="Keep"))
 
     # The operator creates one DaskCluster; dask-kubernetes runs its scheduler and a worker.
-    kube.wait_for(
-        "the scheduler and a worker pod to run",
+    wait_until(
         lambda: (
             any(ready(p) for p in dask_pods(kube, namespace, "scheduler"))
             and running_workers(kube, namespace)
         ),
-        timeout=300,
-        diagnose=lambda: kube.describe(namespace),
+        300,
+        "the scheduler and a worker pod run",
+        lambda: kube.describe(namespace),
+        interval=2,
     )
     done = wait_phase(kube, namespace, name, "Succeeded")
     status = done["status"]
@@ -219,16 +222,17 @@ def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> Non
 
     # Deleting the resource removes the cluster's pods and Services (owner references).
     kube.kubectl("delete", "pfa", name, "-n", namespace, "--wait=true", timeout=300)
-    kube.wait_for(
-        "the Dask pods, Services and DaskCluster to go",
+    wait_until(
         lambda: (
             not kube.pods(namespace)
             and not kube.items("services", "-n", namespace)
             and not kube.items("daskclusters", "-n", namespace)
             and kube.get("configmap", f"{name}-report", "-n", namespace) is None
         ),
-        timeout=180,
-        diagnose=lambda: kube.describe(namespace),
+        180,
+        "the Dask pods, Services and DaskCluster are gone",
+        lambda: kube.describe(namespace),
+        interval=2,
     )
 
 
@@ -256,16 +260,16 @@ def test_autoscaler_adds_workers_under_load_and_removes_them_after(
     assert peak <= 3, f"more workers than maxWorkers: {seen}"
 
     # Afterwards the idle cluster shrinks back to minWorkers.
-    kube.wait_for(
-        "the worker group to shrink back to 1",
+    wait_until(
         lambda: (
             observe()
             and len(running_workers(kube, namespace)) == 1
             and len(dask_pods(kube, namespace, "worker")) == 1
         ),
-        timeout=300,
+        300,
+        "the worker group shrinks back to 1",
+        lambda: f"{seen}\n{kube.describe(namespace)}",
         interval=3,
-        diagnose=lambda: f"{seen}\n{kube.describe(namespace)}",
     )
     status = pfa(kube, namespace, name)["status"]
     assert status["securitiesAnalyzed"] == 2000
@@ -275,12 +279,12 @@ def test_autoscaler_adds_workers_under_load_and_removes_them_after(
 def test_worker_pod_deleted_mid_run(kube: Kube, namespace: str) -> None:
     name = "lose-a-worker"
     kube.apply(synthetic_universe(namespace, name, count=1500, maxWorkers=1))
-    kube.wait_for(
-        "the analysis to run on a worker",
+    wait_until(
         lambda: phase(kube, namespace, name) == "Running" and running_workers(kube, namespace),
-        timeout=300,
+        300,
+        "the analysis runs on a worker",
+        lambda: kube.describe(namespace),
         interval=1,
-        diagnose=lambda: kube.describe(namespace),
     )
     victim = running_workers(kube, namespace)[0]["metadata"]["name"]
     kube.kubectl("delete", "pod", victim, "-n", namespace, "--wait=false")
@@ -294,12 +298,12 @@ def test_worker_pod_deleted_mid_run(kube: Kube, namespace: str) -> None:
 def test_operator_pod_deleted_mid_run(kube: Kube, namespace: str, chart_release: str) -> None:
     name = "lose-the-operator"
     kube.apply(synthetic_universe(namespace, name, count=1500, maxWorkers=1))
-    kube.wait_for(
-        "the analysis to run",
+    wait_until(
         lambda: phase(kube, namespace, name) == "Running",
-        timeout=300,
+        300,
+        "the analysis runs",
+        lambda: kube.describe(namespace),
         interval=1,
-        diagnose=lambda: kube.describe(namespace),
     )
     operator = kube.pods(chart_release, "app.kubernetes.io/component=operator")
     assert len(operator) == 1, names(operator)
@@ -311,11 +315,12 @@ def test_operator_pod_deleted_mid_run(kube: Kube, namespace: str, chart_release:
     # A new operator pod took over. It can finish the run before the kubelet's first readiness
     # probe (every 10 s) marks it Ready, so wait for that rather than expect it at once.
     selector = "app.kubernetes.io/component=operator"
-    replacement = kube.wait_for(
-        "one Ready replacement operator pod",
+    replacement = wait_until(
         lambda: [p for p in kube.pods(chart_release, selector) if ready(p)],
-        timeout=60,
-        diagnose=lambda: kube.describe(chart_release, kinds=["deploy"]),
+        60,
+        "one replacement operator pod is Ready",
+        lambda: kube.describe(chart_release, kinds=["deploy"]),
+        interval=2,
     )
     assert len(kube.pods(chart_release, selector)) == 1
     assert names(replacement) != names(operator)

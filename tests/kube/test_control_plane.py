@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +15,7 @@ from tests.support.control_plane import (
     default_binaries_dir,
     pinned_versions,
 )
+from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.kube
 
@@ -54,16 +55,6 @@ def widget(name: str, size: object) -> str:
             "spec": {"size": size, "colour": "teal"},
         }
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> float:
-    """Poll `condition` until true; return the seconds it took, fail with `what` otherwise."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if condition():
-            return time.monotonic() - start
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting until {what}")
 
 
 def exists(plane: ControlPlane, *args: str) -> bool:
@@ -181,11 +172,14 @@ def test_dependent_is_garbage_collected_after_its_owner_is_deleted(
     control_plane.kubectl("create", "configmap", "bystander", "-n", ns, "--from-literal=k=v")
 
     control_plane.kubectl("delete", "configmap", "owner", "-n", ns, "--cascade=background")
-    seconds = wait_until(
+    deleted = time.monotonic()
+    wait_until(
         lambda: not exists(control_plane, "configmap", "dependent", "-n", ns),
         timeout=60,
         what="the garbage collector deletes the dependent ConfigMap",
+        interval=0.2,
     )
+    seconds = time.monotonic() - deleted
     print(f"\ndependent garbage-collected {seconds:.1f} s after its owner was deleted")
     assert exists(control_plane, "configmap", "bystander", "-n", ns)
 
@@ -248,7 +242,9 @@ def test_kubeconfig_works_for_a_kopf_operator(
             ).stdout  # fmt: skip
             return annotation == "kopf"
 
-        wait_until(annotated, timeout=45, what="the kopf operator annotates the ConfigMap")
+        wait_until(
+            annotated, timeout=45, what="the kopf operator annotates the ConfigMap", interval=0.2
+        )
 
 
 def test_service_account_token_kubeconfig_is_bound_by_rbac(

@@ -14,11 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -26,11 +25,11 @@ from portfolio_operator.cluster import DASK_GROUP, DASK_VERSION
 from portfolio_operator.crd import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
 
 from tests.support.control_plane import ControlPlane, free_loopback_port
+from tests.support.polling import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"
 OPERATOR_SA = ("portfolio-system", "portfolio-operator")
-T = TypeVar("T")
 
 
 def dask_kubernetes_crds() -> list[Path]:
@@ -142,21 +141,6 @@ class OperatorProcess:
                 self.process.wait(10)
         self._log.close()
         return self.process.returncode
-
-
-def wait_until(
-    condition: Callable[[], T], timeout: float, what: str, log: Callable[[], str] | None = None
-) -> T:
-    """Poll until `condition()` is truthy and return it; fail naming `what` (and the log)."""
-    end = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > end:
-            detail = f"\n--- operator log ---\n{log()}" if log else ""
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting until {what}{detail}")
-        time.sleep(0.1)
 
 
 class Kube:

@@ -20,10 +20,10 @@ from tests.operator.harness import (
     OperatorProcess,
     install,
     operator_kubeconfig,
-    wait_until,
 )
 from tests.support.control_plane import ControlPlane
 from tests.support.dask_cluster import local_cluster
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.dask]
 
