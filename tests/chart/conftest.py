@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
 import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ NAMESPACE = "portfolio-system"
 
 
 def find_helm() -> Path | None:
-    """The helm the control-plane tests use: TEST_ASSET_HELM, KUBEBUILDER_ASSETS, the pinned
-    build of hack/kube-binaries.sh, then PATH."""
+    """The helm the control-plane tests use: TEST_ASSET_HELM, KUBEBUILDER_ASSETS, then the pinned
+    build of hack/kube-binaries.sh. Never PATH: a helm installed by hand may be any version."""
     if os.environ.get("TEST_ASSET_HELM"):
         return Path(os.environ["TEST_ASSET_HELM"])
     folders = (
@@ -33,8 +32,7 @@ def find_helm() -> Path | None:
     for folder in folders:
         if (folder / "helm").is_file() and os.access(folder / "helm", os.X_OK):
             return folder / "helm"
-    on_path = shutil.which("helm")
-    return Path(on_path) if on_path else None
+    return None
 
 
 @dataclass
@@ -99,7 +97,7 @@ def helm(tmp_path_factory: pytest.TempPathFactory) -> Helm:
     if binary is None:
         pytest.fail(
             "helm not found: run hack/kube-binaries.sh (it builds the pinned helm), or set "
-            "TEST_ASSET_HELM, or put helm on PATH",
+            "TEST_ASSET_HELM (or KUBEBUILDER_ASSETS)",
             pytrace=False,
         )
     return Helm(binary=binary, home=tmp_path_factory.mktemp("helm-home"))

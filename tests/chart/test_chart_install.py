@@ -31,6 +31,7 @@ from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT
 from tests.support.control_plane import ControlPlane, free_loopback_port
 from tests.support.dask_cluster import local_cluster
 from tests.support.kube_fixtures import find_binaries, fresh_namespace, running_control_plane
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.timeout(600)]
 
@@ -50,7 +51,7 @@ def plane() -> Iterator[ControlPlane]:
     if binaries.helm is None:
         pytest.fail(
             "helm not found: run hack/kube-binaries.sh (it builds the pinned helm), or set "
-            "TEST_ASSET_HELM, or put helm on PATH",
+            "TEST_ASSET_HELM (or KUBEBUILDER_ASSETS)",
             pytrace=False,
         )
     with running_control_plane(binaries) as control_plane:
@@ -224,17 +225,17 @@ def _sample(name: str, namespace: str, **cluster: object) -> str:
 
 
 def _wait_for_terminal_phase(plane: ControlPlane, namespace: str, name: str, log: Path) -> dict:
-    deadline = time.monotonic() + ANALYSIS_TIMEOUT
-    while time.monotonic() < deadline:
+    def finished() -> dict | None:
         resource = _get(plane, PLURAL, name, "--namespace", namespace)
         phase = resource.get("status", {}).get("phase")
-        if phase in ("Succeeded", "Failed"):
-            return resource
-        time.sleep(1)
-    pytest.fail(
-        f"{namespace}/{name} not finished after {ANALYSIS_TIMEOUT:.0f} s; status "
-        f"{json.dumps(resource.get('status'), indent=1)}\noperator log:\n{_tail(log)}"
-    )
+        return resource if phase in ("Succeeded", "Failed") else None
+
+    def detail() -> str:
+        status = _get(plane, PLURAL, name, "--namespace", namespace).get("status")
+        return f"status {json.dumps(status, indent=1)}\noperator log:\n{_tail(log)}"
+
+    return wait_until(finished, ANALYSIS_TIMEOUT, f"{namespace}/{name} finishes", detail,
+                      interval=1)  # fmt: skip
 
 
 def _run_reuse_scheduler_sample(
@@ -289,11 +290,14 @@ def _assert_succeeded_with_real_figures(
     report = json.loads(configmap["data"]["report.json"])
     assert report["report"]["securities_analyzed"] == tickers
     # Events were posted with the ServiceAccount's rights (a refused event is only logged).
-    events = _get(
-        plane, "events", "--namespace", namespace,
-        f"--field-selector=involvedObject.name={resource['metadata']['name']}",
-    )["items"]  # fmt: skip
-    assert events, f"no Events for the analysis:\n{_tail(log)}"
+    # kopf posts Events from a background queue: they may trail the status just read.
+    wait_until(
+        lambda: _get(
+            plane, "events", "--namespace", namespace,
+            f"--field-selector=involvedObject.name={resource['metadata']['name']}",
+        )["items"],
+        30, "the analysis has Events", lambda: _tail(log),
+    )  # fmt: skip
     # A refusal by RBAC fails the test; a write into a namespace that another test is deleting
     # ("... because it is being terminated") is the API server's, not the role's, refusal.
     refused = [
@@ -313,15 +317,14 @@ def test_install_creates_an_established_crd_service_account_and_rbac(
     plane.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     crd = _get(plane, "crd", CRD_NAME)
     assert crd["metadata"]["annotations"]["meta.helm.sh/release-name"] == RELEASE
+
     # The API server publishes the schema: `kubectl explain` teaches the resource.
     # (The OpenAPI document is published a moment after the CRD is Established.)
-    deadline = time.monotonic() + 30
-    while (
-        explain := plane.kubectl("explain", "pfa.spec.cluster.maxWorkers", check=False)
-    ).returncode:
-        assert time.monotonic() < deadline, explain.stderr
-        time.sleep(0.5)
-    explained = explain.stdout
+    def explain() -> str:
+        answer = plane.kubectl("explain", "pfa.spec.cluster.maxWorkers", check=False)
+        return answer.stdout if answer.returncode == 0 else ""
+
+    explained = wait_until(explain, 30, "kubectl explain knows the resource", interval=0.5)
     assert "<integer>" in explained and "DESCRIPTION" in explained.upper()
 
     service_account = _get(plane, "serviceaccount", FULLNAME, "--namespace", NAMESPACE)
@@ -483,14 +486,11 @@ def test_upgrade_with_changed_values(
 
 def _eventually(check, what: str, logs: list[Path], timeout: float = 120.0):
     """The first truthy value of `check()`; fails with the controllers' logs after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    tails = "\n".join(f"--- {log.name}\n{_tail(log, 30)}" for log in logs)
-    pytest.fail(f"{what} did not happen within {timeout:.0f} s\n{tails}")
+
+    def tails() -> str:
+        return "\n".join(f"--- {log.name}\n{_tail(log, 30)}" for log in logs)
+
+    return wait_until(check, timeout, what, tails, interval=0.5)
 
 
 def _named(plane: ControlPlane, kind: str, namespace: str, **selector: str) -> dict[str, dict]:
@@ -588,7 +588,5 @@ def test_uninstall_removes_the_operator_and_keeps_the_crd_and_the_analyses(
     annotations = _get(plane, "crd", CRD_NAME)["metadata"]["annotations"]
     assert "helm.sh/resource-policy" not in annotations
     plane.helm("uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout=60s")
-    deadline = time.monotonic() + 60
-    while plane.kubectl("get", "crd", CRD_NAME, check=False).returncode == 0:
-        assert time.monotonic() < deadline, "the CRD was not deleted"
-        time.sleep(0.5)
+    wait_until(lambda: plane.kubectl("get", "crd", CRD_NAME, check=False).returncode != 0, 60,
+               "uninstall deleted the CRD", interval=0.5)  # fmt: skip

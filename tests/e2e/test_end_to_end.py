@@ -252,9 +252,8 @@ def test_autoscaler_adds_workers_under_load_and_removes_them_after(
             raise AssertionError(kube.describe(namespace))
         return current
 
-    while observe() != "Succeeded":
-        assert time.monotonic() - started < RUN_TIMEOUT, (seen, kube.describe(namespace))
-        time.sleep(2)
+    wait_until(lambda: observe() == "Succeeded", RUN_TIMEOUT, "the analysis succeeds",
+               lambda: f"{seen}\n{kube.describe(namespace)}", interval=2)  # fmt: skip
     peak = max(count for _, _, count in seen)
     assert peak >= 2, f"the worker count never rose above {peak}: {seen}"
     assert peak <= 3, f"more workers than maxWorkers: {seen}"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -200,6 +201,22 @@ class Kube:
 
     def reasons(self, name: str) -> list[str]:
         return [e.reason for e in self.events(name)]
+
+    def wait_for_reasons(
+        self, name: str, *reasons: str, timeout: float = 30, detail=None
+    ) -> list[str]:
+        """Wait until each of ``reasons`` was posted for ``name`` (a reason listed twice, twice).
+
+        kopf posts Events from a background queue, so an Event may trail the status that a
+        test has just seen: read once, the assertion would race it. Returns every reason posted.
+        """
+        wanted = Counter(reasons)
+
+        def posted() -> list[str] | None:
+            seen = self.reasons(name)
+            return seen if not wanted - Counter(seen) else None
+
+        return wait_until(posted, timeout, f"Events {sorted(wanted.elements())} for {name}", detail)
 
     def configmap(self, name: str) -> Any:
         try:

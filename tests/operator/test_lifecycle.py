@@ -120,10 +120,8 @@ def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_repor
     assert sorted(r["ticker"] for r in status["results"]) == sorted(TICKERS)
     assert all(r["close"] > 0 for r in status["results"])
 
-    reasons = kube.reasons("figures")
-    for reason in ("Accepted", "Started", "Completed"):
-        assert reason in reasons, reasons
-    assert reasons.count("Completed") == 1
+    reasons = kube.wait_for_reasons("figures", "Accepted", "Started", "Completed")
+    assert reasons.count("Completed") == 1, reasons
 
     configmap = kube.configmap(status["reportConfigMap"])
     assert configmap.metadata.owner_references[0].uid == created["metadata"]["uid"]
@@ -175,7 +173,7 @@ def test_without_scheduler_address_an_owned_cluster_and_autoscaler_are_created_a
     assert status["phase"] == "Provisioning"
     assert status["daskCluster"]["name"] == "own-cluster-dask"
     assert status["workers"] == "2-5"
-    assert "ClusterCreated" in kube.reasons("own-cluster")
+    kube.wait_for_reasons("own-cluster", "ClusterCreated", detail=operator.log)
 
     kube.delete_pfa("own-cluster")
     wait_until(lambda: kube.pfa("own-cluster") is None, 60, "the resource is gone", operator.log)
@@ -199,9 +197,7 @@ def test_created_cluster_runs_to_succeeded_then_cluster_and_resource_are_deleted
     finished = time.monotonic()
     wait_until(lambda: kube.dask("daskclusters", "ttl-dask") is None, 30,
                "onCompletion: Delete removed the cluster", operator.log)  # fmt: skip
-    # kopf posts Events from a background queue: the Event may trail the deletion a little.
-    wait_until(lambda: "ClusterDeleted" in kube.reasons("ttl"), 15, "a ClusterDeleted Event",
-               operator.log)  # fmt: skip
+    kube.wait_for_reasons("ttl", "ClusterDeleted", detail=operator.log)
     wait_until(lambda: kube.pfa("ttl") is None, 30, "the TTL deleted the resource", operator.log)
     assert time.monotonic() - finished >= 2, "deleted long before ttlSecondsAfterFinished"
     wait_until(lambda: kube.configmap("ttl-report") is None, 30, "the report went with it")
@@ -230,7 +226,7 @@ def test_an_expired_deadline_fails_the_resource_and_cancels_the_run(
         assert "activeDeadlineSeconds=15" in failed["message"]
         assert 15 <= kube.status("deadline")["durationSeconds"] < 40
         assert kube.condition("deadline", "Complete")["status"] == "False"
-        assert "DeadlineExceeded" in kube.reasons("deadline")
+        kube.wait_for_reasons("deadline", "DeadlineExceeded", detail=operator.log)
         # Really cancelled: the run's tasks leave the scheduler (it would wait forever).
         wait_until(lambda: tasks() == 0, 30, "the run's tasks were cancelled", operator.log)
 
@@ -247,8 +243,7 @@ def test_an_operator_killed_mid_run_ends_with_one_terminal_status_and_one_cluste
     first.kill9()
 
     second = start_operator(scheduler_address=empty_dask_cluster.scheduler_address)
-    wait_until(lambda: "RunRestarted" in kube.reasons("restart"), 60,
-               "the new operator restarted the run", second.log)  # fmt: skip
+    kube.wait_for_reasons("restart", "RunRestarted", timeout=60, detail=second.log)
     empty_dask_cluster.scale(2)  # workers arrive: the run can finish now
     wait_until(phase_is(kube, "restart", "Succeeded", "Failed"), 180, "the analysis ends",
                second.log)  # fmt: skip
@@ -258,7 +253,7 @@ def test_an_operator_killed_mid_run_ends_with_one_terminal_status_and_one_cluste
     assert status["attempts"] == 2
     assert kube.condition("restart", "Complete")["status"] == "True"
     assert kube.condition("restart", "Failed")["status"] == "False"
-    reasons = kube.reasons("restart")
+    reasons = kube.wait_for_reasons("restart", "Completed", "ClusterCreated", detail=second.log)
     assert reasons.count("Completed") == 1, reasons
     assert reasons.count("ClusterCreated") == 1, reasons
     clusters = kube.dask("daskclusters")
@@ -319,7 +314,8 @@ def test_an_unreachable_scheduler_is_retried_then_fails_saying_what_to_check(
     assert failed["reason"] == "SchedulerUnreachable"
     assert f"cannot reach the Dask scheduler at {address}" in failed["message"]
     assert kube.status("unreachable")["attempts"] == 2
-    assert kube.reasons("unreachable").count("RunRetrying") == 1
+    reasons = kube.wait_for_reasons("unreachable", "RunRetrying", detail=operator.log)
+    assert reasons.count("RunRetrying") == 1, reasons
 
 
 def test_a_spec_change_runs_the_analysis_again_for_the_new_generation(
@@ -345,7 +341,8 @@ def test_a_spec_change_runs_the_analysis_again_for_the_new_generation(
     assert sorted(r["ticker"] for r in second["results"]) == ["AAPL", "IBM"]
     assert second["startTime"] >= first["completionTime"]
     assert kube.condition("rerun", "Complete")["observedGeneration"] == 2
-    assert kube.reasons("rerun").count("Accepted") == 2
+    reasons = kube.wait_for_reasons("rerun", "Accepted", "Accepted", detail=operator.log)
+    assert reasons.count("Accepted") == 2, reasons
 
 
 def test_deleting_a_running_analysis_stops_its_dask_work(

@@ -95,7 +95,7 @@ class KubeBinaries:
         """Look each binary up as envtest does, then in the pinned cache folder.
 
         Order per binary: its TEST_ASSET_* variable, then $KUBEBUILDER_ASSETS/<name>, then
-        the folder hack/kube-binaries.sh builds into. helm may also come from PATH.
+        the folder hack/kube-binaries.sh builds into (never PATH: the pinned versions only).
         Raises BinariesNotFoundError naming every missing binary and how to get it.
         """
         folders = []
@@ -116,8 +116,6 @@ class KubeBinaries:
                 continue
             candidates = [folder / name for folder in folders]
             path = next((c for c in candidates if _is_executable(c)), None)
-            if path is None and name == "helm" and shutil.which("helm"):
-                path = Path(shutil.which("helm") or "")
             if path is not None:
                 found[name] = path
             elif name != "helm":
@@ -740,7 +738,7 @@ class ControlPlane:
         if self.binaries.helm is None:
             raise BinariesNotFoundError(
                 "helm not found: run hack/kube-binaries.sh (it builds the pinned helm) or "
-                "set TEST_ASSET_HELM / put helm on PATH"
+                "set TEST_ASSET_HELM or KUBEBUILDER_ASSETS"
             )
         return self._run([str(self.binaries.helm), *args], input, check, timeout)
 

@@ -1,0 +1,74 @@
+"""`./dev test` on a machine that has only Python: every tool the tests call comes from ./dev.
+
+A developer's PATH often holds uv, Go, helm or kubectl installed by hand, and a suite that
+calls them by name passes there and fails for a new user. This runs the fast part of the suite
+through `./dev test` with the PATH of a bare Debian/Ubuntu (where a tool on that PATH would
+still hide the problem, a stand-in that fails loudly is put in front of it).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BARE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+# Tools a user does not have before ./dev provides them.
+PROVIDED_BY_DEV = ("uv", "uvx", "go", "helm", "kubectl", "ruff", "pytest")
+
+
+def hide_tools(folder: Path) -> list[str]:
+    """Stand-ins, in `folder`, for each PROVIDED_BY_DEV tool that the bare PATH has anyway."""
+    folder.mkdir()
+    hidden = []
+    for tool in PROVIDED_BY_DEV:
+        if shutil.which(tool, path=BARE_PATH):
+            stand_in = folder / tool
+            stand_in.write_text(
+                f"#!/bin/sh\necho '{tool} is not on a new machine: ./dev must provide it' >&2\n"
+                "exit 127\n"
+            )
+            stand_in.chmod(0o755)
+            hidden.append(tool)
+    return hidden
+
+
+@pytest.mark.timeout(1800)
+def test_fast_suite_passes_through_dev_with_a_bare_path(tmp_path: Path) -> None:
+    hidden = hide_tools(tmp_path / "hidden")
+    results = tmp_path / "results.xml"
+    env = {
+        "HOME": os.environ["HOME"],
+        "PATH": f"{tmp_path / 'hidden'}:{BARE_PATH}",
+        "LANG": "C.UTF-8",
+    }
+    # Where ./dev finds (or builds) helm and the other pinned Kubernetes binaries.
+    for variable in ("KUBEBUILDER_ASSETS", "XDG_CACHE_HOME"):
+        if variable in os.environ:
+            env[variable] = os.environ[variable]
+    run = subprocess.run(
+        [
+            "./dev", "test", "-m", "not kube and not e2e", "-q", "-p", "no:cacheprovider",
+            f"--ignore={Path(__file__).parent}", f"--junitxml={results}",
+        ],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    output = f"(hid {hidden or 'nothing'})\n{run.stdout[-6000:]}\n{run.stderr[-3000:]}"
+    assert run.returncode == 0, output
+    suite = ElementTree.parse(results).getroot().find("testsuite")
+    assert suite is not None, output
+    counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
+    assert counts["failures"] == counts["errors"] == 0, (counts, output)
+    assert counts["tests"] - counts["skipped"] > 100, (counts, output)
+    # The tests that run uv themselves (the image recipe's `uv sync`, `uv export`) ran and passed.
+    image_tests = [
+        case
+        for case in suite.iter("testcase")
+        if case.get("classname", "").endswith("test_image") and case.find("skipped") is None
+    ]
+    assert len(image_tests) >= 5, output
