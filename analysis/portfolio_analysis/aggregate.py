@@ -16,9 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-# VADER's own convention for calling a compound score positive or negative.
-POSITIVE_SENTIMENT = 0.05
-NEGATIVE_SENTIMENT = -0.05
+from portfolio_analysis.vocabulary import NEGATIVE_SENTIMENT, POSITIVE_SENTIMENT
 
 PRICING_COLUMNS = ["ticker", "source", "close", "start", "end", "days"]
 

@@ -25,10 +25,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from portfolio_analysis.config import NEWS_SOURCES, PRICE_SOURCES, AnalysisConfig
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, NEWS_SOURCES, PRICE_SOURCES
 
 PROG = "portfolio-analysis"
-UNIVERSES = ("sample", "sp500")
 DEFAULT_OUTPUT = Path("portfolio-report")
 TABLE_WIDTH = 140  # columns of the summary table when stdout is not a terminal
 STAGE_LABELS = {
@@ -125,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     what.add_argument(
         "--universe",
-        choices=UNIVERSES,
+        choices=EMBEDDED_DATASETS,
         help="an embedded universe: sample (5 stocks) or sp500 (524 stocks, 2009-2010)",
     )
     run.add_argument(

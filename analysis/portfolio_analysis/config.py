@@ -11,17 +11,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
-PRICE_SOURCES = ("yfinance", "stooq", "local", "embedded", "synthetic")
-NEWS_SOURCES = ("yfinance", "rss", "embedded")
-
-# The order a user gets when they ask for "live" data: real services first, then the
-# data that ships inside the package, so a run still finishes offline.
-LIVE_PRICE_ORDER = ("yfinance", "stooq", "local", "embedded")
-LIVE_NEWS_ORDER = ("yfinance", "rss", "embedded")
-
-# Embedded price data sets (see embedded.py). The first one holding a ticker serves it, so a
-# run over the S&P 500 universe should put "sp500" first to keep every ticker on the same dates.
-EMBEDDED_DATASETS = ("sample", "sp500")
+from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, NEWS_SOURCES, PRICE_SOURCES
 
 
 def default_cache_dir() -> Path:

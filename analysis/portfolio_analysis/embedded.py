@@ -29,7 +29,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pandas as pd
 
-OHLCV = ("open", "high", "low", "close", "volume")
+from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, OHLCV_COLUMNS
 
 SAMPLE_TICKERS = ("AAPL", "MSFT", "IBM", "GOOG", "FB")
 
@@ -38,8 +38,6 @@ SAMPLE_PORTFOLIO: Mapping[str, float] = MappingProxyType(
     {"AAPL": 100.0, "MSFT": 150.0, "IBM": 40.0, "GOOG": 20.0, "FB": 120.0}
 )
 
-DATASETS = ("sample", "sp500")
-UNIVERSES = ("sample", "sp500")
 
 # Which embedded data set serves a ticker first, per universe: a universe's own data set
 # first, so that every ticker of one run shares the same dates.
@@ -63,9 +61,9 @@ def _frames_by_ticker(long: pd.DataFrame) -> dict[str, pd.DataFrame]:
     starts = np.concatenate(([0], bounds))
     stops = np.concatenate((bounds, [len(long)]))
     index = pd.DatetimeIndex(long["date"].to_numpy(), name="date")
-    values = long[list(OHLCV)].to_numpy(dtype=np.float64)
+    values = long[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64)
     return {
-        str(tickers[a]): pd.DataFrame(values[a:b], index=index[a:b], columns=list(OHLCV))
+        str(tickers[a]): pd.DataFrame(values[a:b], index=index[a:b], columns=list(OHLCV_COLUMNS))
         for a, b in zip(starts, stops, strict=True)
     }
 
@@ -108,7 +106,9 @@ def dataset_histories(name: str) -> Mapping[str, pd.DataFrame]:
         return sample_histories()
     if name == "sp500":
         return sp500_histories()
-    raise ValueError(f"unknown embedded data set {name!r}: choose from {', '.join(DATASETS)}")
+    raise ValueError(
+        f"unknown embedded data set {name!r}: choose from {', '.join(EMBEDDED_DATASETS)}"
+    )
 
 
 def universe_tickers(name: str) -> list[str]:
@@ -117,7 +117,7 @@ def universe_tickers(name: str) -> list[str]:
         return list(SAMPLE_TICKERS)
     if name == "sp500":
         return sorted(sp500_histories())
-    raise ValueError(f"unknown universe {name!r}: choose from {', '.join(UNIVERSES)}")
+    raise ValueError(f"unknown universe {name!r}: choose from {', '.join(EMBEDDED_DATASETS)}")
 
 
 def _ticker_seed(ticker: str, seed: int) -> np.random.SeedSequence:
@@ -160,7 +160,7 @@ def synthetic_histories(
     surprise = np.abs(log_returns) / daily_vol
     volume = np.round(np.exp(log_volume + 0.3 * shocks[4] + 0.25 * surprise))
     fields = np.stack([open_, high, low, close, volume], axis=-1)  # tickers x days x 5
-    columns = pd.Index(OHLCV)
+    columns = pd.Index(OHLCV_COLUMNS)
     result = {}
     for row, ticker in enumerate(tickers):
         frame = pd.DataFrame(fields[row], index=dates, columns=columns, copy=False)

@@ -29,6 +29,7 @@ from prefect.utilities.annotations import quote  # noqa: E402
 
 from portfolio_analysis import aggregate, pipeline  # noqa: E402
 from portfolio_analysis.config import AnalysisConfig  # noqa: E402
+from portfolio_analysis.vocabulary import ANALYSES  # noqa: E402
 
 
 def _as_task(function, name: str):
@@ -204,7 +205,7 @@ def dask_combined_analysis_flow(
     holdings: Mapping[str, float] | None = None,
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
-    analyses: Collection[str] = pipeline.ANALYSES,
+    analyses: Collection[str] = ANALYSES,
 ) -> dict:
     """Everything in one pass on one client: news alongside prices, indicators from the
     prices already fetched, portfolio figures from their closes.

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.vocabulary import ANALYSES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -53,7 +54,6 @@ MAX_BATCH_SIZE = 100
 TASK_RETRIES = 2
 POLL_SECONDS = 0.005
 
-ANALYSES = ("pricing", "technicals", "news", "portfolio")
 
 Progress = Callable[[str, int, int], None]
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from portfolio_analysis.aggregate import NEGATIVE_SENTIMENT, POSITIVE_SENTIMENT, jsonable
+from portfolio_analysis.aggregate import jsonable
+from portfolio_analysis.vocabulary import NEGATIVE_SENTIMENT, POSITIVE_SENTIMENT
 
 if TYPE_CHECKING:
     from rich.table import Table

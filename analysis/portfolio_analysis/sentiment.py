@@ -43,10 +43,7 @@ from portfolio_analysis.ratelimit import (
     retry_after_seconds,
     service_for_host,
 )
-
-# VADER's own convention for calling a compound score positive or negative.
-POSITIVE_THRESHOLD = 0.05
-NEGATIVE_THRESHOLD = -0.05
+from portfolio_analysis.vocabulary import NEGATIVE_SENTIMENT, POSITIVE_SENTIMENT
 
 # Recency weighting: an article's weight halves every RECENCY_HALF_LIFE_DAYS of age. A news
 # item moves a stock over days, not months: with a 7-day half-life last week's headline
@@ -137,9 +134,9 @@ def score_headlines(headlines: Sequence[str]) -> list[float]:
 
 def classify(score: float) -> str:
     """ "positive", "negative" or "neutral" by VADER's +-0.05 convention."""
-    if score >= POSITIVE_THRESHOLD:
+    if score >= POSITIVE_SENTIMENT:
         return "positive"
-    if score <= NEGATIVE_THRESHOLD:
+    if score <= NEGATIVE_SENTIMENT:
         return "negative"
     return "neutral"
 

@@ -70,11 +70,9 @@ from portfolio_analysis.ratelimit import (
     pause_on_429,
 )
 from portfolio_analysis.validation import PriceDataError, validate_ohlcv
+from portfolio_analysis.vocabulary import TICKER_RE
 
 log = logging.getLogger(__name__)
-
-# Letters, digits and the punctuation exchanges use: BRK.B, BF-B, ^GSPC, EURUSD=X.
-TICKER_PATTERN = re.compile(r"^[A-Z0-9][A-Z0-9.\-=]{0,14}$|^\^[A-Z0-9.\-]{1,14}$")
 
 # yfinance keeps process-wide state (one session for every call, a global "hide exceptions"
 # switch it flips during download): two threads using it at once with different sessions
@@ -781,7 +779,7 @@ def normalise_tickers(tickers: Sequence[str] | str) -> tuple[list[str], dict[str
     invalid: dict[str, str] = {}
     for raw in tickers:
         ticker = str(raw).strip().upper()
-        if TICKER_PATTERN.match(ticker):
+        if TICKER_RE.match(ticker):
             valid[ticker] = None
         else:
             invalid[str(raw)] = (

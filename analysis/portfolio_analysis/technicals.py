@@ -26,9 +26,10 @@ import numba
 import numpy as np
 import pandas as pd
 
+from portfolio_analysis.vocabulary import OHLCV_COLUMNS
+
 Panel = dict[str, pd.DataFrame]
 
-FIELDS = ("open", "high", "low", "close", "volume")
 REQUIRED_FIELDS = ("high", "low", "close")
 
 SMA_WINDOWS = (20, 50, 200)
@@ -90,18 +91,20 @@ def _check_history(ticker: str, frame: pd.DataFrame) -> None:
 
 
 def _ohlcv_values(ticker: str, frame: pd.DataFrame) -> np.ndarray:
-    """The frame's ``FIELDS`` as a dates x fields float array (NaN for a missing field)."""
+    """The frame's ``OHLCV_COLUMNS`` as a dates x fields float array (NaN for a missing field)."""
     try:
-        if list(frame.columns) == list(FIELDS):  # validated histories: one cheap conversion
+        if list(frame.columns) == list(OHLCV_COLUMNS):  # validated histories: one cheap conversion
             return frame.to_numpy(dtype=np.float64)
-        values = np.full((len(frame), len(FIELDS)), np.nan)
-        for i, field in enumerate(FIELDS):
+        values = np.full((len(frame), len(OHLCV_COLUMNS)), np.nan)
+        for i, field in enumerate(OHLCV_COLUMNS):
             if field in frame.columns:
                 values[:, i] = frame[field].to_numpy(dtype=np.float64)
         return values
     except (TypeError, ValueError) as exc:
         bad = [
-            f for f in FIELDS if f in frame.columns and not pd.api.types.is_numeric_dtype(frame[f])
+            f
+            for f in OHLCV_COLUMNS
+            if f in frame.columns and not pd.api.types.is_numeric_dtype(frame[f])
         ]
         what = f"column {bad[0]!r}" if bad else "a price column"
         raise ValueError(f"{ticker}: {what} is not numeric ({exc})") from None
@@ -131,7 +134,7 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
         )
         positions = [dates.get_indexer(f.index) for f in frames]
     columns = pd.Index(tickers, name="ticker")
-    blocks = np.full((len(FIELDS), len(tickers), len(dates)), np.nan)  # tickers x dates
+    blocks = np.full((len(OHLCV_COLUMNS), len(tickers), len(dates)), np.nan)  # tickers x dates
     for row, (ticker, frame) in enumerate(zip(tickers, frames, strict=True)):
         values = _ohlcv_values(ticker, frame)  # dates x fields
         if positions is None:
@@ -140,7 +143,7 @@ def build_panel(histories: Mapping[str, pd.DataFrame]) -> Panel:
             blocks[:, row, positions[row]] = values.T
     return {
         field: pd.DataFrame(blocks[i].T, index=dates, columns=columns, copy=False)
-        for i, field in enumerate(FIELDS)
+        for i, field in enumerate(OHLCV_COLUMNS)
     }
 
 
@@ -409,7 +412,7 @@ def compile_kernels() -> None:
     """Compile the indicator kernel now (or load it from numba's cache) instead of at the
     first analysis; the image build runs this so its pods start with the machine code."""
     dates = pd.bdate_range("2024-01-01", periods=3)
-    history = pd.DataFrame({field: [1.0, 2.0, 3.0] for field in FIELDS}, index=dates)
+    history = pd.DataFrame({field: [1.0, 2.0, 3.0] for field in OHLCV_COLUMNS}, index=dates)
     compute_indicators(build_panel({"FULL": history, "GAPS": history.iloc[[0, 2]]}))
 
 

@@ -32,8 +32,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-PRICE_COLUMNS = ("open", "high", "low", "close")
-OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
+from portfolio_analysis.vocabulary import OHLCV_COLUMNS, PRICE_COLUMNS
+
 MAX_MISSING_FRACTION = 0.10
 
 

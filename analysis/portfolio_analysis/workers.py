@@ -23,10 +23,10 @@ import numpy as np
 import pandas as pd
 
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.vocabulary import OHLCV_COLUMNS
 
 log = logging.getLogger(__name__)
 
-OHLCV = ["open", "high", "low", "close", "volume"]
 # Indicator columns carried into the chart series of the HTML report.
 SERIES_COLUMNS = [
     "close",
@@ -125,9 +125,9 @@ def price_batch_summary(batch: PriceBatch) -> BatchResult:
 
 
 def _ohlcv_records(frame: pd.DataFrame) -> list[dict]:
-    records = frame[OHLCV].reset_index()
+    records = frame[list(OHLCV_COLUMNS)].reset_index()
     records["date"] = records.iloc[:, 0].dt.strftime("%Y-%m-%d")
-    return records[["date", *OHLCV]].to_dict(orient="records")
+    return records[["date", *OHLCV_COLUMNS]].to_dict(orient="records")
 
 
 def fetch_price_from_multiple_sources(

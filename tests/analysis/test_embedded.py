@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from portfolio_analysis import embedded
+from portfolio_analysis.vocabulary import OHLCV_COLUMNS
 
 
 def _raw_bokeh(ticker: str) -> pd.DataFrame:
@@ -105,7 +106,7 @@ def test_synthetic_histories_look_like_daily_ohlcv():
     for frame in histories.values():
         assert frame.index.equals(dates)
         assert list(frame.columns) == ["open", "high", "low", "close", "volume"]
-    panel = {f: pd.concat({t: h[f] for t, h in histories.items()}, axis=1) for f in embedded.OHLCV}
+    panel = {f: pd.concat({t: h[f] for t, h in histories.items()}, axis=1) for f in OHLCV_COLUMNS}
     assert (panel["low"] > 0).all().all()
     assert (panel["high"] >= np.maximum(panel["open"], panel["close"])).all().all()
     assert (panel["low"] <= np.minimum(panel["open"], panel["close"])).all().all()
