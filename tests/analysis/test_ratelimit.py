@@ -95,9 +95,9 @@ def test_the_measurement_catches_a_limit_that_holds_per_process_only(tmp_path):
 
 
 def _fetch_from_stooq(config: AnalysisConfig, tickers: list[str], barrier, out) -> None:
-    from portfolio_analysis import sources
+    from portfolio_analysis.network import http_client
 
-    sources._stooq_client.cache_clear()  # don't share the parent's pooled connections
+    http_client.cache_clear()  # don't share the parent's pooled connections
     barrier.wait()
     released = time.time()
     histories, failures = fetch_histories(tickers, config)

@@ -21,13 +21,12 @@ from portfolio_analysis.ratelimit import LocalRateLimiter
 from portfolio_analysis.sources import (
     SyntheticSource,
     YFinanceSource,
-    _capture_yfinance_log,
-    _instrument,
-    _YahooResponses,
     describe_yahoo_failure,
     fetch_histories,
+    make_sources,
     stooq_symbol,
 )
+from portfolio_analysis.sources.yahoo import _capture_yfinance_log, _instrument, _YahooResponses
 from portfolio_analysis.workers import fetch_price_batch, fetch_price_from_multiple_sources
 
 from tests.support.local_http import LocalHTTPServer, Reply, Request
@@ -410,8 +409,6 @@ def test_first_good_answer_wins_in_the_configured_order(tmp_path, stooq):
     cfg = stooq_config(tmp_path, stooq, "yfinance", "stooq", "embedded")
     with local_yahoo(tmp_path) as (server, session):
         server.route("/v8/finance/chart/", chart_route({"AAPL": ohlcv(9)}))
-        from portfolio_analysis.sources import make_sources
-
         sources = [yahoo_source(cfg, session), *make_sources(cfg)[1:]]
         histories, failures = fetch_histories(["AAPL", "MSFT", "ZZZZ"], cfg, sources)
 
@@ -538,7 +535,9 @@ def test_every_yahoo_request_passes_the_limiter_exactly_once(tmp_path, monkeypat
             pass
 
     counting = Counting()
-    monkeypatch.setattr("portfolio_analysis.sources.limiter_for", lambda config, service: counting)
+    monkeypatch.setattr(
+        "portfolio_analysis.sources.yahoo.limiter_for", lambda config, service: counting
+    )
     cfg = config(tmp_path, "yfinance")
     with local_yahoo(tmp_path) as (server, session):
         server.route("/v8/finance/chart/", chart_route({"AAPL": ohlcv(), "MSFT": ohlcv(1)}))

@@ -1,0 +1,179 @@
+"""Fetching with fallback: the sources in ``config.price_sources`` order, each retried.
+
+A later source is only asked for the tickers every earlier one failed; only the tickers that
+failed transiently are asked again (network.with_retries, the policy news shares); network
+sources' answers are kept in the disk cache (cache.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from datetime import date
+
+import pandas as pd
+
+from portfolio_analysis.cache import PriceCache
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.network import (
+    SourceUnavailableError,
+    TransientSourceError,
+    gave_up,
+    with_retries,
+)
+from portfolio_analysis.sources.base import PriceHistory, PriceSource, network_window
+from portfolio_analysis.sources.builtin import EmbeddedSource, SyntheticSource
+from portfolio_analysis.sources.local import LocalFolderSource
+from portfolio_analysis.sources.stooq import StooqSource
+from portfolio_analysis.sources.yahoo import YFinanceSource
+from portfolio_analysis.validation import PriceDataError, validate_ohlcv
+from portfolio_analysis.vocabulary import TICKER_RE
+
+log = logging.getLogger(__name__)
+
+SOURCE_TYPES: Mapping[str, Callable[[AnalysisConfig], PriceSource]] = {
+    "yfinance": YFinanceSource,
+    "stooq": StooqSource,
+    "local": LocalFolderSource,
+    "embedded": EmbeddedSource,
+    "synthetic": SyntheticSource,
+}
+
+# Sources whose answers are worth keeping on disk (the rest are local already).
+CACHED_SOURCES = frozenset({"yfinance", "stooq"})
+
+
+def make_sources(config: AnalysisConfig) -> list[PriceSource]:
+    return [SOURCE_TYPES[name](config) for name in config.price_sources]
+
+
+def normalise_tickers(tickers: Sequence[str] | str) -> tuple[list[str], dict[str, str]]:
+    """Upper-cased unique tickers in order, and the invalid ones with a reason."""
+    if isinstance(tickers, str):
+        tickers = [tickers]
+    valid: dict[str, None] = {}
+    invalid: dict[str, str] = {}
+    for raw in tickers:
+        ticker = str(raw).strip().upper()
+        if TICKER_RE.match(ticker):
+            valid[ticker] = None
+        else:
+            invalid[str(raw)] = (
+                "not a valid ticker symbol (use letters, digits and . - = ^, e.g. AAPL, BRK.B)"
+            )
+    return list(valid), invalid
+
+
+def fetch_with_retry(
+    source: PriceSource,
+    tickers: Sequence[str],
+    start: date | None,
+    end: date | None,
+    config: AnalysisConfig,
+) -> dict[str, pd.DataFrame | Exception]:
+    """``source.fetch``, asking again only for tickers that failed transiently."""
+    results: dict[str, pd.DataFrame | Exception] = {}
+
+    def attempt() -> None:
+        pending = [
+            t for t in tickers if t not in results or isinstance(results[t], TransientSourceError)
+        ]
+        try:
+            answers = source.fetch(pending, start, end)
+        except (TransientSourceError, SourceUnavailableError, PriceDataError) as error:
+            answers = dict.fromkeys(pending, error)
+        except Exception as error:  # a bug or an unforeseen library error: say so, go on
+            log.warning("price source %s failed", source.name, exc_info=True)
+            failure = SourceUnavailableError(
+                f"failed unexpectedly ({type(error).__name__}: {str(error)[:200]})"
+            )
+            answers = dict.fromkeys(pending, failure)
+        results.update({t: answers.get(t, PriceDataError(t, "no answer")) for t in pending})
+        transient = [results[t] for t in pending if isinstance(results[t], TransientSourceError)]
+        if transient:  # one retry for all of them, as long as the longest Retry-After asks
+            raise TransientSourceError(
+                f"{len(transient)} of {len(pending)} tickers failed transiently",
+                max(e.retry_after or 0.0 for e in transient) or None,
+            )
+
+    # Out of attempts, each ticker keeps its last answer; _reason says it gave up.
+    with contextlib.suppress(TransientSourceError):
+        with_retries(config, attempt)
+    return results
+
+
+def _reason(error: Exception, config: AnalysisConfig) -> str:
+    if isinstance(error, PriceDataError):
+        return error.reason
+    if isinstance(error, TransientSourceError):
+        return gave_up(error, config)
+    return str(error) or type(error).__name__
+
+
+def fetch_histories(
+    tickers: Sequence[str] | str,
+    config: AnalysisConfig | None = None,
+    sources: Sequence[PriceSource] | None = None,
+) -> tuple[dict[str, PriceHistory], dict[str, str]]:
+    """Successes (ticker -> PriceHistory) and failures (ticker -> reasons from every source).
+
+    ``sources`` replaces the ones ``config.price_sources`` names (tests inject sessions so).
+    Never raises for a bad ticker or a failing source.
+    """
+    config = config or AnalysisConfig()
+    pending, failures = normalise_tickers(tickers)
+    reasons: dict[str, list[str]] = {t: [] for t in pending}
+    histories: dict[str, PriceHistory] = {}
+    cache = (
+        PriceCache(config.cache_dir, config.cache_ttl_seconds)
+        if config.use_cache and config.cache_dir is not None
+        else None
+    )
+    for source in sources if sources is not None else make_sources(config):
+        if not pending:
+            break
+        cached = cache is not None and source.name in CACHED_SOURCES
+        start, end = (
+            network_window(config.start, config.end, config)
+            if cached
+            else (
+                config.start,
+                config.end,
+            )
+        )
+        answers: dict[str, pd.DataFrame | Exception] = {}
+        if cached:
+            for ticker in pending:
+                hit = cache.get(source.name, ticker, start, end)
+                if hit is not None:
+                    answers[ticker] = hit
+        to_fetch = [t for t in pending if t not in answers]
+        if to_fetch:
+            fetched = fetch_with_retry(source, to_fetch, start, end, config)
+            answers.update(fetched)
+        still_pending = []
+        for ticker in pending:
+            answer = answers[ticker]
+            try:
+                if isinstance(answer, Exception):
+                    raise answer
+                frame = validate_ohlcv(ticker, answer, min_rows=config.min_history_days)
+            except Exception as error:  # every failure becomes a reason, none escapes
+                reasons[ticker].append(f"{source.name}: {_reason(error, config)}")
+                still_pending.append(ticker)
+                continue
+            if cached and ticker in to_fetch:
+                try:
+                    cache.put(source.name, ticker, start, end, frame)
+                except OSError as error:
+                    log.warning("could not cache %s from %s: %s", ticker, source.name, error)
+            if reasons[ticker]:
+                log.warning(
+                    "%s served by %s after: %s", ticker, source.name, "; ".join(reasons[ticker])
+                )
+            histories[ticker] = PriceHistory(ticker, frame, source.name, tuple(reasons[ticker]))
+        pending = still_pending
+    for ticker in pending:
+        failures[ticker] = "; ".join(reasons[ticker]) or "no price source configured"
+    return histories, failures
