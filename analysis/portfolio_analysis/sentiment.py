@@ -29,15 +29,20 @@ from urllib.parse import quote
 import feedparser
 import httpx
 import numpy as np
-import tenacity
 import yaml
 from curl_cffi import requests as curl_requests
 from curl_cffi.requests import exceptions as curl_exceptions
 from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.network import (
+    YFINANCE_LOCK,
+    TransientSourceError,
+    gave_up,
+    http_client,
+    with_retries,
+)
 from portfolio_analysis.ratelimit import (
-    MAX_PAUSE_SECONDS,
     limiter_for,
     pause_on_429,
     retry_after_seconds,
@@ -330,55 +335,19 @@ def summarize_sentiment(
 
 
 # --- network sources -----------------------------------------------------------------------
-# Retries use tenacity (exponential backoff with full jitter, Retry-After honoured). Every
-# request passes the shared request-rate limit (ratelimit.py), grouped by company: Yahoo's
-# news, Yahoo's RSS feeds and yfinance prices count against one "yahoo" limit.
-
-USER_AGENT = "portfolio-operator (+https://github.com/portfolio-operator; news headlines)"
-
-
-class _TransientError(Exception):
-    """A failure worth retrying: HTTP 429 or 5xx, a timeout, a dropped connection."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+# The library's network layer (network.py) is shared with the price sources: one HTTP client,
+# one TransientSourceError, one retry policy (exponential backoff with jitter, Retry-After
+# honoured). Every request passes the shared request-rate limit (ratelimit.py), grouped by
+# company: Yahoo's news, Yahoo's RSS feeds and yfinance prices count against one "yahoo" limit.
 
 
 def _with_retries(config: AnalysisConfig, what: str, attempt: Callable[[], T]) -> T:
-    """Run ``attempt``, retrying _TransientError with exponential backoff and full jitter.
-
-    Waits are random in [0, backoff_base_seconds * 2**n] (at least Retry-After when the server
-    sent one); at most ``config.max_retries`` retries. The last transient failure becomes a
-    NewsSourceError that says what was tried.
-    """
-    jitter = tenacity.wait_random_exponential(
-        multiplier=config.backoff_base_seconds, max=MAX_PAUSE_SECONDS
-    )
-
-    def wait(state: tenacity.RetryCallState) -> float:
-        error = state.outcome.exception() if state.outcome else None
-        retry_after = getattr(error, "retry_after", None) or 0.0
-        return max(jitter(state), retry_after)
-
-    retrying = tenacity.Retrying(
-        retry=tenacity.retry_if_exception_type(_TransientError),
-        wait=wait,
-        stop=tenacity.stop_after_attempt(config.max_retries + 1),
-        reraise=True,
-    )
+    """``network.with_retries``; the last transient failure becomes a NewsSourceError that
+    says what was tried, so the next news source is asked."""
     try:
-        return retrying(attempt)
-    except _TransientError as error:
-        raise NewsSourceError(
-            f"{what}: {error} (gave up after {config.max_retries + 1} attempts)"
-        ) from error
-
-
-@functools.cache
-def _http_client() -> httpx.Client:
-    """One pooled client per process (TLS set-up is the slow part); timeouts per request."""
-    return httpx.Client(follow_redirects=True, headers={"User-Agent": USER_AGENT})
+        return with_retries(config, attempt)
+    except TransientSourceError as error:
+        raise NewsSourceError(f"{what}: {gave_up(error, config)}") from error
 
 
 class RssNewsSource:
@@ -391,7 +360,7 @@ class RssNewsSource:
 
     def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
         url = config.rss_url_template.format(ticker=quote(ticker, safe=""))
-        client = self._client or _http_client()
+        client = self._client or http_client()
         limiter = limiter_for(config, service_for_host(httpx.URL(url).host))
 
         def attempt() -> httpx.Response:
@@ -399,9 +368,11 @@ class RssNewsSource:
             try:
                 response = client.get(url, timeout=config.timeout_seconds)
             except httpx.TimeoutException as error:
-                raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
+                raise TransientSourceError(
+                    f"timed out after {config.timeout_seconds:g} s"
+                ) from error
             except httpx.TransportError as error:
-                raise _TransientError(f"connection failed ({error})") from error
+                raise TransientSourceError(f"connection failed ({error})") from error
             status = response.status_code
             if status == 429 or status >= 500:
                 # A 429 pauses everyone sharing the host's limit (as the price sources do);
@@ -409,7 +380,7 @@ class RssNewsSource:
                 retry_after = pause_on_429(limiter, status, response.headers)
                 if retry_after is None:
                     retry_after = retry_after_seconds(response.headers.get("Retry-After"))
-                raise _TransientError(f"HTTP {status}", retry_after)
+                raise TransientSourceError(f"HTTP {status}", retry_after)
             return response
 
         response = _with_retries(config, f"RSS feed {url}", attempt)
@@ -545,8 +516,6 @@ class YFinanceNewsSource:
         import yfinance  # slow import (~0.5 s): only when this source is used
         from yfinance.exceptions import YFException, YFRateLimitError
 
-        from portfolio_analysis.sources import YFINANCE_LOCK
-
         session = self._session or _default_yahoo_session()
         session.timeout_cap = config.timeout_seconds
         session.limiter = limiter_for(config, "yahoo")
@@ -554,18 +523,20 @@ class YFinanceNewsSource:
 
         def attempt() -> list:
             try:
-                with YFINANCE_LOCK:  # yfinance's one session per process (see sources.py)
+                with YFINANCE_LOCK:  # yfinance's one session per process (see network.py)
                     stream = yfinance.Ticker(ticker, session=session).get_news(
                         count=config.max_articles
                     )
             except YFRateLimitError as error:
-                raise _TransientError(
+                raise TransientSourceError(
                     "HTTP 429 (rate limited)", session.last_retry_after
                 ) from error
             except curl_exceptions.Timeout as error:
-                raise _TransientError(f"timed out after {config.timeout_seconds:g} s") from error
+                raise TransientSourceError(
+                    f"timed out after {config.timeout_seconds:g} s"
+                ) from error
             except curl_exceptions.RequestException as error:
-                raise _TransientError(f"connection failed ({error})") from error
+                raise TransientSourceError(f"connection failed ({error})") from error
             except YFException as error:
                 raise NewsSourceError(f"{what}: {error}") from error
             except Exception as error:  # yfinance trips over answers it doesn't expect
@@ -575,7 +546,7 @@ class YFinanceNewsSource:
             response = session.last_response
             status = response.status_code if response is not None else 200
             if status == 429 or status >= 500:
-                raise _TransientError(f"HTTP {status}", session.last_retry_after)
+                raise TransientSourceError(f"HTTP {status}", session.last_retry_after)
             if status >= 400:
                 raise NewsSourceError(f"{what}: HTTP {status}")
             if not stream and response is not None:
