@@ -12,27 +12,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.control_plane import default_binaries_dir
+from hack.kubelocal.binaries import find_helm
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "portfolio-operator"
 RELEASE = "pfo"
 NAMESPACE = "portfolio-system"
-
-
-def find_helm() -> Path | None:
-    """The helm the control-plane tests use: TEST_ASSET_HELM, KUBEBUILDER_ASSETS, then the pinned
-    build of hack/kube-binaries.sh. Never PATH: a helm installed by hand may be any version."""
-    if os.environ.get("TEST_ASSET_HELM"):
-        return Path(os.environ["TEST_ASSET_HELM"])
-    folders = (
-        [Path(os.environ["KUBEBUILDER_ASSETS"])] if os.environ.get("KUBEBUILDER_ASSETS") else []
-    )
-    folders.append(default_binaries_dir())
-    for folder in folders:
-        if (folder / "helm").is_file() and os.access(folder / "helm", os.X_OK):
-            return folder / "helm"
-    return None
 
 
 @dataclass

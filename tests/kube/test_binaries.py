@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.control_plane import (
+from hack.kubelocal.binaries import (
     REPO_ROOT,
     BinariesNotFoundError,
-    KubeBinaries,
-    default_binaries_dir,
+    binaries_dir,
     pinned_versions,
 )
+from tests.support.control_plane import KubeBinaries
 
 NAMES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl", "helm")
 
@@ -51,10 +51,8 @@ def test_kubebuilder_assets_wins_over_the_cache_and_test_asset_wins_over_both(
     assert found.etcd == own_etcd
     assert found.kube_apiserver == assets / "kube-apiserver"
     assert found.kubectl == assets / "kubectl"
-    assert (
-        found.kube_controller_manager == default_binaries_dir(environ) / "kube-controller-manager"
-    )
-    assert default_binaries_dir(environ).is_relative_to(cache)
+    assert found.kube_controller_manager == binaries_dir(environ) / "kube-controller-manager"
+    assert binaries_dir(environ).is_relative_to(cache)
 
 
 def test_missing_binaries_name_each_one_and_the_way_to_get_them(tmp_path: Path) -> None:
@@ -84,7 +82,7 @@ def test_build_script_prints_the_folder_the_fixture_looks_in(tmp_path: Path) -> 
     assert "hack/kube-binaries.sh" in missing.stderr
 
     folder = fake_binaries(
-        default_binaries_dir(environ),
+        binaries_dir(environ),
         (*NAMES, "kube-scheduler", "kubelet", "kube-proxy"),
     )
     present = subprocess.run([script, "--print-dir"], env=environ, capture_output=True, text=True)
@@ -110,7 +108,7 @@ def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: P
     environ = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PATH": str(tools)}
     environ.pop("KUBE_BINARIES_DIR", None)
     pins = pinned_versions()
-    folder = default_binaries_dir(environ)
+    folder = binaries_dir(environ)
     version_of = {
         "etcd": pins["ETCD_VERSION"],
         "helm": helm_stamp(),
@@ -135,14 +133,14 @@ def test_build_script_reuses_stamped_binaries_without_go_or_the_lock(tmp_path: P
 
         (folder / ".etcd.stamp").write_text("v3.5.0 go1.26.0\n")  # pin moved on: must rebuild
         stale = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
-        assert stale.returncode == 1 and "Go is not installed" in stale.stderr
+        assert stale.returncode == 1 and "no Go toolchain" in stale.stderr
 
         # A helm built before the Kubernetes-version ldflags (stamped with the bare version)
         # assumes Kubernetes v1.20: it must be rebuilt once, like a moved pin.
         (folder / ".etcd.stamp").write_text(f"{pins['ETCD_VERSION']} go1.26.0\n")
         (folder / ".helm.stamp").write_text(f"{pins['HELM_VERSION']} go1.26.0\n")
         old_helm = subprocess.run([script], env=environ, capture_output=True, text=True, timeout=20)
-        assert old_helm.returncode == 1 and "Go is not installed" in old_helm.stderr
+        assert old_helm.returncode == 1 and "no Go toolchain" in old_helm.stderr
     finally:
         holder.kill()
         holder.wait()

@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.control_plane import (
-    ControlPlane,
-    ControlPlaneError,
-    default_binaries_dir,
-    pinned_versions,
-)
+from hack.kubelocal.binaries import binaries_dir, pinned_versions
+from tests.support.control_plane import ControlPlane, ControlPlaneError
 from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.kube
@@ -91,7 +87,7 @@ def test_api_server_is_ready_and_reports_its_release(control_plane: ControlPlane
     server, client = versions["serverVersion"], versions["clientVersion"]
     assert server["major"] == "1" and server["gitVersion"].startswith(f"v1.{server['minor']}.")
     assert client["gitVersion"] == server["gitVersion"]
-    if control_plane.binaries.kube_apiserver.parent == default_binaries_dir():
+    if control_plane.binaries.kube_apiserver.parent == binaries_dir():
         assert server["gitVersion"] == pinned_versions()["KUBE_VERSION"]
     health = control_plane.kubectl("get", "--raw", "/readyz?verbose").stdout
     assert "readyz check passed" in health
@@ -294,7 +290,7 @@ def test_helm_talks_to_the_api_server(control_plane: ControlPlane) -> None:
         pytest.fail("helm not found: run hack/kube-binaries.sh or set TEST_ASSET_HELM")
     version = control_plane.helm("version", "--short").stdout.strip()
     assert version.startswith("v3.")
-    if control_plane.binaries.helm.parent == default_binaries_dir():
+    if control_plane.binaries.helm.parent == binaries_dir():
         assert version.startswith(pinned_versions()["HELM_VERSION"])
     assert json.loads(control_plane.helm("list", "--all-namespaces", "-o", "json").stdout) == []
 

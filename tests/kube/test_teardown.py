@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.control_plane import REPO_ROOT, port_is_free, processes_mentioning
+from hack.kubelocal.binaries import REPO_ROOT
+from tests.support.control_plane import port_is_free, processes_mentioning
 
 pytestmark = pytest.mark.kube
 

@@ -3,23 +3,22 @@
 This is the approach of controller-runtime's envtest, done in plain Python so pytest, the
 `kubernetes` client, kopf, kubectl and helm can all talk to a real API server without Docker.
 The API server flags follow envtest (controller-runtime pkg/internal/testing/controlplane):
-secure port on 127.0.0.1, generated serving certificate, one RSA key for both service-account
+secure port on 127.0.0.1, generated serving certificate, one key pair for the service-account
 flags, RBAC authorization, ServiceAccount admission disabled; authentication by a static token
 file whose `admin` user is in `system:masters`, and by client certificates from a generated CA.
 The controller manager adds what envtest lacks: garbage collection and namespace deletion.
 
-Binaries are found the envtest way (see `KubeBinaries.find`); `hack/kube-binaries.sh` builds
-them from the Go module proxy into the pinned cache folder.
+What it shares with the e2e cluster (hack/local-cluster/cluster.py) lives in `hack.kubelocal`:
+the binaries lookup (`KubeBinaries.find`), the PKI and kubeconfigs, and the components' command
+lines. This module keeps the test fixture's own part: the processes' lifecycle on loopback
+ports, readiness polling and teardown, and the kubectl/helm helpers.
 """
 
 from __future__ import annotations
 
 import atexit
-import base64
 import contextlib
 import ctypes
-import datetime
-import ipaddress
 import os
 import secrets
 import shutil
@@ -36,48 +35,17 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
-VERSIONS_FILE = REPO_ROOT / "hack" / "kube-versions.env"
-BUILD_SCRIPT = REPO_ROOT / "hack" / "kube-binaries.sh"
-
-# Binary name -> the envtest-style variable that names it directly.
-ASSET_VARIABLES = {
-    "etcd": "TEST_ASSET_ETCD",
-    "kube-apiserver": "TEST_ASSET_KUBE_APISERVER",
-    "kubectl": "TEST_ASSET_KUBECTL",
-    "kube-controller-manager": "TEST_ASSET_KUBE_CONTROLLER_MANAGER",
-    "helm": "TEST_ASSET_HELM",
-}
-REQUIRED_BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kubectl")
-
-
-class BinariesNotFoundError(RuntimeError):
-    """The control-plane binaries are missing; the message says how to get them."""
+from hack.kubelocal import components
+from hack.kubelocal.binaries import (
+    CONTROL_PLANE_BINARIES,
+    BinariesNotFoundError,
+    find_binaries,
+)
+from hack.kubelocal.pki import PkiError, control_plane_pki, write_kubeconfig
 
 
 class ControlPlaneError(RuntimeError):
     """A control-plane process failed to start or become ready; the message holds its log tail."""
-
-
-def pinned_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
-    """KEY=value pins shared with hack/kube-binaries.sh (KUBE_VERSION, ETCD_VERSION, ...)."""
-    versions: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            versions[key.strip()] = value.strip()
-    return versions
-
-
-def default_binaries_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """Where hack/kube-binaries.sh puts the pinned build (same rule as the script)."""
-    if environ.get("KUBE_BINARIES_DIR"):
-        return Path(environ["KUBE_BINARIES_DIR"])
-    cache_root = Path(environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache_root / "portfolio-operator" / "kube" / pinned_versions()["KUBE_VERSION"] / "bin"
 
 
 @dataclass(frozen=True)
@@ -92,46 +60,12 @@ class KubeBinaries:
 
     @classmethod
     def find(cls, environ: Mapping[str, str] = os.environ) -> KubeBinaries:
-        """Look each binary up as envtest does, then in the pinned cache folder.
+        """Each binary by `hack.kubelocal.binaries.find_binaries` (TEST_ASSET_*, then
+        $KUBEBUILDER_ASSETS, then the folder hack/kube-binaries.sh builds into; never PATH).
 
-        Order per binary: its TEST_ASSET_* variable, then $KUBEBUILDER_ASSETS/<name>, then
-        the folder hack/kube-binaries.sh builds into (never PATH: the pinned versions only).
         Raises BinariesNotFoundError naming every missing binary and how to get it.
         """
-        folders = []
-        if environ.get("KUBEBUILDER_ASSETS"):
-            folders.append(Path(environ["KUBEBUILDER_ASSETS"]))
-        folders.append(default_binaries_dir(environ))
-
-        found: dict[str, Path] = {}
-        problems: list[str] = []
-        for name in (*REQUIRED_BINARIES, "helm"):
-            variable = ASSET_VARIABLES[name]
-            if environ.get(variable):
-                path = Path(environ[variable])
-                if _is_executable(path):
-                    found[name] = path
-                else:
-                    problems.append(f"{variable}={path} is not an executable file")
-                continue
-            candidates = [folder / name for folder in folders]
-            path = next((c for c in candidates if _is_executable(c)), None)
-            if path is not None:
-                found[name] = path
-            elif name != "helm":
-                looked = ", ".join(str(c) for c in candidates)
-                problems.append(f"{name} not found (looked in {looked})")
-        if problems:
-            raise BinariesNotFoundError(
-                "Kubernetes test binaries are missing: "
-                + "; ".join(problems)
-                + f". Build the pinned set with `{BUILD_SCRIPT.relative_to(REPO_ROOT)}` "
-                "(first build takes a while; see docs/control-plane.md), or set "
-                "KUBEBUILDER_ASSETS to a folder holding etcd, kube-apiserver, "
-                "kube-controller-manager and kubectl (or TEST_ASSET_ETCD, "
-                "TEST_ASSET_KUBE_APISERVER, TEST_ASSET_KUBE_CONTROLLER_MANAGER, "
-                "TEST_ASSET_KUBECTL)."
-            )
+        found = find_binaries(CONTROL_PLANE_BINARIES, environ, optional=["helm"])
         return cls(
             etcd=found["etcd"],
             kube_apiserver=found["kube-apiserver"],
@@ -141,15 +75,9 @@ class KubeBinaries:
         )
 
 
-def _is_executable(path: Path) -> bool:
-    return path.is_file() and os.access(path, os.X_OK)
-
-
 def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    return components.free_ports(1)[0]
 
 
 def port_is_free(port: int) -> bool:
@@ -161,147 +89,6 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
         return True
-
-
-# --- certificates -------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Pki:
-    """Files written by `_write_pki`, all inside one folder."""
-
-    ca_cert: Path
-    ca_key: Path
-    serving_cert: Path
-    serving_key: Path
-    admin_cert: Path
-    admin_key: Path
-    controller_manager_cert: Path
-    controller_manager_key: Path
-    service_account_key: Path
-
-
-def _write_pki(folder: Path) -> _Pki:
-    """A throw-away CA, the API server's serving pair, two client pairs and the SA signing key.
-
-    EC P-256 for the certificates (fast to generate); RSA 2048 for the service-account key,
-    which the API server uses both to sign and to verify tokens.
-    """
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    folder.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.UTC)
-    validity = (now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7))
-
-    def write_key(path: Path, key) -> None:
-        path.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.TraditionalOpenSSL,
-                serialization.NoEncryption(),
-            )
-        )
-        path.chmod(0o600)
-
-    def name(common_name: str, organization: str | None = None) -> x509.Name:
-        parts = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
-        if organization:
-            parts.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
-        return x509.Name(parts)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("portfolio-operator-test-ca"))
-        .issuer_name(name("portfolio-operator-test-ca"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(validity[0])
-        .not_valid_after(validity[1])
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-
-    def issue(subject: x509.Name, usage, sans: list[x509.GeneralName] | None = None):
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject)
-            .issuer_name(ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(validity[0])
-            .not_valid_after(validity[1])
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-        )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        return builder.sign(ca_key, hashes.SHA256()), key
-
-    pem = serialization.Encoding.PEM
-    paths = _Pki(
-        ca_cert=folder / "ca.crt",
-        ca_key=folder / "ca.key",
-        serving_cert=folder / "apiserver.crt",
-        serving_key=folder / "apiserver.key",
-        admin_cert=folder / "admin.crt",
-        admin_key=folder / "admin.key",
-        controller_manager_cert=folder / "kube-controller-manager.crt",
-        controller_manager_key=folder / "kube-controller-manager.key",
-        service_account_key=folder / "service-account.key",
-    )
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(pem))
-    write_key(paths.ca_key, ca_key)
-
-    serving_sans: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.DNSName("kubernetes"),
-        x509.DNSName("kubernetes.default"),
-        x509.DNSName("kubernetes.default.svc"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("10.0.0.1")),  # first IP of the service range
-    ]
-    for (cert_path, key_path), (subject, usage, sans) in {
-        (paths.serving_cert, paths.serving_key): (
-            name("kube-apiserver"),
-            ExtendedKeyUsageOID.SERVER_AUTH,
-            serving_sans,
-        ),
-        (paths.admin_cert, paths.admin_key): (
-            name("admin", "system:masters"),
-            ExtendedKeyUsageOID.CLIENT_AUTH,
-            None,
-        ),
-        (paths.controller_manager_cert, paths.controller_manager_key): (
-            name("system:kube-controller-manager"),
-            ExtendedKeyUsageOID.CLIENT_AUTH,
-            None,
-        ),
-    }.items():
-        cert, key = issue(subject, usage, sans)
-        cert_path.write_bytes(cert.public_bytes(pem))
-        write_key(key_path, key)
-
-    write_key(paths.service_account_key, rsa.generate_private_key(65537, 2048))
-    return paths
 
 
 # --- processes ----------------------------------------------------------------------------
@@ -472,11 +259,19 @@ class ControlPlane:
 
     def _prepare_files(self) -> None:
         assert self.work_dir is not None and self.binaries is not None
-        pki = _write_pki(self.work_dir / "pki")
+        try:
+            pki = control_plane_pki(
+                self.work_dir / "pki",
+                ca_subject="/CN=portfolio-operator-test-ca",
+                admin_subject="/O=system:masters/CN=admin",
+                service_ip=components.API_SERVICE_IP,
+            )
+        except PkiError as error:
+            raise ControlPlaneError(f"could not make the certificates: {error}") from error
         self._pki = pki
         self.ca_cert = pki.ca_cert
-        self.admin_client_cert = pki.admin_cert
-        self.admin_client_key = pki.admin_key
+        self.admin_client_cert = pki.cert("admin")
+        self.admin_client_key = pki.key("admin")
         self.service_account_key = pki.service_account_key
         self.admin_token = secrets.token_hex(24)
         self._token_file = self.work_dir / "tokens.csv"
@@ -544,8 +339,7 @@ class ControlPlane:
     def _start_processes(self) -> None:
         assert self.work_dir is not None and self.binaries is not None
         pki = self._pki
-        etcd_port, etcd_peer_port = free_loopback_port(), free_loopback_port()
-        apiserver_port, kcm_port = free_loopback_port(), free_loopback_port()
+        etcd_port, etcd_peer_port, apiserver_port, kcm_port = components.free_ports(4)
         self.ports = {
             "etcd": etcd_port,
             "etcd-peer": etcd_peer_port,
@@ -554,7 +348,6 @@ class ControlPlane:
         }
         self.etcd_url = f"http://127.0.0.1:{etcd_port}"
         self.server = f"https://127.0.0.1:{apiserver_port}"
-        peer_url = f"http://127.0.0.1:{etcd_peer_port}"
         timings: dict[str, float] = {}
 
         data_dir = self.work_dir / "etcd-data"
@@ -562,17 +355,11 @@ class ControlPlane:
         timings["etcd"] = self._start(
             "etcd",
             self.binaries.etcd,
-            [
-                f"--data-dir={data_dir}",
-                "--name=default",
-                f"--listen-client-urls={self.etcd_url}",
-                f"--advertise-client-urls={self.etcd_url}",
-                f"--listen-peer-urls={peer_url}",
-                f"--initial-advertise-peer-urls={peer_url}",
-                f"--initial-cluster=default={peer_url}",
-                "--unsafe-no-fsync=true",
-                "--log-level=warn",
-            ],
+            components.etcd_args(
+                data_dir=data_dir,
+                client_url=self.etcd_url,
+                peer_url=f"http://127.0.0.1:{etcd_peer_port}",
+            ),
             lambda: _http_ok(f"{self.etcd_url}/health"),
             "healthy",
         )
@@ -581,31 +368,24 @@ class ControlPlane:
         timings["kube-apiserver"] = self._start(
             "kube-apiserver",
             self.binaries.kube_apiserver,
-            [
-                f"--etcd-servers={self.etcd_url}",
-                f"--cert-dir={self.work_dir / 'apiserver-certs'}",
-                f"--tls-cert-file={pki.serving_cert}",
-                f"--tls-private-key-file={pki.serving_key}",
-                f"--client-ca-file={pki.ca_cert}",
-                f"--token-auth-file={self._token_file}",
-                f"--secure-port={apiserver_port}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
-                # In 1.37 a loopback advertise address is refused by the (default) lease
-                # endpoint reconciler. Nothing here routes to the `kubernetes` Service, so
-                # don't reconcile its endpoints rather than advertise a host interface.
-                "--endpoint-reconciler-type=none",
-                "--service-cluster-ip-range=10.0.0.0/24",
-                "--allow-privileged=true",
-                # envtest: without this, every namespace would need its default
-                # ServiceAccount before a pod could be created.
-                "--disable-admission-plugins=ServiceAccount",
-                "--authorization-mode=RBAC",
-                f"--service-account-issuer={self.server}/",
-                f"--service-account-key-file={pki.service_account_key}",
-                f"--service-account-signing-key-file={pki.service_account_key}",
-                "--v=1",
-            ],
+            components.apiserver_args(
+                etcd_url=self.etcd_url,
+                pki=pki,
+                address="127.0.0.1",
+                port=apiserver_port,
+                cert_dir=self.work_dir / "apiserver-certs",
+                service_account_issuer=f"{self.server}/",
+                extra=[
+                    f"--token-auth-file={self._token_file}",
+                    # In 1.37 a loopback advertise address is refused by the (default) lease
+                    # endpoint reconciler. Nothing here routes to the `kubernetes` Service, so
+                    # don't reconcile its endpoints rather than advertise a host interface.
+                    "--endpoint-reconciler-type=none",
+                    # envtest: without this, every namespace would need its default
+                    # ServiceAccount before a pod could be created.
+                    "--disable-admission-plugins=ServiceAccount",
+                ],
+            ),
             lambda: _http_ok(f"{self.server}/readyz", context=ca_context, token=self.admin_token),
             "ready (/readyz)",
         )
@@ -616,21 +396,12 @@ class ControlPlane:
         timings["kube-controller-manager"] = self._start(
             "kube-controller-manager",
             self.binaries.kube_controller_manager,
-            [
-                f"--kubeconfig={self._kcm_kubeconfig}",
-                f"--authentication-kubeconfig={self._kcm_kubeconfig}",
-                f"--authorization-kubeconfig={self._kcm_kubeconfig}",
-                "--use-service-account-credentials=true",
-                "--leader-elect=false",
-                "--bind-address=127.0.0.1",
-                f"--secure-port={kcm_port}",
-                f"--cert-dir={self.work_dir / 'kcm-certs'}",
-                f"--root-ca-file={pki.ca_cert}",
-                f"--service-account-private-key-file={pki.service_account_key}",
-                f"--cluster-signing-cert-file={pki.ca_cert}",
-                f"--cluster-signing-key-file={pki.ca_key}",
-                "--v=1",
-            ],
+            components.controller_manager_args(
+                kubeconfig=self._kcm_kubeconfig,
+                pki=pki,
+                port=kcm_port,
+                cert_dir=self.work_dir / "kcm-certs",
+            ),
             lambda: _http_ok(f"https://127.0.0.1:{kcm_port}/healthz", context=insecure),
             "healthy (/healthz)",
         )
@@ -646,8 +417,8 @@ class ControlPlane:
         self._kcm_kubeconfig = self.write_kubeconfig(
             self.work_dir / "kube-controller-manager.kubeconfig",
             user="system:kube-controller-manager",
-            client_cert=self._pki.controller_manager_cert,
-            client_key=self._pki.controller_manager_key,
+            client_cert=self._pki.cert("controller-manager"),
+            client_key=self._pki.key("controller-manager"),
         )
         env = dict(os.environ)
         env["KUBECONFIG"] = str(self.kubeconfig)
@@ -677,38 +448,16 @@ class ControlPlane:
         or a `client_cert`/`client_key` pair signed by `ca_cert`. CA and client data are
         embedded, so the file works from any working directory and for kopf's own parser.
         """
-        if (token is None) == (client_cert is None or client_key is None):
-            raise ValueError("write_kubeconfig needs a token or a client_cert/client_key pair")
-        credentials: dict[str, str] = {}
-        if token is not None:
-            credentials["token"] = token
-        else:
-            assert client_cert is not None and client_key is not None
-            credentials["client-certificate-data"] = _b64(Path(client_cert).read_bytes())
-            credentials["client-key-data"] = _b64(Path(client_key).read_bytes())
-        context: dict[str, str] = {"cluster": "control-plane", "user": user}
-        if namespace:
-            context["namespace"] = namespace
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [
-                {
-                    "name": "control-plane",
-                    "cluster": {
-                        "server": self.server,
-                        "certificate-authority-data": _b64(self.ca_cert.read_bytes()),
-                    },
-                }
-            ],
-            "users": [{"name": user, "user": credentials}],
-            "contexts": [{"name": user, "context": context}],
-            "current-context": user,
-        }
-        path = Path(path)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        path.chmod(0o600)
-        return path
+        return write_kubeconfig(
+            path,
+            server=self.server,
+            ca_cert=self.ca_cert,
+            user=user,
+            token=token,
+            client_cert=client_cert,
+            client_key=client_key,
+            namespace=namespace,
+        )
 
     # -- helpers for tests -----------------------------------------------------------------
 
@@ -782,7 +531,3 @@ def processes_mentioning(marker: str) -> Iterator[tuple[int, str]]:
         command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
         if marker in command and state != "Z":
             yield int(entry.name), command
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -20,12 +20,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support.control_plane import (
-    BinariesNotFoundError,
-    ControlPlane,
-    ControlPlaneError,
-    KubeBinaries,
-)
+from hack.kubelocal.binaries import BinariesNotFoundError
+from tests.support.control_plane import ControlPlane, ControlPlaneError, KubeBinaries
 
 KUBE_FIXTURES = ("control_plane", "kube_namespace")
 _started: list[ControlPlane] = []
