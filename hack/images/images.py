@@ -38,8 +38,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # for hack.kubelocal; appended, so nothing shadows the stdlib
+from hack.kubelocal.binaries import (  # noqa: E402
+    E2E_FOLDER_VARIABLES,
+    cache_root,
+    find_optional_binary,
+    pinned_versions,
+)
+
 # The same cache root as hack/kube-binaries.sh (which honours XDG_CACHE_HOME).
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "portfolio-operator"
+CACHE = cache_root()
 IMAGES = CACHE / "images"
 BUILDAH_ROOT = IMAGES / "buildah"
 # Bumped whenever this script changes how an image is made, so old cache entries are not reused.
@@ -100,23 +109,12 @@ def run(cmd: Sequence[str | Path], **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run(cmd, check=True, **kwargs)
     except FileNotFoundError as exc:
         raise BuildError(
-            f"{cmd[0]} is not installed (run hack/local-cluster/cluster.sh deps)"
+            f"{cmd[0]} is not installed (run hack/local-cluster/cluster.py deps)"
         ) from exc
     except subprocess.CalledProcessError as exc:
         raise BuildError(
             f"command failed with exit code {exc.returncode}: {' '.join(cmd)}"
         ) from exc
-
-
-def read_versions() -> dict[str, str]:
-    """The pinned versions shared with hack/kube-binaries.sh."""
-    versions: dict[str, str] = {}
-    for line in (REPO / "hack" / "kube-versions.env").read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#") and "=" in line:
-            key, value = line.split("=", 1)
-            versions[key.strip()] = value.strip().strip('"')
-    return versions
 
 
 def sha256_file(path: Path) -> str:
@@ -323,10 +321,9 @@ def build_pause() -> BuiltImage:
 
 def coredns_binary(version: str) -> Path:
     """CoreDNS built from the Go module proxy, reusing hack/kube-binaries.sh's if it made one."""
-    versions = read_versions()
-    kube_bin = CACHE / "kube" / versions.get("KUBE_VERSION", "none") / "bin" / "coredns"
-    if kube_bin.exists():
-        return kube_bin
+    built = find_optional_binary("coredns", folder_variables=E2E_FOLDER_VARIABLES)
+    if built is not None:
+        return built
     gobin = IMAGES / f"coredns-{version}" / "bin"
     binary = gobin / "coredns"
     if binary.exists():
@@ -338,12 +335,12 @@ def coredns_binary(version: str) -> Path:
 
 
 def coredns_ref() -> str:
-    version = read_versions()["COREDNS_VERSION"]
+    version = pinned_versions()["COREDNS_VERSION"]
     return f"{IMAGE_PREFIX}/coredns:{version}-{input_key(RECIPE_VERSION, version)[:8]}"
 
 
 def build_coredns() -> BuiltImage:
-    version = read_versions()["COREDNS_VERSION"]
+    version = pinned_versions()["COREDNS_VERSION"]
     ref = coredns_ref()
     archive = IMAGES / f"coredns-{version}.oci.tar"
     if cached := _cached("coredns", ref, archive):

@@ -19,6 +19,11 @@ Everything lives under /var/lib/portfolio-e2e and /run/portfolio-e2e (override w
 E2E_STATE_DIR / E2E_RUN_DIR); ports are picked free at start; iptables chains, network
 devices, mounts and sysctls it touched are put back by `down`. It must run as root.
 
+What it shares with the `kube` tests' control plane (the binaries lookup, the PKI and
+kubeconfigs, etcd/kube-apiserver/kube-controller-manager command lines) is in hack/kubelocal;
+this script keeps the node: containerd, kube-scheduler, kubelet, kube-proxy, CoreDNS, the host
+set-up and the teardown.
+
 Standard library only: it runs before the project's virtualenv exists.
 """
 
@@ -26,12 +31,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shlex
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -43,7 +48,19 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 TEMPLATES = HERE / "templates"
 sys.path.insert(0, str(REPO / "hack" / "images"))
+if str(REPO) not in sys.path:
+    sys.path.append(str(REPO))  # for hack.kubelocal; appended, so nothing shadows the stdlib
 import images  # noqa: E402  (hack/images/images.py, stdlib only)
+
+from hack.kubelocal import components  # noqa: E402
+from hack.kubelocal.binaries import (  # noqa: E402
+    CONTROL_PLANE_BINARIES,
+    E2E_FOLDER_VARIABLES,
+    NODE_BINARIES,
+    BinariesNotFoundError,
+    find_binaries,
+)
+from hack.kubelocal.pki import Pki, PkiError, control_plane_pki, write_kubeconfig  # noqa: E402
 
 STATE = Path(os.environ.get("E2E_STATE_DIR", "/var/lib/portfolio-e2e"))
 RUN = Path(os.environ.get("E2E_RUN_DIR", "/run/portfolio-e2e"))
@@ -57,8 +74,6 @@ NODE_NAME = "portfolio-e2e-node"
 CNI_NETWORK = "portfolio-e2e"
 BRIDGE = "pfe2e0"
 POD_CIDR = "10.244.0.0/24"
-SERVICE_CIDR = "10.0.0.0/24"
-API_SERVICE_IP = "10.0.0.1"
 DNS_IP = "10.0.0.10"
 
 DEBIAN_PACKAGES = {
@@ -158,20 +173,6 @@ def save_state(state: dict) -> None:
     tmp.rename(STATE_FILE)
 
 
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """Ports free right now: bind them all at once so the picks differ."""
-    sockets = []
-    try:
-        for _ in range(count):
-            sock = socket.socket()
-            sock.bind((host, 0))
-            sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
 def node_ip() -> str:
     """The host's primary IPv4 address (the default route's interface): pods reach the API
     server there, so it can't be loopback."""
@@ -193,28 +194,16 @@ def node_ip() -> str:
     raise ClusterError(f"interface {dev} has no IPv4 address: set E2E_NODE_IP")
 
 
-def kube_bin_dir() -> Path:
-    """The pinned Kubernetes binaries: E2E_KUBE_BIN, else hack/kube-binaries.sh's folder."""
-    if env_dir := os.environ.get("E2E_KUBE_BIN"):
-        return Path(env_dir)
-    script = REPO / "hack" / "kube-binaries.sh"
-    if script.exists():
-        found = run([script, "--print-dir"], check=False, capture_output=True)
-        if found.returncode == 0 and found.stdout.strip():
-            return Path(found.stdout.strip().splitlines()[-1])
-    version = images.read_versions()["KUBE_VERSION"]
-    return images.CACHE / "kube" / version / "bin"
-
-
-def require_binaries(names: Sequence[str]) -> dict[str, Path]:
-    bin_dir = kube_bin_dir()
-    missing = [name for name in names if not (bin_dir / name).is_file()]
-    if missing:
-        raise ClusterError(
-            f"missing {', '.join(missing)} in {bin_dir}: build them with hack/kube-binaries.sh "
-            "(or point E2E_KUBE_BIN at a folder holding them)"
+@functools.cache
+def kube_binaries() -> dict[str, Path]:
+    """The pinned binaries the cluster runs, looked up as the `kube` tests do
+    (hack.kubelocal.binaries; E2E_KUBE_BIN is asked before KUBEBUILDER_ASSETS)."""
+    try:
+        return find_binaries(
+            [*CONTROL_PLANE_BINARIES, *NODE_BINARIES], folder_variables=E2E_FOLDER_VARIABLES
         )
-    return {name: bin_dir / name for name in names}
+    except BinariesNotFoundError as error:
+        raise ClusterError(str(error)) from error
 
 
 # --- host preparation ------------------------------------------------------------------------
@@ -274,124 +263,48 @@ def restore_sysctls(state: dict, keys: Sequence[str] | None = None) -> None:
 # --- certificates and kubeconfigs ------------------------------------------------------------
 
 
-def openssl(*args: str | Path) -> None:
-    run(["openssl", *args], capture_output=True)
+def make_pki(ip: str) -> Pki:
+    """A fresh CA and every certificate the components need (hack.kubelocal.pki), node ones too."""
+    try:
+        pki = control_plane_pki(
+            PKI,
+            ca_subject="/CN=portfolio-e2e-ca",
+            admin_subject="/O=system:masters/CN=portfolio-e2e-admin",
+            service_ip=components.API_SERVICE_IP,
+            apiserver_names=[ip],
+        )
+        pki.issue("kubelet", f"/CN={NODE_NAME}", server_names=[ip, NODE_NAME])
+        for name, subject in {
+            "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
+            "scheduler": "/CN=system:kube-scheduler",
+            "kubelet-client": f"/O=system:nodes/CN=system:node:{NODE_NAME}",
+            "kube-proxy": "/CN=system:kube-proxy",
+        }.items():
+            pki.issue(name, subject, client=True)
+    except PkiError as error:
+        raise ClusterError(str(error)) from error
+    return pki
 
 
-def make_key(path: Path) -> None:
-    openssl("genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", path)
-    path.chmod(0o600)
-
-
-def make_cert(
-    name: str, subject: str, *, server_names: Sequence[str] = (), client: bool = False
-) -> None:
-    """A leaf key and certificate signed by the cluster CA."""
-    key, csr, crt = PKI / f"{name}.key", PKI / f"{name}.csr", PKI / f"{name}.crt"
-    make_key(key)
-    openssl("req", "-new", "-key", key, "-subj", subject, "-out", csr)
-    usages = (["serverAuth"] if server_names else []) + (["clientAuth"] if client else [])
-    ext = [
-        "basicConstraints=critical,CA:FALSE",
-        "keyUsage=critical,digitalSignature,keyEncipherment",
-        f"extendedKeyUsage={','.join(usages)}",
-    ]
-    if server_names:
-        sans = [f"IP:{n}" if n.replace(".", "").isdigit() else f"DNS:{n}" for n in server_names]
-        ext.append(f"subjectAltName={','.join(sans)}")
-    ext_file = PKI / f"{name}.ext"
-    ext_file.write_text("\n".join(ext) + "\n")
-    openssl(
-        "x509",
-        "-req",
-        "-in",
-        csr,
-        "-CA",
-        PKI / "ca.crt",
-        "-CAkey",
-        PKI / "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "30",
-        "-sha256",
-        "-extfile",
-        ext_file,
-        "-out",
-        crt,
-    )
-    csr.unlink()
-    ext_file.unlink()
-
-
-def make_pki(ip: str) -> None:
-    """A fresh CA and every certificate the components need (EC P-256: fast to make)."""
-    PKI.mkdir(parents=True, exist_ok=True)
-    make_key(PKI / "ca.key")
-    openssl(
-        "req",
-        "-x509",
-        "-new",
-        "-key",
-        PKI / "ca.key",
-        "-subj",
-        "/CN=portfolio-e2e-ca",
-        "-days",
-        "30",
-        "-sha256",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        "-out",
-        PKI / "ca.crt",
-    )
-    make_cert(
-        "apiserver",
-        "/CN=kube-apiserver",
-        server_names=[
-            ip,
-            API_SERVICE_IP,
-            "127.0.0.1",
-            "localhost",
-            "kubernetes",
-            "kubernetes.default",
-            "kubernetes.default.svc",
-            "kubernetes.default.svc.cluster.local",
-        ],
-    )
-    make_cert("kubelet", f"/CN={NODE_NAME}", server_names=[ip, NODE_NAME])
-    clients = {
-        "admin": "/O=system:masters/CN=portfolio-e2e-admin",
-        "apiserver-kubelet-client": "/O=system:masters/CN=kube-apiserver-kubelet-client",
-        "controller-manager": "/CN=system:kube-controller-manager",
-        "scheduler": "/CN=system:kube-scheduler",
-        "kubelet-client": f"/O=system:nodes/CN=system:node:{NODE_NAME}",
-        "kube-proxy": "/CN=system:kube-proxy",
-    }
-    for name, subject in clients.items():
-        make_cert(name, subject, client=True)
-    make_key(PKI / "sa.key")
-    openssl("pkey", "-in", PKI / "sa.key", "-pubout", "-out", PKI / "sa.pub")
-
-
-def write_kubeconfig(path: Path, server: str, cert: str) -> None:
-    path.write_text(f"""apiVersion: v1
-kind: Config
-clusters:
-- name: portfolio-e2e
-  cluster:
-    server: {server}
-    certificate-authority: {PKI / "ca.crt"}
-users:
-- name: {cert}
-  user:
-    client-certificate: {PKI / (cert + ".crt")}
-    client-key: {PKI / (cert + ".key")}
-contexts:
-- name: portfolio-e2e
-  context: {{cluster: portfolio-e2e, user: {cert}}}
-current-context: portfolio-e2e
-""")
+def write_kubeconfigs(pki: Pki, server: str) -> None:
+    """STATE/<component>.kubeconfig for each client certificate (kubelet: kubelet-client)."""
+    for component, cert in (
+        ("admin", "admin"),
+        ("controller-manager", "controller-manager"),
+        ("scheduler", "scheduler"),
+        ("kube-proxy", "kube-proxy"),
+        ("kubelet", "kubelet-client"),
+    ):
+        write_kubeconfig(
+            STATE / f"{component}.kubeconfig",
+            server=server,
+            ca_cert=pki.ca_cert,
+            user=cert,
+            client_cert=pki.cert(cert),
+            client_key=pki.key(cert),
+            cluster="portfolio-e2e",
+            context="portfolio-e2e",
+        )
 
 
 def render(template: str, dest: Path, values: dict[str, object]) -> Path:
@@ -479,7 +392,7 @@ def stop_pid(pid: int, binary: str, name: str, grace: float = 10.0) -> None:
 def kubectl(
     *args: str, check: bool = True, input: str | None = None
 ) -> subprocess.CompletedProcess:
-    binary = kube_bin_dir() / "kubectl"
+    binary = kube_binaries()["kubectl"]
     return run(
         [binary, f"--kubeconfig={KUBECONFIG}", "--request-timeout=20s", *args],
         check=check,
@@ -528,9 +441,9 @@ def cmd_load(names: Sequence[str]) -> dict[str, str]:
     return {image.name: image.ref for image in built}
 
 
-def start_control_plane(state: dict, bins: dict[str, Path], ip: str) -> None:
-    etcd_client, etcd_peer, kcm_port, sched_port = free_ports(4)
-    (api_port,) = free_ports(1, host=ip)
+def start_control_plane(state: dict, bins: dict[str, Path], ip: str, pki: Pki) -> None:
+    etcd_client, etcd_peer, kcm_port, sched_port = components.free_ports(4)
+    (api_port,) = components.free_ports(1, host=ip)
     state["ports"] = {
         "etcd": etcd_client,
         "etcd_peer": etcd_peer,
@@ -540,23 +453,19 @@ def start_control_plane(state: dict, bins: dict[str, Path], ip: str) -> None:
     }
     server = f"https://{ip}:{api_port}"
     state["server"] = server
-    for name in ("admin", "controller-manager", "scheduler", "kube-proxy"):
-        write_kubeconfig(STATE / f"{name}.kubeconfig", server, name)
-    write_kubeconfig(STATE / "kubelet.kubeconfig", server, "kubelet-client")
+    write_kubeconfigs(pki, server)
     (STATE / "etcd").mkdir(mode=0o700, exist_ok=True)
+    etcd_url = f"http://127.0.0.1:{etcd_client}"
     start(
         "etcd",
         [
             bins["etcd"],
-            "--name=e2e",
-            f"--data-dir={STATE / 'etcd'}",
-            f"--listen-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--advertise-client-urls=http://127.0.0.1:{etcd_client}",
-            f"--listen-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer}",
-            f"--initial-cluster=e2e=http://127.0.0.1:{etcd_peer}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
+            *components.etcd_args(
+                data_dir=STATE / "etcd",
+                client_url=etcd_url,
+                peer_url=f"http://127.0.0.1:{etcd_peer}",
+                name="e2e",
+            ),
         ],
         state,
     )
@@ -564,27 +473,23 @@ def start_control_plane(state: dict, bins: dict[str, Path], ip: str) -> None:
         "kube-apiserver",
         [
             bins["kube-apiserver"],
-            f"--etcd-servers=http://127.0.0.1:{etcd_client}",
-            f"--bind-address={ip}",
-            f"--secure-port={api_port}",
-            f"--advertise-address={ip}",
-            f"--tls-cert-file={PKI / 'apiserver.crt'}",
-            f"--tls-private-key-file={PKI / 'apiserver.key'}",
-            f"--client-ca-file={PKI / 'ca.crt'}",
-            f"--kubelet-client-certificate={PKI / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={PKI / 'apiserver-kubelet-client.key'}",
-            f"--kubelet-certificate-authority={PKI / 'ca.crt'}",
-            "--kubelet-preferred-address-types=InternalIP",
-            f"--service-account-key-file={PKI / 'sa.pub'}",
-            f"--service-account-signing-key-file={PKI / 'sa.key'}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            "--allow-privileged=true",
-            f"--cert-dir={STATE / 'apiserver-certs'}",
-            "--profiling=false",
-            "--v=1",
+            *components.apiserver_args(
+                etcd_url=etcd_url,
+                pki=pki,
+                # Pods reach the API server at the node's address (the `kubernetes` Service).
+                address=ip,
+                port=api_port,
+                cert_dir=STATE / "apiserver-certs",
+                service_account_issuer="https://kubernetes.default.svc.cluster.local",
+                authorization_mode="Node,RBAC",
+                extra=[
+                    f"--kubelet-client-certificate={pki.cert('apiserver-kubelet-client')}",
+                    f"--kubelet-client-key={pki.key('apiserver-kubelet-client')}",
+                    f"--kubelet-certificate-authority={pki.ca_cert}",
+                    "--kubelet-preferred-address-types=InternalIP",
+                    "--enable-admission-plugins=NodeRestriction",
+                ],
+            ),
         ],
         state,
     )
@@ -594,26 +499,17 @@ def start_control_plane(state: dict, bins: dict[str, Path], ip: str) -> None:
         timeout=90,
         component="kube-apiserver",
     )
-    kcm = STATE / "controller-manager.kubeconfig"
     start(
         "kube-controller-manager",
         [
             bins["kube-controller-manager"],
-            f"--kubeconfig={kcm}",
-            f"--authentication-kubeconfig={kcm}",
-            f"--authorization-kubeconfig={kcm}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={kcm_port}",
-            f"--service-account-private-key-file={PKI / 'sa.key'}",
-            f"--root-ca-file={PKI / 'ca.crt'}",
-            "--use-service-account-credentials=true",
-            f"--cluster-signing-cert-file={PKI / 'ca.crt'}",
-            f"--cluster-signing-key-file={PKI / 'ca.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--cluster-name=portfolio-e2e",
-            "--leader-elect=false",
-            f"--cert-dir={STATE / 'kcm-certs'}",
-            "--v=1",
+            *components.controller_manager_args(
+                kubeconfig=STATE / "controller-manager.kubeconfig",
+                pki=pki,
+                port=kcm_port,
+                cert_dir=STATE / "kcm-certs",
+                extra=["--cluster-name=portfolio-e2e"],
+            ),
         ],
         state,
     )
@@ -635,7 +531,7 @@ def start_control_plane(state: dict, bins: dict[str, Path], ip: str) -> None:
 
 
 def start_node(state: dict, bins: dict[str, Path], ip: str) -> None:
-    kubelet_port, kubelet_healthz, proxy_healthz, proxy_metrics = free_ports(4)
+    kubelet_port, kubelet_healthz, proxy_healthz, proxy_metrics = components.free_ports(4)
     state["ports"].update(
         {
             "kubelet": kubelet_port,
@@ -771,17 +667,7 @@ def check_dns(base_image: str, timeout: float = 120) -> str:
 def cmd_up(extra_images: Sequence[str], keep_on_failure: bool) -> dict:
     if os.geteuid() != 0:
         raise ClusterError("must run as root (it starts containerd and the kubelet)")
-    bins = require_binaries(
-        [
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kubelet",
-            "kube-proxy",
-            "kubectl",
-        ]
-    )
+    bins = kube_binaries()
     if load_state().get("pids"):
         log("a previous cluster's state exists: tearing it down first")
         cmd_down()
@@ -803,12 +689,12 @@ def cmd_up(extra_images: Sequence[str], keep_on_failure: bool) -> dict:
         prepare_host(state)
         ip = node_ip()
         state["node_ip"] = ip
-        make_pki(ip)
+        pki = make_pki(ip)
         lap("host_and_pki")
         start_containerd(state, refs["pause"])
         images.import_images(built, str(CONTAINERD_SOCK))
         lap("containerd_and_import")
-        start_control_plane(state, bins, ip)
+        start_control_plane(state, bins, ip, pki)
         lap("control_plane")
         start_node(state, bins, ip)
         wait_for(f"node {NODE_NAME} Ready", node_ready, timeout=120, component="kubelet")

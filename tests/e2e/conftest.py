@@ -24,7 +24,7 @@ from tests.e2e.harness import (
     E2EError,
     Kube,
     LocalCluster,
-    kube_bin_dir,
+    e2e_binaries,
     prerequisite_problem,
 )
 
@@ -63,7 +63,7 @@ def e2e_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClust
 
 @pytest.fixture(scope="session")
 def kube(e2e_cluster: LocalCluster) -> Kube:
-    return Kube(e2e_cluster.kubeconfig, kube_bin_dir())
+    return Kube(e2e_cluster.kubeconfig, e2e_binaries())
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hack.kubelocal.binaries import (
+    CONTROL_PLANE_BINARIES,
+    E2E_FOLDER_VARIABLES,
+    NODE_BINARIES,
+    BinariesNotFoundError,
+    find_binaries,
+)
+
 REPO = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = REPO / "hack" / "local-cluster" / "cluster.py"
-KUBE_BINARIES = REPO / "hack" / "kube-binaries.sh"
+# What cluster.py runs, and helm for the chart; found the way cluster.py finds them.
+E2E_BINARIES = (*CONTROL_PLANE_BINARIES, *NODE_BINARIES, "helm")
 CHART = REPO / "charts" / "portfolio-operator"
 # cluster.py's default state folder (its logs are under logs/).
 STATE_DIR = Path(os.environ.get("E2E_STATE_DIR", "/var/lib/portfolio-e2e"))
@@ -40,18 +49,17 @@ def prerequisite_problem() -> str | None:
             "the e2e cluster starts containerd and the kubelet: run as root "
             '(or deselect with -m "not e2e")'
         )
-    check = subprocess.run([KUBE_BINARIES, "--check"], capture_output=True, text=True, check=False)
-    if check.returncode != 0:
-        return (
-            f"{check.stderr.strip()} The e2e cluster also needs kubelet, kube-proxy, "
-            "kube-scheduler and helm: run hack/kube-binaries.sh --with-coredns"
-        )
+    try:
+        e2e_binaries()
+    except BinariesNotFoundError as error:
+        return f"{error} For the e2e cluster run hack/kube-binaries.sh --with-coredns."
     return None
 
 
-def kube_bin_dir() -> Path:
-    out = subprocess.run([KUBE_BINARIES, "--print-dir"], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip().splitlines()[-1])
+def e2e_binaries() -> dict[str, Path]:
+    """The pinned binaries, looked up as cluster.py does (E2E_KUBE_BIN, KUBEBUILDER_ASSETS, the
+    cache folder): the tests' kubectl and helm are those of the cluster."""
+    return find_binaries(E2E_BINARIES, folder_variables=E2E_FOLDER_VARIABLES)
 
 
 @dataclass
@@ -127,14 +135,14 @@ class LocalCluster:
 class Kube:
     """kubectl and helm against one cluster, with the waits the tests need."""
 
-    def __init__(self, kubeconfig: Path, bin_dir: Path) -> None:
+    def __init__(self, kubeconfig: Path, binaries: dict[str, Path]) -> None:
         self.kubeconfig = kubeconfig
-        self.bin_dir = bin_dir
+        self.binaries = binaries
 
     def kubectl(
         self, *args: str, check: bool = True, input: str | None = None, timeout: float = 120
     ) -> subprocess.CompletedProcess:
-        cmd = [str(self.bin_dir / "kubectl"), f"--kubeconfig={self.kubeconfig}", *args]
+        cmd = [str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}", *args]
         out = subprocess.run(cmd, capture_output=True, text=True, input=input, timeout=timeout)
         if check and out.returncode != 0:
             raise E2EError(f"kubectl {' '.join(args)} exited {out.returncode}: {out.stderr}")
@@ -143,7 +151,7 @@ class Kube:
     def helm(
         self, *args: str, check: bool = True, timeout: float = 600
     ) -> subprocess.CompletedProcess:
-        cmd = [str(self.bin_dir / "helm"), f"--kubeconfig={self.kubeconfig}", *args]
+        cmd = [str(self.binaries["helm"]), f"--kubeconfig={self.kubeconfig}", *args]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if check and out.returncode != 0:
             raise E2EError(f"helm {' '.join(args)} exited {out.returncode}: {out.stderr}")
