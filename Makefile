@@ -27,8 +27,8 @@ helm-lint: ## helm lint --strict and helm template the chart, with and without t
 	  --set daskKubernetesOperator.enabled=true --set-json 'operator.watchNamespaces=["team-a"]' >/dev/null
 
 .PHONY: chart-sync
-chart-sync: ## Regenerate the CRD copies from their sources (operator's crd.py, installed dask-kubernetes)
-	uv run python -m portfolio_operator.crd > manifests/crd.yaml
+chart-sync: ## Regenerate the CRD copies from their sources (operator's schema.py, installed dask-kubernetes)
+	uv run python -m portfolio_operator.schema > manifests/crd.yaml
 	cp manifests/crd.yaml $(CHART)/files/crds/portfolioanalyses.yaml
 	dask_kubernetes="$$(uv run python -c 'import dask_kubernetes, pathlib; print(pathlib.Path(dask_kubernetes.__file__).parent)')" \
 	  && cp "$$dask_kubernetes"/operator/deployment/helm/dask-kubernetes-operator/crds/*.yaml $(CHART)/files/dask-kubernetes-crds/

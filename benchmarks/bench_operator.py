@@ -76,7 +76,7 @@ def cluster_latency(kube: Kube, samples: int) -> tuple[list[float], list[float]]
 def concurrent_direct(address: str, count: int) -> float:
     """The same analyses straight through the library, one thread and client each."""
     from portfolio_analysis.pipeline import run_combined_analysis
-    from portfolio_operator.crd import parse_spec
+    from portfolio_operator.spec import parse_spec
 
     kwargs = parse_spec({"tickers": TICKERS[:2]}).run_kwargs()
     run_combined_analysis(dask_scheduler=address, **kwargs)  # warm the workers up, not counted

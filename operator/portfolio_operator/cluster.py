@@ -20,23 +20,16 @@ from typing import Any
 # (every resource's reconcile) the first time a cluster is created.
 from dask_kubernetes.operator import make_cluster_spec
 
-from portfolio_operator.crd import AnalysisRequest, ClusterSpec
-from portfolio_operator.status import owner_reference
+from portfolio_operator.constants import DASK_API_VERSION, SPEC_HASH_ANNOTATION
+from portfolio_operator.owners import child_metadata, controlled_by
+from portfolio_operator.spec import AnalysisRequest, ClusterSpec
 
-DASK_GROUP = "kubernetes.dask.org"
-DASK_VERSION = "v1"
-DASKCLUSTERS = "daskclusters"
-DASKAUTOSCALERS = "daskautoscalers"
 # dask-kubernetes names the scheduler Service "<cluster>-scheduler" and limits cluster names so
 # that this stays a valid 63-character DNS label.
 SCHEDULER_SUFFIX = "-scheduler"
 MAX_CLUSTER_NAME = 63 - len(SCHEDULER_SUFFIX)
-SCHEDULER_PORT = 8786
-DASHBOARD_PORT = 8787
 DEFAULT_ADDRESS_TEMPLATE = "tcp://{cluster}-scheduler.{namespace}.svc:8786"
 DEFAULT_DASHBOARD_TEMPLATE = "http://{cluster}-scheduler.{namespace}.svc:8787/status"
-SPEC_HASH_ANNOTATION = "analysis.portfolio-operator.io/cluster-spec-hash"
-OWNER_LABEL = "analysis.portfolio-operator.io/name"
 DASK_RUNNING_PHASE = "Running"
 
 
@@ -105,7 +98,7 @@ def dask_cluster_manifest(
     for part in ("worker", "scheduler"):
         for container in manifest["spec"][part]["spec"]["containers"]:
             container["imagePullPolicy"] = desired["imagePullPolicy"]
-    manifest["metadata"] = _child_metadata(owner, name)
+    manifest["metadata"] = child_metadata(owner, name)
     manifest["metadata"]["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(desired)}
     return _drop_none(manifest)
 
@@ -115,27 +108,14 @@ def autoscaler_manifest(
 ) -> dict[str, Any]:
     """A DaskAutoscaler keeping the cluster between minWorkers and maxWorkers."""
     return {
-        "apiVersion": f"{DASK_GROUP}/{DASK_VERSION}",
+        "apiVersion": DASK_API_VERSION,
         "kind": "DaskAutoscaler",
-        "metadata": _child_metadata(owner, name),
+        "metadata": child_metadata(owner, name),
         "spec": {
             "cluster": name,
             "minimum": request.cluster.min_workers,
             "maximum": request.cluster.max_workers,
         },
-    }
-
-
-def _child_metadata(owner: Mapping[str, Any], name: str) -> dict[str, Any]:
-    meta = owner["metadata"]
-    return {
-        "name": name,
-        "namespace": meta["namespace"],
-        "labels": {
-            "app.kubernetes.io/managed-by": "portfolio-operator",
-            OWNER_LABEL: meta["name"][:63],
-        },
-        "ownerReferences": [owner_reference(owner)],
     }
 
 
@@ -162,10 +142,9 @@ def observe_cluster(
     if cluster is None:
         return ClusterView(exists=False, autoscaler_exists=autoscaler is not None)
     meta = cluster.get("metadata") or {}
-    owners = meta.get("ownerReferences") or []
     return ClusterView(
         exists=True,
-        owned=any(ref.get("uid") == owner_uid for ref in owners),
+        owned=controlled_by(cluster, owner_uid),
         deleting=bool(meta.get("deletionTimestamp")),
         phase=(cluster.get("status") or {}).get("phase"),
         spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),

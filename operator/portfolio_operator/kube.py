@@ -19,8 +19,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
-from portfolio_operator.cluster import DASK_GROUP, DASK_VERSION
-from portfolio_operator.crd import GROUP, PLURAL, VERSION
+from portfolio_operator.constants import DASK_GROUP, DASK_VERSION, GROUP, PLURAL, VERSION
 
 T = TypeVar("T")
 

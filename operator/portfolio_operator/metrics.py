@@ -19,7 +19,7 @@ from prometheus_client import (
     ProcessCollector as _ProcessCollector,
 )
 
-from portfolio_operator.crd import PHASES
+from portfolio_operator.constants import PHASES
 
 DURATION_BUCKETS = (1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
 

@@ -2,7 +2,7 @@
 
 Pure functions only: they turn observations and results into the dicts the operator patches,
 so they are tested without an API server. Every field written here is declared in the CRD's
-status schema (crd.py); the API server would silently prune anything else.
+status schema (schema.py); the API server would silently prune anything else.
 """
 
 from __future__ import annotations
@@ -10,23 +10,25 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from portfolio_operator.crd import CONDITION_TYPES, MAX_STATUS_ROWS
+from portfolio_analysis.aggregate import jsonable
 
-PENDING, PROVISIONING, RUNNING, SUCCEEDED, FAILED = (
-    "Pending",
-    "Provisioning",
-    "Running",
-    "Succeeded",
-    "Failed",
+from portfolio_operator.constants import (
+    CONDITION_TYPES,
+    FAILED,
+    GENERATION_ANNOTATION,
+    SUCCEEDED,
+    TRUNCATED_ANNOTATION,
 )
-TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
+from portfolio_operator.owners import child_metadata
+
+# Per-security rows kept in status (the full list is in the report ConfigMap).
+MAX_STATUS_ROWS = 20
 # A ConfigMap (data plus metadata) must stay under 1 MiB; leave room for metadata.
 DEFAULT_REPORT_MAX_BYTES = 900_000
 REPORT_KEY = "report.json"
-TRUNCATED_ANNOTATION = "analysis.portfolio-operator.io/report-truncated"
 
 
 def utcnow() -> datetime:
@@ -207,29 +209,6 @@ def outcome(result: Mapping[str, Any]) -> tuple[str, str, str]:
 # The report ConfigMap.
 
 
-def to_jsonable(value: Any) -> Any:
-    """Plain JSON types from a result that may hold numpy, pandas or datetime values."""
-    if isinstance(value, Mapping):
-        return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [to_jsonable(v) for v in value]
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if hasattr(value, "to_dict"):  # pandas Series / DataFrame
-        return to_jsonable(value.to_dict())
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return to_jsonable(value.tolist())
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    return str(value)
-
-
 def _dumps(doc: Any) -> str:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False)
 
@@ -247,7 +226,7 @@ def bounded_report(
     (as many as fit, found by bisection) and adds a top-level ``truncated`` marker saying how
     many were kept of how many; the document stays valid JSON.
     """
-    doc = to_jsonable(result)
+    doc = jsonable(result)
     text = _dumps(doc)
     if not isinstance(doc, dict) or len(text.encode()) <= max_bytes:
         return text, False
@@ -288,33 +267,14 @@ def report_configmap(
     """The ConfigMap holding the full JSON report, owned by the PortfolioAnalysis."""
     meta = owner["metadata"]
     text, truncated = bounded_report(result, max_bytes)
+    metadata = child_metadata(owner, report_configmap_name(meta["name"]))
+    metadata["annotations"] = {
+        TRUNCATED_ANNOTATION: "true" if truncated else "false",
+        GENERATION_ANNOTATION: str(meta.get("generation", "")),
+    }
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
-        "metadata": {
-            "name": report_configmap_name(meta["name"]),
-            "namespace": meta["namespace"],
-            "labels": {
-                "app.kubernetes.io/managed-by": "portfolio-operator",
-                "analysis.portfolio-operator.io/name": meta["name"][:63],
-            },
-            "annotations": {
-                TRUNCATED_ANNOTATION: "true" if truncated else "false",
-                "analysis.portfolio-operator.io/generation": str(meta.get("generation", "")),
-            },
-            "ownerReferences": [owner_reference(owner)],
-        },
+        "metadata": metadata,
         "data": {REPORT_KEY: text},
-    }
-
-
-def owner_reference(owner: Mapping[str, Any]) -> dict[str, Any]:
-    """An owner reference so that Kubernetes' garbage collector deletes the child with us."""
-    return {
-        "apiVersion": owner["apiVersion"],
-        "kind": owner["kind"],
-        "name": owner["metadata"]["name"],
-        "uid": owner["metadata"]["uid"],
-        "controller": True,
-        "blockOwnerDeletion": True,
     }

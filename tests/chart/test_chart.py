@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from portfolio_operator.config import OperatorConfig
-from portfolio_operator.crd import CRD_NAME, crd_manifest, crd_yaml
+from portfolio_operator.constants import CRD_NAME
+from portfolio_operator.schema import crd_manifest, crd_yaml
 
 from tests.chart.conftest import (
     CHART,
@@ -114,7 +115,7 @@ def test_chart_crd_is_the_generated_crd_and_the_one_in_manifests(helm: Helm) -> 
     chart_copy = CHART / "files" / "crds" / "portfolioanalyses.yaml"
     assert chart_copy.read_text() == generated, f"{chart_copy} is stale: run `make chart-sync`"
     manifests_crd = MANIFESTS / "crd.yaml"
-    assert manifests_crd.is_file(), f"{manifests_crd} is missing (python -m portfolio_operator.crd)"
+    assert manifests_crd.is_file(), f"{manifests_crd} is missing (make chart-sync)"
     assert manifests_crd.read_text() == generated, f"{manifests_crd} is stale"
 
     rendered = one(helm.template(), "CustomResourceDefinition", CRD_NAME)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from portfolio_operator.crd import CRD_NAME, PLURAL
+from portfolio_operator.constants import CRD_NAME, PLURAL
 
 from tests.chart.conftest import CHART, NAMESPACE, RELEASE, ROOT
 from tests.support.control_plane import ControlPlane, free_loopback_port

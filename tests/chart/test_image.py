@@ -296,7 +296,8 @@ def test_dask_cluster_pods_commands_exist_in_the_image(built_environment: Path) 
     # The DaskCluster the operator creates (through dask-kubernetes' make_cluster_spec) names
     # the scheduler and worker commands; with this image as the worker image they must run.
     from portfolio_operator.cluster import dask_cluster_manifest
-    from portfolio_operator.crd import API_VERSION, KIND, parse_spec
+    from portfolio_operator.constants import API_VERSION, KIND
+    from portfolio_operator.spec import parse_spec
 
     owner = {
         "apiVersion": API_VERSION,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from portfolio_operator.crd import API_VERSION, KIND
+from portfolio_operator.constants import API_VERSION, KIND
 
 
 def make_pfa(

@@ -22,8 +22,16 @@ from typing import Any
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
-from portfolio_operator.cluster import DASK_GROUP, DASK_VERSION
-from portfolio_operator.crd import API_VERSION, CRD_NAME, GROUP, KIND, PLURAL, VERSION
+from portfolio_operator.constants import (
+    API_VERSION,
+    CRD_NAME,
+    DASK_GROUP,
+    DASK_VERSION,
+    GROUP,
+    KIND,
+    PLURAL,
+    VERSION,
+)
 
 from tests.support.control_plane import ControlPlane, free_loopback_port
 from tests.support.polling import wait_until

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from portfolio_operator import cluster as clusters
-from portfolio_operator.crd import parse_spec
+from portfolio_operator.spec import parse_spec
 
 from tests.operator.conftest import make_pfa
 
@@ -54,11 +54,14 @@ def test_cluster_names_are_stable_and_fit_the_scheduler_service_name() -> None:
 
 def test_observing_a_cluster_reads_ownership_phase_and_deletion() -> None:
     body = {
-        "metadata": {"ownerReferences": [{"uid": "me"}], "deletionTimestamp": "x",
-                     "annotations": {clusters.SPEC_HASH_ANNOTATION: "h"}},
+        "metadata": {"ownerReferences": [{"uid": "me", "controller": True}],
+                     "deletionTimestamp": "x", "annotations": {clusters.SPEC_HASH_ANNOTATION: "h"}},
         "status": {"phase": "Running"},
     }  # fmt: skip
     view = clusters.observe_cluster(body, None, "me")
     assert view.owned and view.deleting and view.spec_hash == "h"
     assert not view.running, "a cluster being deleted is not a place to run"
     assert not clusters.observe_cluster(body, {}, "other").owned
+    # Owned means controlled: a plain (non-controller) reference to us does not make it ours.
+    body["metadata"]["ownerReferences"] = [{"uid": "me"}, {"uid": "x", "controller": True}]
+    assert not clusters.observe_cluster(body, None, "me").owned

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from portfolio_operator import cluster as clusters
 from portfolio_operator.config import OperatorConfig
-from portfolio_operator.handlers import (
+from portfolio_operator.reconcile import (
     CancelRun,
     CreateCluster,
     Decision,
@@ -341,6 +341,22 @@ def test_an_invalid_stored_spec_fails_with_what_to_fix() -> None:
     assert failed["reason"] == "InvalidSpec"
     assert "spec.tickers[1]" in failed["message"] and "upper-case" in failed["message"]
     assert [e.type for e in of(decision, PostEvent)] == ["Warning"]
+
+
+def test_an_action_that_failed_for_good_is_observed_and_fails_the_resource() -> None:
+    # The controller does not judge a refused DaskCluster itself: the next observation carries
+    # the failure, and decide() fails the resource with its reason, once.
+    obj = apply(accepted(), decide(observe(accepted(), NOW, CONFIG)))
+    refused = ("ClusterCreationFailed", "the server could not find the requested resource")
+    decision = decide(observe(obj, NOW, CONFIG, cluster=clusters.ClusterView(exists=False),
+                              failure=refused))  # fmt: skip
+    fields = patched(decision)
+    assert fields["phase"] == "Failed"
+    assert condition(fields, "Failed")["reason"] == "ClusterCreationFailed"
+    assert refused[1] in condition(fields, "Failed")["message"]
+    assert not of(decision, CreateCluster) and not of(decision, StartRun)
+    after = decide(observe(apply(obj, decision), NOW, CONFIG, failure=refused))
+    assert not of(after, PostEvent) and not of(after, PatchStatus), "reported once"
 
 
 def test_walk_from_new_resource_to_succeeded_and_cluster_cleanup() -> None:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from portfolio_operator.crd import parse_spec
+from portfolio_operator.spec import parse_spec
 
 from tests.operator.harness import (
     MANIFESTS,

@@ -6,9 +6,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+from portfolio_operator.constants import TRUNCATED_ANNOTATION
 from portfolio_operator.status import (
     REPORT_KEY,
-    TRUNCATED_ANNOTATION,
     bounded_report,
     get_condition,
     report_configmap,

@@ -1,57 +1,47 @@
-"""The PortfolioAnalysis resource: one Python source for its schema and its meaning.
+"""The PortfolioAnalysis CustomResourceDefinition, generated from Python.
 
-`crd_manifest()` is the CustomResourceDefinition that `manifests/crd.yaml` (and the Helm chart)
-is generated from: ``python -m portfolio_operator.crd > manifests/crd.yaml``. `parse_spec()` turns
-a resource's spec into the arguments of ``portfolio_analysis.pipeline.run_combined_analysis``, and
-re-checks what the API server validates so that a resource stored under an older schema still
-gets a message that says what to fix.
+`crd_manifest()` is the CRD that `manifests/crd.yaml` (and the Helm chart's copy) is generated
+from: ``python -m portfolio_operator.schema > manifests/crd.yaml`` (``make chart-sync``). Its
+limits, patterns, choices and defaults come from where the parser (spec.py) and the library
+(``portfolio_analysis.vocabulary``, ``AnalysisConfig``) define them, so the API server and the
+operator accept the same specs.
 """
 
 from __future__ import annotations
 
-import re
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import date
 from typing import Any
 
 import yaml
+from portfolio_analysis.vocabulary import ANALYSES, NEWS_SOURCES, PRICE_SOURCES, TICKER_PATTERN
 
-GROUP = "analysis.portfolio-operator.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "PortfolioAnalysis"
-PLURAL = "portfolioanalyses"
-SINGULAR = "portfolioanalysis"
-SHORT_NAMES = ["pfa"]
-CRD_NAME = f"{PLURAL}.{GROUP}"
-
-# Upper-case symbols with the punctuation real tickers use: BRK.B, BRK-B, ^GSPC, EURUSD=X.
-TICKER_PATTERN = r"^\^?[A-Z0-9][A-Z0-9.=-]{0,14}$"
-# Kubernetes' resource.Quantity, as controller-gen writes it into CRDs.
-QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
-    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+from portfolio_operator.constants import (
+    APP_NAME_LABEL,
+    COMPONENT,
+    CONDITION_TYPES,
+    CRD_NAME,
+    GROUP,
+    KIND,
+    PHASES,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
 )
-SCHEDULER_ADDRESS_PATTERN = r"^(tcp|tls|ws|wss|ucx)://[^\s/]+(:[0-9]{1,5})?$"
-ANALYSES = ("pricing", "technicals", "news", "portfolio")
-PRICE_SOURCES = ("yfinance", "stooq", "local", "embedded", "synthetic")
-NEWS_SOURCES = ("yfinance", "rss", "embedded")
-CLUSTER_POLICIES = ("Delete", "Keep")
-PHASES = ("Pending", "Provisioning", "Running", "Succeeded", "Failed")
-CONDITION_TYPES = ("ClusterReady", "Running", "Complete", "Failed")
-MAX_TICKERS = 2000
-MAX_WORKERS = 100
-MAX_STATUS_ROWS = 20
-
-_TICKER_RE = re.compile(TICKER_PATTERN)
-_ADDRESS_RE = re.compile(SCHEDULER_ADDRESS_PATTERN)
-
-
-class SpecError(ValueError):
-    """A PortfolioAnalysis spec that cannot run; the message says which field to fix."""
-
+from portfolio_operator.spec import (
+    CLUSTER_DEFAULTS,
+    CLUSTER_POLICIES,
+    LOOKBACK_DAYS_RANGE,
+    MAX_TICKER_LENGTH,
+    MAX_TICKERS,
+    MAX_WORKERS,
+    PULL_POLICIES,
+    QUANTITY_PATTERN,
+    RISK_FREE_RATE_RANGE,
+    SCHEDULER_ADDRESS_PATTERN,
+    analysis_default,
+)
+from portfolio_operator.status import MAX_STATUS_ROWS
 
 # --------------------------------------------------------------------------------------------
 # Schema helpers: every property carries a description so `kubectl explain` teaches the resource.
@@ -79,7 +69,7 @@ def _object(description: str, properties: dict[str, Any], **extra: Any) -> dict[
 
 
 def _ticker(description: str) -> dict[str, Any]:
-    return _string(description, pattern=TICKER_PATTERN, maxLength=16)
+    return _string(description, pattern=TICKER_PATTERN, maxLength=MAX_TICKER_LENGTH)
 
 
 def _quantity(description: str) -> dict[str, Any]:
@@ -127,27 +117,27 @@ def _spec_schema() -> dict[str, Any]:
             ),
             "imagePullPolicy": _string(
                 "When the kubelet pulls the image.",
-                enum=["Always", "IfNotPresent", "Never"],
-                default="IfNotPresent",
+                enum=list(PULL_POLICIES),
+                default=CLUSTER_DEFAULTS.image_pull_policy,
             ),
             "resources": _resources_schema(),
             "minWorkers": _integer(
                 "Fewest Dask workers the autoscaler keeps; also the initial worker count.",
                 minimum=0,
                 maximum=MAX_WORKERS,
-                default=1,
+                default=CLUSTER_DEFAULTS.min_workers,
             ),
             "maxWorkers": _integer(
                 "Most Dask workers the autoscaler may start.",
                 minimum=1,
                 maximum=MAX_WORKERS,
-                default=4,
+                default=CLUSTER_DEFAULTS.max_workers,
             ),
             "onCompletion": _string(
                 "What happens to the created Dask cluster when the analysis has finished: "
                 "Delete it (the default) or Keep it for inspection.",
                 enum=list(CLUSTER_POLICIES),
-                default="Delete",
+                default=CLUSTER_DEFAULTS.on_completion,
             ),
         },
         default={},
@@ -214,7 +204,7 @@ def _spec_schema() -> dict[str, Any]:
                 "wins. 'embedded' is the data shipped in the image and needs no network.",
                 "items": _string("One price source.", enum=list(PRICE_SOURCES)),
                 "minItems": 1,
-                "default": ["embedded"],
+                "default": list(analysis_default("price_sources")),
                 "x-kubernetes-list-type": "set",
             },
             "newsSources": {
@@ -222,15 +212,15 @@ def _spec_schema() -> dict[str, Any]:
                 "description": "Headline sources tried in this order.",
                 "items": _string("One news source.", enum=list(NEWS_SOURCES)),
                 "minItems": 1,
-                "default": ["embedded"],
+                "default": list(analysis_default("news_sources")),
                 "x-kubernetes-list-type": "set",
             },
             "lookbackDays": _integer(
                 "Calendar days of price history to analyse, counted back from endDate "
                 "(or from the newest data a source has).",
-                minimum=60,
-                maximum=36500,
-                default=365,
+                minimum=LOOKBACK_DAYS_RANGE[0],
+                maximum=LOOKBACK_DAYS_RANGE[1],
+                default=analysis_default("lookback_days"),
             ),
             "endDate": _string(
                 "Last date of the analysed period (YYYY-MM-DD); omit for the newest data.",
@@ -238,9 +228,9 @@ def _spec_schema() -> dict[str, Any]:
             ),
             "riskFreeRate": _number(
                 "Annual risk-free rate for the Sharpe ratio, e.g. 0.03 for 3%.",
-                minimum=-1,
-                maximum=1,
-                default=0.0,
+                minimum=RISK_FREE_RATE_RANGE[0],
+                maximum=RISK_FREE_RATE_RANGE[1],
+                default=analysis_default("risk_free_rate"),
             ),
             "benchmark": _ticker("Ticker the portfolio beta is measured against, e.g. SPY."),
             "cluster": cluster,
@@ -273,7 +263,7 @@ def _status_schema() -> dict[str, Any]:
         "One condition in Kubernetes convention.",
         {
             "type": _string(
-                "Condition type: ClusterReady, Running, Complete or Failed. "
+                f"Condition type: {', '.join(CONDITION_TYPES[:-1])} or {CONDITION_TYPES[-1]}. "
                 "`kubectl wait --for=condition=Complete` waits for success."
             ),
             "status": _string("True, False or Unknown.", enum=["True", "False", "Unknown"]),
@@ -463,7 +453,7 @@ def crd_manifest() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "portfolio-operator"},
+            "labels": {APP_NAME_LABEL: COMPONENT},
         },
         "spec": {
             "group": GROUP,
@@ -473,7 +463,7 @@ def crd_manifest() -> dict[str, Any]:
                 "listKind": f"{KIND}List",
                 "plural": PLURAL,
                 "singular": SINGULAR,
-                "shortNames": SHORT_NAMES,
+                "shortNames": list(SHORT_NAMES),
                 "categories": ["all", "portfolio"],
             },
             "versions": [
@@ -506,192 +496,14 @@ def crd_manifest() -> dict[str, Any]:
 def crd_yaml() -> str:
     """The CRD as YAML text, exactly as committed in manifests/crd.yaml."""
     header = (
-        "# Generated by `python -m portfolio_operator.crd` from operator/portfolio_operator/crd.py;"
-        " do not edit.\n"
+        "# Generated by `python -m portfolio_operator.schema` from "
+        "operator/portfolio_operator/schema.py; do not edit.\n"
     )
     return header + yaml.safe_dump(crd_manifest(), sort_keys=False, width=100)
 
 
-# --------------------------------------------------------------------------------------------
-# Spec parsing: from the stored object to the library's arguments.
-
-
-@dataclass(frozen=True)
-class ClusterSpec:
-    """Where the analysis runs."""
-
-    scheduler_address: str | None = None
-    image: str | None = None
-    image_pull_policy: str = "IfNotPresent"
-    resources: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
-    min_workers: int = 1
-    max_workers: int = 4
-    on_completion: str = "Delete"
-
-
-@dataclass(frozen=True)
-class AnalysisRequest:
-    """A validated spec: everything one run needs."""
-
-    tickers: tuple[str, ...]
-    holdings: Mapping[str, float] | None
-    analyses: tuple[str, ...]
-    config_options: Mapping[str, Any]
-    cluster: ClusterSpec
-    active_deadline_seconds: int | None = None
-    ttl_seconds_after_finished: int | None = None
-
-    def run_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of run_combined_analysis, except scheduler, cancel and progress."""
-        from portfolio_analysis.config import AnalysisConfig
-
-        return {
-            "tickers": None if self.holdings else list(self.tickers),
-            "holdings": dict(self.holdings) if self.holdings else None,
-            "analyses": self.analyses,
-            "config": AnalysisConfig(**self.config_options),
-        }
-
-
-def _check_ticker(value: object, where: str) -> str:
-    if not isinstance(value, str) or not _TICKER_RE.match(value):
-        raise SpecError(
-            f"{where} is {value!r}: use an upper-case ticker symbol such as AAPL or BRK.B "
-            f"(pattern {TICKER_PATTERN})"
-        )
-    return value
-
-
-def _check_choices(values: object, allowed: Sequence[str], where: str) -> tuple[str, ...]:
-    if not isinstance(values, list) or not values:
-        raise SpecError(f"{where} must be a non-empty list chosen from {', '.join(allowed)}")
-    unknown = [v for v in values if v not in allowed]
-    if unknown:
-        raise SpecError(f"{where} has unknown value(s) {unknown}: choose from {', '.join(allowed)}")
-    return tuple(dict.fromkeys(values))
-
-
-def _check_int(spec: Mapping[str, Any], key: str, where: str, low: int, high: int | None) -> int:
-    value = spec[key]
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise SpecError(f"{where}.{key} is {value!r}: use a whole number of at least {low}")
-    if high is not None and value > high:
-        raise SpecError(f"{where}.{key} is {value}: use at most {high}")
-    return value
-
-
-def parse_spec(spec: Mapping[str, Any]) -> AnalysisRequest:
-    """Validate a PortfolioAnalysis spec and turn it into an AnalysisRequest.
-
-    Mirrors the CRD's validation (the API server normally refuses bad specs first) and fills
-    the same defaults, so objects stored under an older schema behave the same.
-    """
-    has_tickers, has_holdings = spec.get("tickers") is not None, spec.get("holdings") is not None
-    if has_tickers == has_holdings:
-        raise SpecError("give exactly one of spec.tickers or spec.holdings")
-    holdings: dict[str, float] | None = None
-    if has_tickers:
-        raw = spec["tickers"]
-        if not isinstance(raw, list) or not raw:
-            raise SpecError("spec.tickers must be a non-empty list of ticker symbols")
-        tickers = tuple(_check_ticker(t, f"spec.tickers[{i}]") for i, t in enumerate(raw))
-        if len(set(tickers)) != len(tickers):
-            raise SpecError("spec.tickers lists a ticker twice: list each ticker once")
-    else:
-        raw = spec["holdings"]
-        if not isinstance(raw, list) or not raw:
-            raise SpecError("spec.holdings must be a non-empty list of {ticker, shares}")
-        holdings = {}
-        for i, item in enumerate(raw):
-            where = f"spec.holdings[{i}]"
-            if not isinstance(item, Mapping):
-                raise SpecError(f"{where} must be an object with ticker and shares")
-            ticker = _check_ticker(item.get("ticker"), f"{where}.ticker")
-            shares = item.get("shares")
-            if isinstance(shares, bool) or not isinstance(shares, int | float) or shares <= 0:
-                raise SpecError(f"{where}.shares is {shares!r}: use a number greater than zero")
-            if ticker in holdings:
-                raise SpecError(f"{where}: {ticker} is listed twice; merge the positions")
-            holdings[ticker] = float(shares)
-        tickers = tuple(holdings)
-    if len(tickers) > MAX_TICKERS:
-        raise SpecError(f"{len(tickers)} securities requested: at most {MAX_TICKERS} per resource")
-
-    analyses = _check_choices(spec.get("analyses", list(ANALYSES)), ANALYSES, "spec.analyses")
-    if {"technicals", "portfolio"} & set(analyses) and "pricing" not in analyses:
-        analyses = ("pricing", *analyses)
-    options: dict[str, Any] = {
-        "price_sources": _check_choices(
-            spec.get("priceSources", ["embedded"]), PRICE_SOURCES, "spec.priceSources"
-        ),
-        "news_sources": _check_choices(
-            spec.get("newsSources", ["embedded"]), NEWS_SOURCES, "spec.newsSources"
-        ),
-        "lookback_days": _check_int(
-            {"lookbackDays": 365, **spec}, "lookbackDays", "spec", 60, 36500
-        ),
-    }
-    rate = spec.get("riskFreeRate", 0.0)
-    if isinstance(rate, bool) or not isinstance(rate, int | float) or not -1 <= rate <= 1:
-        raise SpecError(f"spec.riskFreeRate is {rate!r}: use an annual rate such as 0.03")
-    options["risk_free_rate"] = float(rate)
-    if spec.get("benchmark") is not None:
-        options["benchmark"] = _check_ticker(spec["benchmark"], "spec.benchmark")
-    if spec.get("endDate") is not None:
-        try:
-            options["end"] = date.fromisoformat(str(spec["endDate"]))
-        except ValueError:
-            raise SpecError(
-                f"spec.endDate is {spec['endDate']!r}: use a date as YYYY-MM-DD"
-            ) from None
-
-    return AnalysisRequest(
-        tickers=tickers,
-        holdings=holdings,
-        analyses=analyses,
-        config_options=options,
-        cluster=_parse_cluster(spec.get("cluster") or {}),
-        active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", 1),
-        ttl_seconds_after_finished=_optional_int(spec, "ttlSecondsAfterFinished", 0),
-    )
-
-
-def _optional_int(spec: Mapping[str, Any], key: str, low: int) -> int | None:
-    return None if spec.get(key) is None else _check_int(spec, key, "spec", low, None)
-
-
-def _parse_cluster(cluster: Mapping[str, Any]) -> ClusterSpec:
-    where = "spec.cluster"
-    address = cluster.get("schedulerAddress")
-    if address is not None and (not isinstance(address, str) or not _ADDRESS_RE.match(address)):
-        raise SpecError(
-            f"{where}.schedulerAddress is {address!r}: use a Dask address such as "
-            "tcp://my-dask-scheduler.my-namespace:8786"
-        )
-    values = {"minWorkers": 1, "maxWorkers": 4, **cluster}
-    low = _check_int(values, "minWorkers", where, 0, MAX_WORKERS)
-    high = _check_int(values, "maxWorkers", where, 1, MAX_WORKERS)
-    if low > high:
-        raise SpecError(
-            f"{where}.minWorkers must be less than or equal to {where}.maxWorkers "
-            f"(got {low} > {high})"
-        )
-    policy = cluster.get("onCompletion", "Delete")
-    if policy not in CLUSTER_POLICIES:
-        raise SpecError(f"{where}.onCompletion is {policy!r}: use Delete or Keep")
-    return ClusterSpec(
-        scheduler_address=address,
-        image=cluster.get("image") or None,
-        image_pull_policy=cluster.get("imagePullPolicy", "IfNotPresent"),
-        resources={k: dict(v) for k, v in (cluster.get("resources") or {}).items() if v},
-        min_workers=low,
-        max_workers=high,
-        on_completion=policy,
-    )
-
-
 def main() -> None:
-    """Print the CRD YAML (``python -m portfolio_operator.crd > manifests/crd.yaml``)."""
+    """Print the CRD YAML (``python -m portfolio_operator.schema > manifests/crd.yaml``)."""
     sys.stdout.write(crd_yaml())
 
 

@@ -1,53 +1,43 @@
-"""The reconcile logic each kopf handler in main.py delegates to.
+"""What to do for one PortfolioAnalysis, as a pure function of what is observed.
 
-One idempotent reconcile per resource works out what to do from what it observes: the
-resource (spec, generation, status), its DaskCluster and DaskAutoscaler, the in-memory run, and
-the clock. `decide()` is that logic as a pure function returning actions; `AnalysisController`
-observes, calls `decide()`, performs the actions and sleeps until something changes. It runs as
-a kopf daemon per resource, so a slow analysis never holds up another resource, and a restarted
-operator simply observes again: the cluster name is in status before the cluster is created,
-deadlines and TTLs count from status timestamps, and a run lost with the old process is started
-again (counted in status.attempts) on the same cluster.
+The reconcile observes the resource (spec, generation, status), its DaskCluster and
+DaskAutoscaler, the in-memory run, the clock and the failure of an action of the previous pass,
+and `decide()` returns the actions to take and when to look again. Nothing here talks to the API
+server (controller.py performs the actions), so every transition is tested as a plain function.
+A restarted operator simply observes again: the cluster name is in status before the cluster is
+created, deadlines and TTLs count from status timestamps, and a run lost with the old process is
+started again (counted in status.attempts) on the same cluster. docs/operator.md has the table
+of states and transitions.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-import kopf
-
 from portfolio_operator import cluster as clusters
 from portfolio_operator.config import OperatorConfig
-from portfolio_operator.crd import AnalysisRequest, SpecError, parse_spec
-from portfolio_operator.kube import KubeApi, KubeError, load_api_client
-from portfolio_operator.metrics import OperatorMetrics
-from portfolio_operator.runs import RunRegistry, RunState, RunView
-from portfolio_operator.status import (
+from portfolio_operator.constants import (
     FAILED,
     PENDING,
     PROVISIONING,
     RUNNING,
     SUCCEEDED,
     TERMINAL_PHASES,
+)
+from portfolio_operator.runs import RunState, RunView
+from portfolio_operator.spec import AnalysisRequest, SpecError, parse_spec
+from portfolio_operator.status import (
     format_time,
     get_condition,
     outcome,
     parse_time,
-    report_configmap,
     report_configmap_name,
     result_fields,
     set_conditions,
-    utcnow,
 )
-
-logger = logging.getLogger("portfolio_operator")
 
 # --------------------------------------------------------------------------------------------
 # Actions decide() can ask for.
@@ -130,6 +120,9 @@ class Observation:
     spec_error: str | None = None
     cluster: clusters.ClusterView | None = None
     run: RunView | None = None
+    # An action of an earlier pass that failed for good, as (reason, message): for example
+    # the API server refusing the DaskCluster. Reported by failing the resource.
+    failure: tuple[str, str] | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -154,13 +147,14 @@ def observe(
     config: OperatorConfig,
     cluster: clusters.ClusterView | None = None,
     run: RunView | None = None,
+    failure: tuple[str, str] | None = None,
 ) -> Observation:
     """An Observation with the spec parsed (a bad spec becomes spec_error)."""
     try:
         request, error = parse_spec(obj.get("spec") or {}), None
     except SpecError as exc:
         request, error = None, str(exc)
-    return Observation(obj, now, config, request, error, cluster, run)
+    return Observation(obj, now, config, request, error, cluster, run, failure)
 
 
 # --------------------------------------------------------------------------------------------
@@ -177,6 +171,8 @@ def decide(obs: Observation) -> Decision:
         return _accept(obs)
     if obs.spec_error is not None:
         return _fail(obs, "InvalidSpec", obs.spec_error)
+    if obs.failure is not None:
+        return _fail(obs, *obs.failure)
     assert obs.request is not None
     until_deadline = _seconds_to_deadline(obs)
     if until_deadline is not None and until_deadline <= 0:
@@ -523,247 +519,3 @@ def _after_finish(obs: Observation) -> Decision:
         actions.append(DeleteResource())
         return Decision(actions, requeue=None)
     return Decision(actions, requeue=remaining)
-
-
-# --------------------------------------------------------------------------------------------
-# The operator's shared state and the per-resource controller.
-
-
-@dataclass
-class OperatorContext:
-    """What every resource's controller shares: settings, API client, runs, metrics."""
-
-    config: OperatorConfig
-    api: KubeApi
-    metrics: OperatorMetrics
-    runs: RunRegistry
-
-
-async def start_operator(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
-    """Startup: kopf settings for least privilege and quiet storage, then shared state."""
-    settings.peering.standalone = True  # no peering objects: nothing to grant for them
-    settings.scanning.disabled = True  # no CRD/namespace list-watch: nothing to grant either
-    prefix = "analysis.portfolio-operator.io"
-    settings.persistence.finalizer = f"{prefix}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=prefix, key="last-handled-configuration"
-    )
-    settings.posting.reporting_component = "portfolio-operator"
-    # Events are posted explicitly (kopf.event); kopf's own log lines stay in the log.
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
-    settings.background.cancellation_polling = 5
-    config = memo.get("config") if hasattr(memo, "get") else None
-    if config is None:
-        config = OperatorConfig.from_env()
-    metrics = memo.get("metrics") if hasattr(memo, "get") else None
-    metrics = metrics or OperatorMetrics()
-    api = KubeApi(load_api_client(config.kubeconfig))
-    runs = RunRegistry(config.max_concurrent_analyses, metrics)
-    memo["context"] = OperatorContext(config=config, api=api, metrics=metrics, runs=runs)
-    logger.info(
-        "portfolio-operator ready: at most %d concurrent analyses, worker image %s",
-        config.max_concurrent_analyses,
-        config.worker_image,
-    )
-
-
-async def stop_operator(memo: Any, **_: Any) -> None:
-    """Cleanup: cancel runs (a restarted operator re-runs them) and close the client."""
-    context: OperatorContext | None = memo.get("context")
-    if context is not None:
-        await context.runs.shutdown()
-        context.api.close()
-
-
-async def run_analysis_daemon(
-    memo: Any,
-    name: str,
-    namespace: str,
-    uid: str,
-    body: kopf.Body,
-    stopped: kopf.DaemonStopped,
-    **_: Any,
-) -> None:
-    """The per-resource daemon: reconcile until the resource is gone or the operator stops."""
-    context: OperatorContext = memo["context"]
-    controller = AnalysisController(context, namespace, name, uid, body, stopped)
-    await controller.run()
-
-
-class AnalysisController:
-    """Observe -> decide -> act -> sleep, for one PortfolioAnalysis."""
-
-    def __init__(
-        self,
-        context: OperatorContext,
-        namespace: str,
-        name: str,
-        uid: str,
-        body: kopf.Body,
-        stopped: kopf.DaemonStopped,
-    ) -> None:
-        self.ctx = context
-        self.namespace, self.name, self.uid = namespace, name, uid
-        self.body = body  # kopf keeps this view current: a spec change shows up here
-        self.stopped = stopped
-        self.wake = asyncio.Event()
-        self.gone = False
-        self.log = logging.LoggerAdapter(logger, {"resource": f"{namespace}/{name}"})
-
-    def _wake_threadsafe(self) -> None:
-        loop = self._loop
-        if loop.is_closed():
-            return
-        loop.call_soon_threadsafe(self.wake.set)
-
-    async def run(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        failures = 0
-        try:
-            while not self.stopped and not self.gone:
-                try:
-                    decision = await self.reconcile_once()
-                    failures = 0
-                    delay = decision.requeue
-                except Exception as exc:
-                    failures += 1
-                    delay = min(60.0, 2.0**failures)
-                    self.ctx.metrics.reconcile_errors.inc()
-                    temporary = getattr(exc, "temporary", True)
-                    log = self.log.warning if temporary else self.log.error
-                    log("reconcile failed (retrying in %.0fs): %s", delay, exc,
-                        exc_info=not isinstance(exc, KubeError))  # fmt: skip
-                if self.gone:
-                    break
-                await self._sleep(delay)
-        finally:
-            # Deleted or operator exiting: stop the analysis either way. A new operator
-            # process re-runs an interrupted analysis; a deleted one needs nothing more.
-            self.ctx.runs.forget(self.uid)
-            self.ctx.metrics.set_phase(self.uid, None)
-
-    async def _sleep(self, delay: float | None) -> None:
-        """Sleep until the delay passes, the run changes, the spec changes or we stop."""
-        generation = _generation(self.body)
-        deadline = time.monotonic() + (delay if delay is not None else float("inf"))
-        while not self.stopped:
-            if self.wake.is_set():
-                self.wake.clear()
-                return
-            if _generation(self.body) != generation:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), timeout=min(remaining, 0.5))
-
-    async def reconcile_once(self) -> Decision:
-        api = self.ctx.api
-        obj = await api.get_analysis(self.namespace, self.name)
-        if obj is None or obj["metadata"].get("uid") != self.uid:
-            self.gone = True
-            return Decision()
-        if obj["metadata"].get("deletionTimestamp"):
-            return Decision(requeue=1.0)  # kopf stops this daemon, then GC removes children
-        status = obj.get("status") or {}
-        dask = status.get("daskCluster") or {}
-        view = None
-        if dask.get("owned") and dask.get("name"):
-            cluster = await api.get_dask(clusters.DASKCLUSTERS, self.namespace, dask["name"])
-            autoscaler = await api.get_dask(clusters.DASKAUTOSCALERS, self.namespace, dask["name"])
-            view = clusters.observe_cluster(cluster, autoscaler, self.uid)
-        obs = observe(obj, utcnow(), self.ctx.config, view, self.ctx.runs.view(self.uid))
-        if status.get("phase"):  # resources finished before a restart count in the gauge too
-            self.ctx.metrics.set_phase(self.uid, status["phase"])
-        decision = decide(obs)
-        await self.execute(obs, decision)
-        return decision
-
-    async def execute(self, obs: Observation, decision: Decision) -> None:
-        obj = obs.obj
-        for action in decision.actions:
-            match action:
-                case PatchStatus(fields=fields):
-                    await self._patch_status(obs, fields)
-                case PostEvent(type=kind, reason=reason, message=message):
-                    kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
-                case CreateCluster(name=name):
-                    await self._create_cluster(obs, name)
-                case DeleteCluster(name=name):
-                    await self.ctx.api.delete_dask(clusters.DASKAUTOSCALERS, self.namespace, name)
-                    await self.ctx.api.delete_dask(clusters.DASKCLUSTERS, self.namespace, name)
-                case StartRun(address=address):
-                    await self._start_run(obs, address)
-                case CancelRun():
-                    self.ctx.runs.cancel(self.uid)
-                case ForgetRun():
-                    self.ctx.runs.forget(self.uid)
-                case WriteReport():
-                    assert obs.run is not None and obs.run.result is not None
-                    manifest = await asyncio.to_thread(
-                        report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes
-                    )
-                    await self.ctx.api.put_configmap(manifest)
-                case DeleteResource():
-                    self.log.info("ttlSecondsAfterFinished passed: deleting")
-                    await self.ctx.api.delete_analysis(self.namespace, self.name, self.uid)
-                    self.gone = True
-
-    async def _patch_status(self, obs: Observation, fields: Mapping[str, Any]) -> None:
-        await self.ctx.api.patch_analysis_status(self.namespace, self.name, fields)
-        old, new = obs.status.get("phase"), fields.get("phase", obs.status.get("phase"))
-        self.ctx.metrics.set_phase(self.uid, new)
-        if new != old:
-            self.log.info("phase %s -> %s", old or "-", new)
-            if new in TERMINAL_PHASES:
-                kind = "Complete" if new == SUCCEEDED else "Failed"
-                condition = get_condition(fields.get("conditions"), kind) or {}
-                self.ctx.metrics.record_finish(
-                    new, condition.get("reason", "Unknown"), fields.get("durationSeconds")
-                )
-        if fields.get("attempts") and obs.status.get("phase") in (PENDING, PROVISIONING):
-            started = parse_time(obs.status.get("startTime"))
-            if started is not None:
-                self.ctx.metrics.cluster_wait.observe((obs.now - started).total_seconds())
-
-    async def _start_run(self, obs: Observation, address: str) -> None:
-        assert obs.request is not None
-        try:
-            kwargs = obs.request.run_kwargs()
-        except (ValueError, TypeError, ImportError) as exc:  # the library refused the settings
-            await self.execute(obs, _fail(obs, "InvalidSpec", str(exc)))
-            return
-        self.ctx.runs.start(self.uid, obs.generation, address, kwargs, self._wake_threadsafe)
-
-    async def _create_cluster(self, obs: Observation, name: str) -> None:
-        assert obs.request is not None
-        config = self.ctx.config
-        try:
-            await self.ctx.api.create_dask(
-                clusters.DASKCLUSTERS,
-                clusters.dask_cluster_manifest(
-                    obs.obj, name, obs.request, config.worker_image, config.worker_env
-                ),
-            )
-            await self.ctx.api.create_dask(
-                clusters.DASKAUTOSCALERS,
-                clusters.autoscaler_manifest(obs.obj, name, obs.request),
-            )
-        except KubeError as exc:
-            if exc.temporary:
-                raise
-            hint = (
-                " (is the dask-kubernetes operator with its CRDs installed?)"
-                if exc.status == 404
-                else ""
-            )
-            failure = _fail(obs, "ClusterCreationFailed", f"{exc}{hint}")
-            await self.execute(obs, failure)
-
-
-def _generation(body: Mapping[str, Any]) -> Any:
-    return (body.get("metadata") or {}).get("generation")

@@ -1,0 +1,262 @@
+"""A PortfolioAnalysis spec, checked and turned into the library's arguments.
+
+`parse_spec()` re-checks everything the API server validates (an object stored under an older
+schema still gets a message that says what to fix) and builds the library's `AnalysisConfig`
+right away, so that every invalid spec is found when the resource is first observed, before any
+cluster exists. The limits, patterns and defaults here are also what schema.py writes into the
+CRD: one definition for both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from datetime import date
+from typing import Any
+
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.vocabulary import (
+    ANALYSES,
+    NEWS_SOURCES,
+    PRICE_SOURCES,
+    TICKER_PATTERN,
+    TICKER_RE,
+)
+
+MAX_TICKERS = 2000
+MAX_WORKERS = 100
+MAX_TICKER_LENGTH = 16
+LOOKBACK_DAYS_RANGE = (60, 36500)
+RISK_FREE_RATE_RANGE = (-1.0, 1.0)
+CLUSTER_POLICIES = ("Delete", "Keep")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+# Kubernetes' resource.Quantity, as controller-gen writes it into CRDs.
+QUANTITY_PATTERN = (
+    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))"
+    r"(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+)
+SCHEDULER_ADDRESS_PATTERN = r"^(tcp|tls|ws|wss|ucx)://[^\s/]+(:[0-9]{1,5})?$"
+_ADDRESS_RE = re.compile(SCHEDULER_ADDRESS_PATTERN)
+
+
+class SpecError(ValueError):
+    """A PortfolioAnalysis spec that cannot run; the message says which field to fix."""
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """Where the analysis runs. The field defaults are the CRD's defaults too."""
+
+    scheduler_address: str | None = None
+    image: str | None = None
+    image_pull_policy: str = "IfNotPresent"
+    resources: Mapping[str, Mapping[str, str | int]] = field(default_factory=dict)
+    min_workers: int = 1
+    max_workers: int = 4
+    on_completion: str = "Delete"
+
+
+CLUSTER_DEFAULTS = ClusterSpec()
+
+
+def analysis_default(name: str) -> Any:
+    """The library's default for one `AnalysisConfig` field (the CRD's default for it too)."""
+    (found,) = [f for f in fields(AnalysisConfig) if f.name == name]
+    assert found.default is not MISSING, f"AnalysisConfig.{name} has no plain default"
+    return found.default
+
+
+@dataclass(frozen=True)
+class AnalysisRequest:
+    """A validated spec: everything one run needs."""
+
+    tickers: tuple[str, ...]
+    holdings: Mapping[str, float] | None
+    analyses: tuple[str, ...]
+    config: AnalysisConfig
+    cluster: ClusterSpec
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+
+    def run_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of run_combined_analysis, except scheduler, cancel and progress."""
+        return {
+            "tickers": None if self.holdings else list(self.tickers),
+            "holdings": dict(self.holdings) if self.holdings else None,
+            "analyses": self.analyses,
+            "config": self.config,
+        }
+
+
+def _check_ticker(value: object, where: str) -> str:
+    if not isinstance(value, str) or not TICKER_RE.match(value):
+        raise SpecError(
+            f"{where} is {value!r}: use an upper-case ticker symbol such as AAPL or BRK.B "
+            f"(pattern {TICKER_PATTERN})"
+        )
+    return value
+
+
+def _check_choices(values: object, allowed: Sequence[str], where: str) -> tuple[str, ...]:
+    if not isinstance(values, list | tuple) or not values:
+        raise SpecError(f"{where} must be a non-empty list chosen from {', '.join(allowed)}")
+    unknown = [v for v in values if v not in allowed]
+    if unknown:
+        raise SpecError(f"{where} has unknown value(s) {unknown}: choose from {', '.join(allowed)}")
+    return tuple(dict.fromkeys(values))
+
+
+def _check_int(value: object, where: str, low: int, high: int | None = None) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise SpecError(f"{where} is {value!r}: use a whole number of at least {low}")
+    if high is not None and value > high:
+        raise SpecError(f"{where} is {value}: use at most {high}")
+    return value
+
+
+def _optional_int(spec: Mapping[str, Any], key: str, low: int) -> int | None:
+    return None if spec.get(key) is None else _check_int(spec[key], f"spec.{key}", low)
+
+
+def _securities(spec: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, float] | None]:
+    """The tickers, and the holdings (ticker -> shares) when the spec gives holdings."""
+    has_tickers, has_holdings = spec.get("tickers") is not None, spec.get("holdings") is not None
+    if has_tickers == has_holdings:
+        raise SpecError("give exactly one of spec.tickers or spec.holdings")
+    if has_tickers:
+        raw = spec["tickers"]
+        if not isinstance(raw, list) or not raw:
+            raise SpecError("spec.tickers must be a non-empty list of ticker symbols")
+        tickers = tuple(_check_ticker(t, f"spec.tickers[{i}]") for i, t in enumerate(raw))
+        if len(set(tickers)) != len(tickers):
+            raise SpecError("spec.tickers lists a ticker twice: list each ticker once")
+        holdings = None
+    else:
+        raw = spec["holdings"]
+        if not isinstance(raw, list) or not raw:
+            raise SpecError("spec.holdings must be a non-empty list of {ticker, shares}")
+        holdings = {}
+        for i, item in enumerate(raw):
+            where = f"spec.holdings[{i}]"
+            if not isinstance(item, Mapping):
+                raise SpecError(f"{where} must be an object with ticker and shares")
+            ticker = _check_ticker(item.get("ticker"), f"{where}.ticker")
+            shares = item.get("shares")
+            if isinstance(shares, bool) or not isinstance(shares, int | float) or shares <= 0:
+                raise SpecError(f"{where}.shares is {shares!r}: use a number greater than zero")
+            if ticker in holdings:
+                raise SpecError(f"{where}: {ticker} is listed twice; merge the positions")
+            holdings[ticker] = float(shares)
+        tickers = tuple(holdings)
+    if len(tickers) > MAX_TICKERS:
+        raise SpecError(f"{len(tickers)} securities requested: at most {MAX_TICKERS} per resource")
+    return tickers, holdings
+
+
+def _analysis_config(spec: Mapping[str, Any]) -> AnalysisConfig:
+    """The library's settings for the spec's sources, period and portfolio options."""
+    low, high = LOOKBACK_DAYS_RANGE
+    options: dict[str, Any] = {
+        "price_sources": _check_choices(
+            spec.get("priceSources", analysis_default("price_sources")),
+            PRICE_SOURCES,
+            "spec.priceSources",
+        ),
+        "news_sources": _check_choices(
+            spec.get("newsSources", analysis_default("news_sources")),
+            NEWS_SOURCES,
+            "spec.newsSources",
+        ),
+        "lookback_days": _check_int(
+            spec.get("lookbackDays", analysis_default("lookback_days")),
+            "spec.lookbackDays",
+            low,
+            high,
+        ),
+    }
+    rate = spec.get("riskFreeRate", analysis_default("risk_free_rate"))
+    low_rate, high_rate = RISK_FREE_RATE_RANGE
+    if (
+        isinstance(rate, bool)
+        or not isinstance(rate, int | float)
+        or not low_rate <= rate <= high_rate
+    ):
+        raise SpecError(f"spec.riskFreeRate is {rate!r}: use an annual rate such as 0.03")
+    options["risk_free_rate"] = float(rate)
+    if spec.get("benchmark") is not None:
+        options["benchmark"] = _check_ticker(spec["benchmark"], "spec.benchmark")
+    if spec.get("endDate") is not None:
+        try:
+            options["end"] = date.fromisoformat(str(spec["endDate"]))
+        except ValueError:
+            raise SpecError(
+                f"spec.endDate is {spec['endDate']!r}: use a date as YYYY-MM-DD"
+            ) from None
+    try:
+        return AnalysisConfig(**options)
+    except (ValueError, TypeError) as exc:  # the library's own checks, in its words
+        raise SpecError(f"spec: {exc}") from None
+
+
+def _parse_cluster(cluster: Mapping[str, Any]) -> ClusterSpec:
+    where = "spec.cluster"
+    address = cluster.get("schedulerAddress")
+    if address is not None and (not isinstance(address, str) or not _ADDRESS_RE.match(address)):
+        raise SpecError(
+            f"{where}.schedulerAddress is {address!r}: use a Dask address such as "
+            "tcp://my-dask-scheduler.my-namespace:8786"
+        )
+    low = _check_int(
+        cluster.get("minWorkers", CLUSTER_DEFAULTS.min_workers),
+        f"{where}.minWorkers",
+        0,
+        MAX_WORKERS,
+    )
+    high = _check_int(
+        cluster.get("maxWorkers", CLUSTER_DEFAULTS.max_workers),
+        f"{where}.maxWorkers",
+        1,
+        MAX_WORKERS,
+    )
+    if low > high:
+        raise SpecError(
+            f"{where}.minWorkers must be less than or equal to {where}.maxWorkers "
+            f"(got {low} > {high})"
+        )
+    policy = cluster.get("onCompletion", CLUSTER_DEFAULTS.on_completion)
+    if policy not in CLUSTER_POLICIES:
+        raise SpecError(f"{where}.onCompletion is {policy!r}: use {' or '.join(CLUSTER_POLICIES)}")
+    pull = cluster.get("imagePullPolicy", CLUSTER_DEFAULTS.image_pull_policy)
+    if pull not in PULL_POLICIES:
+        raise SpecError(f"{where}.imagePullPolicy is {pull!r}: use {', '.join(PULL_POLICIES)}")
+    return ClusterSpec(
+        scheduler_address=address,
+        image=cluster.get("image") or None,
+        image_pull_policy=pull,
+        resources={k: dict(v) for k, v in (cluster.get("resources") or {}).items() if v},
+        min_workers=low,
+        max_workers=high,
+        on_completion=policy,
+    )
+
+
+def parse_spec(spec: Mapping[str, Any]) -> AnalysisRequest:
+    """Validate a PortfolioAnalysis spec and turn it into an AnalysisRequest.
+
+    Fills the same defaults as the CRD, so objects stored under an older schema behave the
+    same. Raises SpecError naming the field to fix.
+    """
+    tickers, holdings = _securities(spec)
+    analyses = _check_choices(spec.get("analyses", list(ANALYSES)), ANALYSES, "spec.analyses")
+    if {"technicals", "portfolio"} & set(analyses) and "pricing" not in analyses:
+        analyses = ("pricing", *analyses)
+    return AnalysisRequest(
+        tickers=tickers,
+        holdings=holdings,
+        analyses=analyses,
+        config=_analysis_config(spec),
+        cluster=_parse_cluster(spec.get("cluster") or {}),
+        active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", 1),
+        ttl_seconds_after_finished=_optional_int(spec, "ttlSecondsAfterFinished", 0),
+    )
