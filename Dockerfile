@@ -28,11 +28,11 @@ RUN python3 -m pip install "uv==${UV_VERSION}"
 WORKDIR /app
 # Dependencies first, in their own layer: it is rebuilt only when the lock changes.
 COPY pyproject.toml uv.lock README.md ./
-RUN uv sync --locked --no-dev --no-install-project
+RUN uv sync --locked --no-dev --extra operator --no-install-project
 # Then the project itself, installed as a wheel (not editable) so the sources need not be copied.
 COPY analysis ./analysis
 COPY operator ./operator
-RUN uv sync --locked --no-dev --no-editable
+RUN uv sync --locked --no-dev --extra operator --no-editable
 # dask-kubernetes' DaskCluster pods start `dask-scheduler` and `dask-worker` (its make_cluster_spec
 # defaults), commands distributed no longer installs: thin shims onto `dask scheduler`/`dask worker`.
 RUN for command in scheduler worker; do \

@@ -14,7 +14,14 @@ import os
 import sys
 from collections.abc import Sequence
 
-import kopf
+try:
+    import kopf
+except ModuleNotFoundError as missing:  # a laptop install, without the operator's extra
+    sys.exit(
+        f"portfolio-operator: {missing.name} is not installed. The operator needs the "
+        "'operator' extra: pip install 'portfolio-operator[operator]' (the laptop command, "
+        "portfolio-analysis, does not)"
+    )
 
 from portfolio_operator.config import LOG_LEVELS, OperatorConfig
 from portfolio_operator.health import HealthServer

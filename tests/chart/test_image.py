@@ -52,9 +52,11 @@ def default_base_python() -> Version:
 
 
 def locked_runtime_requirements() -> dict[str, str]:
-    """name -> version that `uv export --locked --no-dev` pins for this platform and Python."""
+    """name -> version that `uv export --locked --no-dev --extra operator` pins for this
+    platform and Python: what the image installs."""
     export = subprocess.run(
-        ["uv", "export", "--locked", "--no-dev", "--no-hashes", "--no-emit-project", "--offline"],
+        ["uv", "export", "--locked", "--no-dev", "--extra", "operator", "--no-hashes",
+         "--no-emit-project", "--offline"],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -92,6 +94,10 @@ def test_dependencies_come_from_the_lock_file_without_dev_tools() -> None:
         assert argv[:2] == ["uv", "sync"], command
         assert {"--locked", "--frozen"} & set(argv), f"{command!r} must install from uv.lock as is"
         assert "--no-dev" in argv, f"{command!r} would install the dev group (pytest, ta-lib)"
+        extras = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--extra"]
+        assert "operator" in extras, (
+            f"{command!r} must install the operator extra (kopf, kubernetes, dask-kubernetes)"
+        )
     # The lock (and the pyproject it is checked against) are in place before the first sync.
     first_sync = BUILDER.instructions.index(
         next(i for i in BUILDER.of("RUN") if i.arguments.startswith("uv sync"))
