@@ -152,9 +152,8 @@ def plain_dask(workload: str, universe: Universe, client) -> Callable[[], object
     field = {"pricing": "pricing", "technical": "technicals", "news": "news"}[workload]
 
     def run() -> object:
-        gathered = pipeline.run_stages(
-            tickers, stages=STAGES[workload], config=config, client=client
-        )
+        options = pipeline.RunOptions(analyses=STAGES[workload], config=config, client=client)
+        gathered = pipeline.run_stages(tickers, options)
         return build(combine(getattr(gathered, field)), gathered.failed)
 
     return run

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import csv
+import dataclasses
 import json
 import logging
 import math
@@ -23,10 +24,13 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, NEWS_SOURCES, PRICE_SOURCES
+
+if TYPE_CHECKING:
+    from portfolio_analysis.pipeline import AnalysisRun, RunOptions
 
 PROG = "portfolio-analysis"
 DEFAULT_OUTPUT = Path("portfolio-report")
@@ -361,41 +365,52 @@ def _run(
     args: argparse.Namespace,
     progress: Callable[[str, int, int], None] | None,
     cancel: threading.Event,
-) -> Any:
+) -> AnalysisRun:
     from portfolio_analysis import pipeline, report
 
     tickers, holdings = _request(args)
     config = _config(args)
     chosen, holdings = pipeline.resolve_request(tickers, holdings)
-    series_tickers = report.chart_tickers(chosen, holdings)
-    if not args.prefect:
-        return pipeline.run_analysis(
-            chosen,
-            holdings,
-            config=config,
-            dask_scheduler=args.scheduler,
-            n_workers=args.workers,
-            progress=progress,
-            cancel=cancel,
-            series_tickers=series_tickers,
-        )
-    from portfolio_analysis import flows
+    options = pipeline.RunOptions(
+        config=config,
+        dask_scheduler=args.scheduler,
+        n_workers=args.workers,
+        progress=progress,
+        cancel=cancel,
+        local_cluster_log_level=_cluster_log_level(args.debug),
+        series_tickers=report.chart_tickers(chosen, holdings),
+    )
+    if args.prefect:
+        return _run_flow(chosen, holdings, options, args.debug)
+    return pipeline.run_analysis(chosen, holdings, options)
 
-    with pipeline.run_hooks(
-        progress=progress, cancel=cancel, n_workers=args.workers, series_tickers=series_tickers
-    ) as hooks:
+
+def _run_flow(
+    tickers: list[str], holdings: dict[str, float] | None, options: RunOptions, debug: bool
+) -> AnalysisRun:
+    """The same run inside ``dask_combined_analysis_flow``. The flow returns the report
+    only, so the frames the HTML report draws come back through ``on_gathered``."""
+    from portfolio_analysis import flows, pipeline, prefect_settings
+
+    _quiet_logs(debug)  # again: importing Prefect configured its loggers
+    gathered: list[pipeline.StageResults] = []
+    options = dataclasses.replace(options, on_gathered=gathered.append)
+    with prefect_settings.quiet_prefect_settings(log_level=None if debug else "WARNING"):
         result = flows.dask_combined_analysis_flow(
-            tickers=chosen, holdings=holdings, dask_scheduler=args.scheduler, config=config
+            tickers=tickers,
+            holdings=holdings,
+            dask_scheduler=options.dask_scheduler,
+            config=options.config,
+            n_workers=options.n_workers,
+            options=options,
         )
-    if progress:
-        progress("portfolio", 1, 1)
-    gathered = hooks.gathered[-1] if hooks.gathered else None
+    stages = gathered[-1] if gathered else None
     return pipeline.AnalysisRun(
         result,
-        gathered.close if gathered else None,
-        gathered.series if gathered else {},
+        stages.close if stages else None,
+        stages.series if stages else {},
         holdings,
-        gathered,
+        stages,
     )
 
 
@@ -409,7 +424,7 @@ def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
 
-    # The thread sees this thread's context variables (Prefect's settings context, hooks).
+    # The thread sees this thread's context variables (e.g. a Prefect settings context).
     context = contextvars.copy_context()
     thread = threading.Thread(
         target=context.run, args=(target,), name="portfolio-analysis", daemon=True
@@ -427,20 +442,27 @@ def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
     return outcome["value"]
 
 
+def _cluster_log_level(debug: bool) -> int:
+    """Log level of an embedded cluster's processes: a cancelled run's workers otherwise
+    print heartbeat tracebacks while their cluster shuts down."""
+    return logging.INFO if debug else logging.CRITICAL
+
+
 def _quiet_logs(debug: bool) -> None:
-    """Only our one-line messages on stderr unless --debug: failures are in the report."""
+    """Only our one-line messages on stderr unless --debug: failures are in the report.
+
+    Levels of this process's loggers only. Dask and Prefect set theirs when imported, so
+    Dask is imported first here and the ``--prefect`` path calls this again after
+    importing Prefect.
+    """
+    import distributed  # noqa: F401  (sets up Dask's loggers, which are set below)
+
     level = logging.DEBUG if debug else logging.ERROR
     for name in ("prefect", "httpx", "yfinance", "bokeh"):
         logging.getLogger(name).setLevel(level)
     # Dask logs connection errors of a cluster that is shutting down (after Ctrl-C) at
     # ERROR level, with tracebacks.
     logging.getLogger("distributed").setLevel(logging.DEBUG if debug else logging.CRITICAL)
-    from portfolio_analysis import pipeline
-
-    pipeline.LOCAL_CLUSTER_LOG_LEVEL = logging.INFO if debug else logging.CRITICAL
-    if not debug:
-        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-        os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "error")
 
 
 def _with_progress(args: argparse.Namespace, stderr: Any, cancel: threading.Event) -> Any:
@@ -518,7 +540,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         run = _with_progress(args, stderr, cancel)
-        paths = None
         from portfolio_analysis import report
 
         paths = report.write_reports(run, args.output)

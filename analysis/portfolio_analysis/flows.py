@@ -1,14 +1,19 @@
-"""Prefect 3 flows with the seed's names, arguments and result shapes, wrapping pipeline.py.
+"""Prefect 3 flows with the reference guide's names, arguments and result shapes, wrapping
+pipeline.py.
 
 How Prefect is used (see docs/flows.md):
 
 * The per-ticker work is plain Dask (``pipeline.run_stages``): Dask workers in other
   processes cannot reach a temporary Prefect server, so they never run Prefect tasks.
 * Each flow gathers the Dask results in one Prefect task (``gather_on_dask``), then the
-  seed's aggregation functions run as Prefect tasks with the seed's names.
+  reference guide's aggregation functions run as Prefect tasks with the guide's names.
+* Each flow takes the run's settings explicitly: its parameters, plus ``options``
+  (:class:`pipeline.RunOptions`) for what cannot be a flow parameter (progress callback,
+  cancel event, chart tickers, the embedded cluster's log level).
 * With ``PREFECT_API_URL`` set, flows report to that server; without it, Prefect starts a
-  temporary local server in this process (slow the first time: see docs/flows.md), with
-  the quiet settings of ``prefect_settings``.
+  temporary local server in this process. Either way, calling (or serving) a flow runs it
+  under the quiet settings of ``prefect_settings`` (a Prefect settings context, entered
+  by the call: importing this module changes no setting and no environment variable).
 
 Importing this module imports Prefect (1.3-2.3 s); ``import portfolio_analysis`` does not
 until a flow name is first used.
@@ -16,25 +21,61 @@ until a flow name is first used.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any
 
-from portfolio_analysis.prefect_settings import configure_prefect_environment
+from prefect import Flow, task
+from prefect.cache_policies import NONE as NO_CACHE
+from prefect.utilities.annotations import quote
 
-configure_prefect_environment()
+from portfolio_analysis import aggregate, pipeline, prefect_settings
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.pipeline import RunOptions
+from portfolio_analysis.vocabulary import ANALYSES
 
-from prefect import flow, task  # noqa: E402
-from prefect.cache_policies import NONE as NO_CACHE  # noqa: E402
-from prefect.utilities.annotations import quote  # noqa: E402
 
-from portfolio_analysis import aggregate, pipeline  # noqa: E402
-from portfolio_analysis.config import AnalysisConfig  # noqa: E402
-from portfolio_analysis.vocabulary import ANALYSES  # noqa: E402
+class QuietLocalFlow(Flow):
+    """A Prefect flow that runs and serves under the package's quiet Prefect settings.
+
+    The settings are entered when the flow is called or served, as a Prefect settings
+    context (never ``os.environ``), so they reach the temporary server Prefect starts for
+    the run, and the user's own settings still win. The ``options`` parameter (callbacks,
+    an event, maybe a client) is recorded on the server by type name only.
+    """
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        with prefect_settings.quiet_prefect_settings():
+            return super().__call__(*args, **kwargs)
+
+    def serve(self, *args: Any, **kwargs: Any) -> Any:
+        with prefect_settings.quiet_prefect_settings():
+            return super().serve(*args, **kwargs)
+
+    def serialize_parameters(self, parameters: dict[str, Any]) -> dict[str, Any]:
+        # Prefect would deep-copy a dataclass to encode it, and a Dask client must not be
+        # copied.
+        plain = {name: value for name, value in parameters.items() if name != "options"}
+        serialized = super().serialize_parameters(plain)
+        if "options" in parameters:
+            options = parameters["options"]
+            serialized["options"] = None if options is None else f"<{type(options).__name__}>"
+        return serialized
+
+
+def _flow(name: str) -> Callable[[Callable[..., dict]], QuietLocalFlow]:
+    """``@flow(name=...)`` for our flows: no parameter validation, results in memory."""
+
+    def wrap(function: Callable[..., dict]) -> QuietLocalFlow:
+        return QuietLocalFlow(function, name=name, validate_parameters=False, persist_result=False)
+
+    return wrap
 
 
 def _as_task(function, name: str):
     """A Prefect task around a plain function: no caching (inputs are frames), no result
-    persistence (results live in memory, as the seed has it)."""
+    persistence (results live in memory, as the reference guide has it)."""
     return task(name=name, cache_policy=NO_CACHE, persist_result=False)(function)
 
 
@@ -79,126 +120,121 @@ PREFECT_STEPS = pipeline.ReportSteps(
     _quoted(build_comprehensive_report),
 )
 
-_FLOW_OPTIONS = {"validate_parameters": False, "persist_result": False}
 
-
-def _gather(
-    tickers: Sequence[str] | None,
-    stages: Collection[str],
+def _run_options(
+    options: RunOptions | None,
+    analyses: Collection[str],
     config: AnalysisConfig | None,
     dask_scheduler: str | None,
     n_workers: int | None,
-) -> pipeline.StageResults:
-    chosen, _ = pipeline.resolve_request(tickers, None)
-    return _quoted(gather_on_dask)(
-        chosen,
-        stages=stages,
-        config=config,
-        dask_scheduler=dask_scheduler,
-        n_workers=n_workers,
+) -> RunOptions:
+    """The run's options: ``options`` with the flow's parameters, where given, over them."""
+    given = {"config": config, "dask_scheduler": dask_scheduler, "n_workers": n_workers}
+    return dataclasses.replace(
+        options or RunOptions(),
+        analyses=tuple(analyses),
+        **{name: value for name, value in given.items() if value is not None},
     )
 
 
-@flow(name="dask_multi_source_pricing_flow", **_FLOW_OPTIONS)
+def _gather(tickers: Sequence[str] | None, options: RunOptions) -> pipeline.StageResults:
+    chosen, _ = pipeline.resolve_request(tickers, None)
+    return _quoted(gather_on_dask)(chosen, options)
+
+
+@_flow("dask_multi_source_pricing_flow")
 def dask_multi_source_pricing_flow(
     tickers: Sequence[str] | None = None,
     dask_scheduler: str | None = None,
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
+    options: RunOptions | None = None,
 ) -> dict:
     """Prices of ``tickers`` from the configured sources in order, on Dask.
 
     Returns ``{"status", "securities_fetched", "prices": {ticker: close}, "sources":
     {ticker: source}, "failed": [...], "timestamp"}``.
     """
-    gathered = _gather(tickers, ["pricing"], config, dask_scheduler, n_workers)
+    run = _run_options(options, ["pricing"], config, dask_scheduler, n_workers)
+    gathered = _gather(tickers, run)
     pricing = _quoted(aggregate_pricing_results)(gathered.pricing)
     return _quoted(build_pricing_report)(pricing, gathered.failed)
 
 
-@flow(name="dask_portfolio_technical_analysis_flow", **_FLOW_OPTIONS)
+@_flow("dask_portfolio_technical_analysis_flow")
 def dask_portfolio_technical_analysis_flow(
     tickers: Sequence[str] | None = None,
     dask_scheduler: str | None = None,
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
+    options: RunOptions | None = None,
 ) -> dict:
     """Indicators of ``tickers``, computed on the workers that fetched their prices.
 
     Returns ``{"status", "securities_analyzed", "technical_summary": [{"ticker", "sma_20",
     "rsi_14", "bollinger_upper", ...}], "failed": [...], "timestamp"}``.
     """
-    gathered = _gather(tickers, ["technicals"], config, dask_scheduler, n_workers)
+    run = _run_options(options, ["technicals"], config, dask_scheduler, n_workers)
+    gathered = _gather(tickers, run)
     technicals = _quoted(aggregate_technical_results)(gathered.technicals)
     return _quoted(build_technical_report)(technicals, gathered.failed)
 
 
-@flow(name="dask_news_analysis_flow", **_FLOW_OPTIONS)
+@_flow("dask_news_analysis_flow")
 def dask_news_analysis_flow(
     tickers: Sequence[str] | None = None,
     dask_scheduler: str | None = None,
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
+    options: RunOptions | None = None,
 ) -> dict:
     """Headline sentiment of ``tickers`` on Dask.
 
     Returns ``{"status", "total_articles", "securities_with_news", "sentiment_by_ticker",
     "positive_sentiment", "negative_sentiment", "failed": [...], "timestamp"}``.
     """
-    gathered = _gather(tickers, ["news"], config, dask_scheduler, n_workers)
+    run = _run_options(options, ["news"], config, dask_scheduler, n_workers)
+    gathered = _gather(tickers, run)
     news = _quoted(aggregate_news_results)(gathered.news)
     return _quoted(build_news_report)(news, gathered.failed)
 
 
 def _analysis_flow_body(
-    tickers: Sequence[str] | None,
-    holdings: Mapping[str, float] | None,
-    stages: Collection[str],
-    config: AnalysisConfig | None,
-    dask_scheduler: str | None,
-    n_workers: int | None,
+    tickers: Sequence[str] | None, holdings: Mapping[str, float] | None, options: RunOptions
 ) -> dict:
+    """:func:`pipeline.run_analysis` with the aggregation steps as Prefect tasks."""
     started = time.perf_counter()
-    config = config or AnalysisConfig()
     chosen, holdings = pipeline.resolve_request(tickers, holdings)
     gathered = _quoted(gather_on_dask)(
-        pipeline.fetch_list(chosen, stages, config),
-        stages=stages,
-        config=config,
-        dask_scheduler=dask_scheduler,
-        n_workers=n_workers,
+        pipeline.fetch_list(chosen, options.analyses, options.config), options
     )
     return pipeline.assemble_report(
-        gathered,
-        chosen,
-        holdings,
-        stages=stages,
-        config=config,
-        started=started,
-        steps=PREFECT_STEPS,
+        gathered, chosen, holdings, options, started=started, steps=PREFECT_STEPS
     )
 
 
-@flow(name="dask_comprehensive_portfolio_analysis_flow", **_FLOW_OPTIONS)
+@_flow("dask_comprehensive_portfolio_analysis_flow")
 def dask_comprehensive_portfolio_analysis_flow(
     tickers: Sequence[str] | None = None,
     dask_scheduler: str | None = None,
     holdings: Mapping[str, float] | None = None,
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
+    options: RunOptions | None = None,
 ) -> dict:
     """Prices, indicators and news of ``tickers`` on one Dask client (no portfolio figures).
 
-    Returns the seed's ``{"status", "report": {"timestamp", "execution_time_seconds",
-    "securities_analyzed", "summary", "timings", ...}, "combined_analysis": [...],
-    "failed": [...]}``.
+    Returns the reference guide's ``{"status", "report": {"timestamp",
+    "execution_time_seconds", "securities_analyzed", "summary", "timings", ...},
+    "combined_analysis": [...], "failed": [...]}``.
     """
-    return _analysis_flow_body(
-        tickers, holdings, ("pricing", "technicals", "news"), config, dask_scheduler, n_workers
+    run = _run_options(
+        options, ("pricing", "technicals", "news"), config, dask_scheduler, n_workers
     )
+    return _analysis_flow_body(tickers, holdings, run)
 
 
-@flow(name="dask_combined_analysis_flow", **_FLOW_OPTIONS)
+@_flow("dask_combined_analysis_flow")
 def dask_combined_analysis_flow(
     tickers: Sequence[str] | None = None,
     dask_scheduler: str | None = None,
@@ -206,6 +242,7 @@ def dask_combined_analysis_flow(
     config: AnalysisConfig | None = None,
     n_workers: int | None = None,
     analyses: Collection[str] = ANALYSES,
+    options: RunOptions | None = None,
 ) -> dict:
     """Everything in one pass on one client: news alongside prices, indicators from the
     prices already fetched, portfolio figures from their closes.
@@ -213,15 +250,5 @@ def dask_combined_analysis_flow(
     Same shape as :func:`dask_comprehensive_portfolio_analysis_flow`, with
     ``report["portfolio"]``; this is :func:`pipeline.run_combined_analysis` as a flow.
     """
-    return _analysis_flow_body(
-        tickers, holdings, tuple(analyses), config, dask_scheduler, n_workers
-    )
-
-
-FLOWS = {
-    "dask_multi_source_pricing_flow": dask_multi_source_pricing_flow,
-    "dask_portfolio_technical_analysis_flow": dask_portfolio_technical_analysis_flow,
-    "dask_news_analysis_flow": dask_news_analysis_flow,
-    "dask_comprehensive_portfolio_analysis_flow": dask_comprehensive_portfolio_analysis_flow,
-    "dask_combined_analysis_flow": dask_combined_analysis_flow,
-}
+    run = _run_options(options, analyses, config, dask_scheduler, n_workers)
+    return _analysis_flow_body(tickers, holdings, run)

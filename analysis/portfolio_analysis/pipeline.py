@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,9 +41,12 @@ if TYPE_CHECKING:
 
 DEFAULT_CONNECT_TIMEOUT = 5.0
 # Log level of an embedded cluster's scheduler and worker processes (they write to this
-# process's stderr). The CLI raises it to CRITICAL unless --debug: a cancelled run's workers
-# otherwise print heartbeat tracebacks while their cluster shuts down.
-LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
+# process's stderr), unless a run's options say otherwise. The CLI passes CRITICAL unless
+# --debug: a cancelled run's workers otherwise print heartbeat tracebacks while their
+# cluster shuts down.
+DEFAULT_LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
+# Rows of indicator history a chart ticker brings back (about a year of trading days).
+SERIES_DAYS = 260
 # Batching: at least this many batches per worker, so that a slow or lost batch is not the
 # whole run, and at most MAX_BATCH_SIZE tickers per task, so that one task stays short.
 BATCHES_PER_WORKER = 2
@@ -84,11 +86,13 @@ def setup_dask_client(
     *,
     n_workers: int | None = None,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    log_level: int = DEFAULT_LOCAL_CLUSTER_LOG_LEVEL,
 ) -> Client:
     """A Dask client: connected to ``address`` (``tcp://host:port``), or to a new LocalCluster.
 
     The embedded cluster uses worker processes with one thread each (the work is pandas code
-    that holds the GIL), ``min(cores, n_workers)`` of them; closing the client closes it.
+    that holds the GIL), ``min(cores, n_workers)`` of them, logging at ``log_level``;
+    closing the client closes it.
     An unreachable or malformed address raises :class:`SchedulerUnreachableError` after at
     most ``timeout`` seconds, naming the address and what to check.
     """
@@ -103,7 +107,7 @@ def setup_dask_client(
             # No dashboard; its HTTP routes on a free port, not the default 8787, which
             # another cluster may hold (Dask then warns on stderr).
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            silence_logs=LOCAL_CLUSTER_LOG_LEVEL,
+            silence_logs=log_level,
             set_as_default=False,
         )
     if "://" not in address and ":" not in address:
@@ -122,16 +126,16 @@ def setup_dask_client(
 
 
 @contextmanager
-def dask_session(
-    dask_scheduler: str | None = None,
-    client: Client | None = None,
-    n_workers: int | None = None,
-) -> Iterator[Client]:
-    """The given client as is, or a new one that is closed (with its cluster) afterwards."""
-    if client is not None:
-        yield client
+def dask_session(options: RunOptions) -> Iterator[Client]:
+    """The options' client as is, or a new one that is closed (with its cluster) afterwards."""
+    if options.client is not None:
+        yield options.client
         return
-    own = setup_dask_client(dask_scheduler, n_workers=n_workers)
+    own = setup_dask_client(
+        options.dask_scheduler,
+        n_workers=options.n_workers,
+        log_level=options.local_cluster_log_level,
+    )
     try:
         yield own
     finally:
@@ -175,34 +179,45 @@ def plan_batches(
     return batches
 
 
-# --- hooks for callers that go through a Prefect flow ---------------------------------------
+# --- the options of one run ---------------------------------------------------------------
 
 
-@dataclass
-class RunHooks:
-    """Per-call settings a caller hands through a Prefect flow without making them flow
-    parameters (callables, events and frames are no flow parameters)."""
+@dataclass(frozen=True)
+class RunOptions:
+    """Everything about one run except its tickers and holdings, in one value.
 
+    The public entry points turn their keyword arguments into one of these once and hand
+    it down explicitly (the Prefect flows take it as their ``options`` parameter), so no
+    setting travels through a module global, a context variable or ``os.environ``, and two
+    runs in one process cannot see each other's callbacks or log levels.
+
+    ``analyses`` is validated and put in the canonical order; ``config`` None means the
+    defaults. ``client`` reuses a client, else ``dask_scheduler`` (``tcp://...``) is
+    connected to, else an embedded cluster of ``n_workers`` processes logging at
+    ``local_cluster_log_level`` is started. ``progress(stage, done, total)`` is called as
+    batches finish; setting ``cancel`` cancels the outstanding tasks. ``series_tickers``
+    bring back their last ``series_days`` rows of indicators (report charts), and
+    ``on_gathered`` receives what the Dask part gathered before aggregation (how a Prefect
+    flow's caller gets the frames the flow result does not carry).
+    """
+
+    analyses: tuple[str, ...] = ANALYSES
+    config: AnalysisConfig = field(default_factory=AnalysisConfig)
+    dask_scheduler: str | None = None
+    client: Client | None = None
+    n_workers: int | None = None
     progress: Progress | None = None
     cancel: threading.Event | None = None
-    n_workers: int | None = None
-    series_tickers: Collection[str] = ()
-    gathered: list[StageResults] = field(default_factory=list)
+    local_cluster_log_level: int = DEFAULT_LOCAL_CLUSTER_LOG_LEVEL
+    series_tickers: tuple[str, ...] = ()
+    series_days: int = SERIES_DAYS
+    on_gathered: Callable[[StageResults], None] | None = None
 
-
-_HOOKS: ContextVar[RunHooks | None] = ContextVar("portfolio_analysis_run_hooks", default=None)
-
-
-@contextmanager
-def run_hooks(**settings: Any) -> Iterator[RunHooks]:
-    """Within this block, runs use these hooks where their own arguments are not given,
-    and append what they gathered to ``hooks.gathered`` (the CLI's ``--prefect`` path)."""
-    hooks = RunHooks(**settings)
-    token = _HOOKS.set(hooks)
-    try:
-        yield hooks
-    finally:
-        _HOOKS.reset(token)
+    def __post_init__(self) -> None:
+        # Normalised here, once, so that every layer below can rely on the fields.
+        object.__setattr__(self, "analyses", tuple(_check_stages(self.analyses)))
+        object.__setattr__(self, "config", self.config or AnalysisConfig())
+        object.__setattr__(self, "series_tickers", tuple(self.series_tickers))
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -233,7 +248,7 @@ def error_record(ticker: str, stage: str, reason: str) -> dict[str, str]:
 class StageResults:
     """What the Dask part of a run gathered, before aggregation.
 
-    ``pricing``/``technicals``/``news`` hold the seed workers' per-ticker result shapes
+    ``pricing``/``technicals``/``news`` hold the reference guide's worker result shapes
     (pricing without the full OHLCV list, technicals without the indicator history).
     """
 
@@ -271,46 +286,27 @@ def _check_stages(stages: Collection[str]) -> list[str]:
     return [s for s in ANALYSES if s in stages]
 
 
-def run_stages(
-    tickers: Sequence[str],
-    *,
-    stages: Collection[str] = ANALYSES,
-    config: AnalysisConfig | None = None,
-    dask_scheduler: str | None = None,
-    client: Client | None = None,
-    n_workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-    series_tickers: Collection[str] = (),
-    series_days: int = 260,
-) -> StageResults:
-    """Run the per-ticker work of ``stages`` on Dask and gather it (no aggregation).
+def run_stages(tickers: Sequence[str], options: RunOptions) -> StageResults:
+    """Run the per-ticker work of ``options.analyses`` on Dask and gather it (no aggregation).
 
-    ``series_tickers`` names tickers whose indicator history (last ``series_days`` rows)
-    comes back too, for report charts.
+    ``options.series_tickers`` name tickers whose indicator history (last
+    ``options.series_days`` rows) comes back too, for report charts.
     """
     from distributed import as_completed
 
-    hooks = _HOOKS.get()
-    if hooks is not None:
-        progress = progress or hooks.progress
-        cancel = cancel or hooks.cancel
-        n_workers = n_workers or hooks.n_workers
-        series_tickers = series_tickers or hooks.series_tickers
-    config = config or AnalysisConfig()
-    stages = _check_stages(stages)
+    config, cancel, progress = options.config, options.cancel, options.progress
     tickers = normalize_tickers(tickers)
     if not tickers:
         raise ValueError("no tickers to analyse: pass tickers or holdings")
     results = StageResults(tickers=tickers)
     _raise_if_cancelled(cancel, None, [])
     started = time.perf_counter()
-    with dask_session(dask_scheduler, client, n_workers) as dask_client:
+    with dask_session(options) as dask_client:
         results.timings["dask_setup"] = time.perf_counter() - started
         results.workers = worker_count(dask_client)
         batches = plan_batches(tickers, results.workers, config.batch_size)
         results.batches = len(batches)
-        jobs = _submit(dask_client, batches, stages, config, frozenset(series_tickers), series_days)
+        jobs = _submit(dask_client, batches, options)
         results.tasks = len(jobs)
         totals = _stage_totals(jobs)
         done = dict.fromkeys(totals, 0)
@@ -345,22 +341,17 @@ def run_stages(
     # Batches finish in any order; charts follow the requested order.
     results.series = {t: results.series[t] for t in tickers if t in results.series}
     results.close = _concat_close(results)
-    if hooks is not None:
-        hooks.gathered.append(results)
+    if options.on_gathered:
+        options.on_gathered(results)
     return results
 
 
-def _submit(
-    client: Client,
-    batches: list[list[str]],
-    stages: list[str],
-    config: AnalysisConfig,
-    series_tickers: frozenset[str],
-    series_days: int,
-) -> dict[Future, _Job]:
+def _submit(client: Client, batches: list[list[str]], options: RunOptions) -> dict[Future, _Job]:
     """Submit every task of the run up front; the scheduler orders and places them."""
     from portfolio_analysis import workers
 
+    stages, config = options.analyses, options.config
+    series_tickers = frozenset(options.series_tickers)
     jobs: dict[Future, _Job] = {}
     need_prices = _stages_needing_prices(stages)
     price_futures: list[tuple[Future, list[str]]] = []
@@ -382,7 +373,11 @@ def _submit(
         if "technicals" in stages:
             wanted = sorted(series_tickers.intersection(batch))
             technicals = client.submit(
-                workers.technicals_batch, prices, wanted, series_days, retries=TASK_RETRIES
+                workers.technicals_batch,
+                prices,
+                wanted,
+                options.series_days,
+                retries=TASK_RETRIES,
             )
             jobs[technicals] = _Job("technicals", batch, depends_on=prices)
     return jobs
@@ -507,37 +502,14 @@ def resolve_request(
 def run_analysis(
     tickers: Sequence[str] | str | None = None,
     holdings: Mapping[str, float] | None = None,
-    *,
-    analyses: Collection[str] = ANALYSES,
-    config: AnalysisConfig | None = None,
-    dask_scheduler: str | None = None,
-    client: Client | None = None,
-    n_workers: int | None = None,
-    progress: Progress | None = None,
-    cancel: threading.Event | None = None,
-    series_tickers: Collection[str] = (),
+    options: RunOptions | None = None,
 ) -> AnalysisRun:
     """:func:`run_combined_analysis` plus the frames a report draws (close panel, series)."""
     started = time.perf_counter()
-    config = config or AnalysisConfig()
-    stages = _check_stages(analyses)
+    options = options or RunOptions()
     chosen, holdings = resolve_request(tickers, holdings)
-    gathered = run_stages(
-        fetch_list(chosen, stages, config),
-        stages=stages,
-        config=config,
-        dask_scheduler=dask_scheduler,
-        client=client,
-        n_workers=n_workers,
-        progress=progress,
-        cancel=cancel,
-        series_tickers=series_tickers,
-    )
-    result = assemble_report(
-        gathered, chosen, holdings, stages=stages, config=config, started=started
-    )
-    if progress and "portfolio" in stages:
-        progress("portfolio", 1, 1)
+    gathered = run_stages(fetch_list(chosen, options.analyses, options.config), options)
+    result = assemble_report(gathered, chosen, holdings, options, started=started)
     return AnalysisRun(result, gathered.close, gathered.series, holdings, gathered)
 
 
@@ -572,14 +544,14 @@ def assemble_report(
     gathered: StageResults,
     tickers: Sequence[str],
     holdings: Mapping[str, float] | None,
+    options: RunOptions,
     *,
-    stages: Collection[str],
-    config: AnalysisConfig,
     started: float,
     steps: ReportSteps | None = None,
 ) -> dict:
     """Aggregate what the workers gathered into the comprehensive report."""
     steps = steps or plain_steps()
+    stages, config = options.analyses, options.config
     extra_tickers = set(gathered.tickers) - set(tickers)  # e.g. the benchmark
     # A stage that was not run is None, so that it cannot decide which tickers appear.
     pricing = technicals = news = None
@@ -599,6 +571,8 @@ def assemble_report(
         portfolio_started = time.perf_counter()
         portfolio = steps.portfolio_section(gathered.close, list(tickers), holdings, config)
         gathered.timings["portfolio"] = time.perf_counter() - portfolio_started
+        if options.progress:
+            options.progress("portfolio", 1, 1)
     return steps.comprehensive_report(
         combined,
         failed=[r for r in gathered.failed if r["ticker"] not in extra_tickers],
@@ -743,14 +717,13 @@ def run_combined_analysis(
     the outstanding tasks and raises :class:`AnalysisCancelled`. Returns the comprehensive
     shape described in docs/architecture.md; failed tickers are listed, never raised.
     """
-    return run_analysis(
-        tickers,
-        holdings,
-        analyses=analyses,
+    options = RunOptions(
+        analyses=tuple(analyses),
         config=config,
         dask_scheduler=dask_scheduler,
         client=client,
+        n_workers=n_workers,
         progress=progress,
         cancel=cancel,
-        n_workers=n_workers,
-    ).result
+    )
+    return run_analysis(tickers, holdings, options).result

@@ -1,8 +1,11 @@
-"""Quiet, local Prefect defaults, applied before Prefect is first imported.
+"""Quiet, local Prefect defaults, entered when a flow is run or served.
 
-Prefect reads its settings from the environment once, when ``prefect`` is imported, so
-these defaults are written into ``os.environ`` (never overriding what the user set) by
-:func:`configure_prefect_environment`, which ``flows.py`` calls before ``import prefect``.
+Prefect reads the environment once, when ``prefect`` is imported; changing ``os.environ``
+afterwards changes nothing, and changing it at import would leak into everything else the
+process does. So :func:`quiet_prefect_settings` applies these defaults as a Prefect
+settings context (never overriding what the user set, in the environment or a profile)
+around a flow call: ``flows.QuietLocalFlow`` enters it on every call and ``serve``, and
+Prefect hands the context's settings to the temporary server it starts for the run.
 
 Why each default:
 
@@ -20,10 +23,15 @@ Why each default:
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from portfolio_analysis.config import default_cache_dir
+
+if TYPE_CHECKING:
+    from prefect.settings import Settings
 
 STARTUP_TIMEOUT_SECONDS = 120
 
@@ -39,8 +47,15 @@ def prefect_home(env: Mapping[str, str] | None = None) -> Path:
     return Path(base) / "portfolio-operator" / "prefect"
 
 
-def quiet_local_defaults(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """The settings this package prefers, as environment variables."""
+def quiet_local_defaults(
+    env: Mapping[str, str] | None = None, log_level: str | None = None
+) -> dict[str, str]:
+    """The settings this package prefers, as environment variable names and values.
+
+    ``env`` (default ``os.environ``) is only read: it says where the cache is and whether
+    a Prefect server was named. ``log_level`` (e.g. ``"WARNING"``) adds
+    ``PREFECT_LOGGING_LEVEL``, which the temporary server's process logs at.
+    """
     env = os.environ if env is None else env
     defaults = {
         "PREFECT_HOME": str(prefect_home(env)),
@@ -50,27 +65,29 @@ def quiet_local_defaults(env: MutableMapping[str, str] | None = None) -> dict[st
     }
     if not env.get("PREFECT_API_URL"):
         defaults["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "true"
+    if log_level is not None:
+        defaults["PREFECT_LOGGING_LEVEL"] = log_level
     return defaults
 
 
-def configure_prefect_environment(env: MutableMapping[str, str] | None = None) -> dict[str, str]:
-    """Write the defaults into ``env`` (default ``os.environ``) where the user set nothing.
+@contextmanager
+def quiet_prefect_settings(log_level: str | None = None) -> Iterator[Settings]:
+    """Within this block Prefect uses :func:`quiet_local_defaults` where nothing else was set.
 
-    Returns the variables that were actually set. Must run before ``import prefect`` to
-    take effect in this process.
+    A Prefect settings context, so ``os.environ`` is untouched and the defaults end with the
+    block; a temporary server started inside it gets them too. Nested blocks keep the outer
+    block's values. Creates the package's Prefect home when it is the one in use.
     """
-    env = os.environ if env is None else env
-    applied = {}
-    for name, value in quiet_local_defaults(env).items():
-        if name not in env:
-            env[name] = value
-            applied[name] = value
-    if "PREFECT_HOME" in applied:
-        Path(applied["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
-    return applied
+    from prefect.settings import temporary_settings
+
+    defaults = quiet_local_defaults(log_level=log_level)
+    with temporary_settings(set_defaults=defaults) as settings:
+        if settings.home == Path(defaults["PREFECT_HOME"]):
+            settings.home.mkdir(parents=True, exist_ok=True)
+        yield settings
 
 
-def reports_to_server(env: MutableMapping[str, str] | None = None) -> bool:
+def reports_to_server(env: Mapping[str, str] | None = None) -> bool:
     """True when flows report to a real Prefect server (``PREFECT_API_URL`` is set)."""
     env = os.environ if env is None else env
     return bool(env.get("PREFECT_API_URL"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import socket
@@ -226,6 +227,38 @@ def test_nothing_analysable_is_exit_code_1_with_the_reasons(
     last = err.strip().splitlines()[-1]
     assert last.startswith("portfolio-analysis: error: no ticker could be analysed: NOPE1: ")
     assert "Check the tickers and --source" in last
+
+
+class _NoCluster(Exception):
+    """Raised by a stand-in for distributed.Client: the test only wants its arguments."""
+
+
+def test_each_run_gets_its_own_log_level_and_the_process_keeps_its_settings(
+    tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI hands its cluster log level to its own run: a --debug run and a quiet run in
+    one process each get theirs, the environment is left as it was, and a library run
+    afterwards gets the library's default."""
+    import distributed
+    from portfolio_analysis import pipeline
+
+    levels: list[int] = []
+
+    def no_cluster(*args: object, **kwargs: object) -> None:
+        levels.append(kwargs["silence_logs"])
+        raise _NoCluster
+
+    monkeypatch.setattr(distributed, "Client", no_cluster)
+    environment = dict(os.environ)
+    argv = ["run", "--tickers", "AAPL", "--output", str(tmp_path), "--no-progress"]
+    with pytest.raises(_NoCluster):
+        cli.main([*argv, "--debug"])
+    code, _, err = _run(capsys, *argv)
+    assert code == 1 and "unexpected _NoCluster" in err
+    with pytest.raises(_NoCluster):
+        pipeline.run_combined_analysis(["AAPL"])
+    assert levels == [logging.INFO, logging.CRITICAL, pipeline.DEFAULT_LOCAL_CLUSTER_LOG_LEVEL]
+    assert dict(os.environ) == environment
 
 
 BAD_INPUTS = {

@@ -21,11 +21,10 @@ def dask_client() -> Iterator[object]:
 def prefect_harness(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Prefect's test harness (a temporary server on a throw-away database), entered once.
 
-    The package's quiet settings are applied first, with PREFECT_HOME in a temporary folder
-    so the tests never touch the user's Prefect home.
+    PREFECT_HOME is a temporary folder, set before Prefect is first imported, so the tests
+    never touch the user's Prefect home (the flows' quiet settings leave a user's choice be).
     """
     os.environ.setdefault("PREFECT_HOME", str(tmp_path_factory.mktemp("prefect-home")))
-    import portfolio_analysis.flows  # noqa: F401  (applies the package's Prefect settings)
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):

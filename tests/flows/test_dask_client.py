@@ -9,6 +9,7 @@ import time
 import pytest
 from portfolio_analysis.pipeline import (
     MAX_BATCH_SIZE,
+    RunOptions,
     SchedulerUnreachableError,
     dask_session,
     local_worker_count,
@@ -88,7 +89,7 @@ def test_a_tcp_address_connects_to_that_scheduler(dask_client) -> None:
 @pytest.mark.dask
 def test_no_address_starts_an_embedded_cluster_sized_to_the_machine_and_closes_it() -> None:
     cores = os.cpu_count() or 1
-    with dask_session(None, n_workers=cores + 3) as client:
+    with dask_session(RunOptions(n_workers=cores + 3)) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"]
         assert len(workers) == cores  # never more processes than cores
         assert {w["nthreads"] for w in workers.values()} == {1}

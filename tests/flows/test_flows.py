@@ -1,5 +1,6 @@
-"""The five Prefect flows: seed names, arguments and result shapes, run against a real
-(temporary) Prefect server, with the Dask work on the session's LocalCluster over tcp://.
+"""The five Prefect flows: the reference guide's names, arguments and result shapes, run
+against a real (temporary) Prefect server, with the Dask work on the session's LocalCluster
+over tcp://.
 
 Prefect's test harness costs ~19 s to enter, so it is entered once per session
 (``prefect_harness`` in conftest.py) and these tests share it.
@@ -12,6 +13,7 @@ import uuid
 import pytest
 from portfolio_analysis import embedded, pipeline
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.prefect_settings import STARTUP_TIMEOUT_SECONDS
 
 pytestmark = [pytest.mark.prefect, pytest.mark.dask]
 
@@ -177,6 +179,57 @@ def test_flow_runs_are_recorded_on_the_prefect_server(prefect_harness, dask_clie
         "compute_portfolio_figures",
         "gather_on_dask",
     ]
+
+
+def test_a_flow_takes_what_cannot_be_a_parameter_in_its_options(
+    prefect_harness, dask_client
+) -> None:
+    """Progress, chart tickers and the gathered frames go in and out through the explicit
+    ``options`` parameter (recorded by type name only); the call runs under the quiet
+    Prefect settings, entered by the call without touching the environment."""
+    import os
+
+    from portfolio_analysis import dask_combined_analysis_flow
+    from prefect.client.orchestration import get_client
+    from prefect.settings import get_current_settings
+
+    calls: list[tuple[str, int, int]] = []
+    settings_seen = []
+
+    def progress(stage: str, done: int, total: int) -> None:
+        calls.append((stage, done, total))
+        settings_seen.append(get_current_settings())
+
+    gathered: list[pipeline.StageResults] = []
+    options = pipeline.RunOptions(
+        progress=progress, series_tickers=("MSFT",), on_gathered=gathered.append
+    )
+    environment = dict(os.environ)
+    state = dask_combined_analysis_flow(
+        tickers=["AAPL", "MSFT"],
+        dask_scheduler=dask_client.scheduler.address,
+        options=options,
+        return_state=True,
+    )
+    assert state.result()["status"] == "success"
+    assert dict(os.environ) == environment
+    assert {stage for stage, _, _ in calls} == {"pricing", "technicals", "news", "portfolio"}
+    assert calls[-1] == ("portfolio", 1, 1)
+    (stages,) = gathered
+    assert list(stages.series) == ["MSFT"]
+    assert list(stages.close.columns) == ["AAPL", "MSFT"]
+    for settings in settings_seen:
+        assert not settings.server.ui.enabled
+        assert not settings.server.analytics_enabled
+        assert settings.server.ephemeral.startup_timeout_seconds == STARTUP_TIMEOUT_SECONDS
+    # ... and only during the call.
+    assert get_current_settings().server.ephemeral.startup_timeout_seconds != (
+        STARTUP_TIMEOUT_SECONDS
+    )
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+    assert run.parameters["options"] == "<RunOptions>"
+    assert run.parameters["tickers"] == ["AAPL", "MSFT"]
 
 
 def test_a_flow_without_scheduler_starts_and_closes_its_own_cluster(prefect_harness) -> None:

@@ -1,7 +1,8 @@
 """The plain-Dask pipeline: what the CLI and the operator run, on a real LocalCluster.
 
-The parallel result is checked against the seed's one-ticker worker functions called
-sequentially in this process, so a batching or gathering mistake shows as a wrong number.
+The parallel result is checked against the reference guide's one-ticker worker functions
+called sequentially in this process, so a batching or gathering mistake shows as a wrong
+number.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ TASK_NAMES = ("fetch_price_batch", "price_batch_summary", "technicals_batch", "n
 
 
 def _sequential_reference(tickers: list[str]) -> tuple[dict[str, dict], pd.DataFrame]:
-    """Per-ticker rows and the close panel from the seed API, one ticker at a time."""
+    """Per-ticker rows and the close panel from the reference guide's one-ticker API, one
+    ticker at a time."""
     rows, closes = {}, {}
     for ticker in tickers:
         priced = fetch_price_from_multiple_sources(ticker)
@@ -89,9 +91,10 @@ def test_combined_run_equals_the_seed_functions_run_one_by_one(dask_client) -> N
 
 def test_chart_series_come_back_in_the_requested_order(dask_client) -> None:
     config = AnalysisConfig(batch_size=1)  # five batches finishing in any order
-    run = pipeline.run_analysis(
-        SAMPLE, config=config, client=dask_client, series_tickers=["FB", "MSFT", "AAPL"]
+    options = pipeline.RunOptions(
+        config=config, client=dask_client, series_tickers=["FB", "MSFT", "AAPL"]
     )
+    run = pipeline.run_analysis(SAMPLE, options=options)
     assert list(run.series) == ["AAPL", "MSFT", "FB"]
     aapl = run.series["AAPL"]
     assert {"close", "sma_20", "bollinger_upper", "rsi_14", "macd", "macd_signal"} <= set(
@@ -136,7 +139,9 @@ def test_prices_are_fetched_once_per_batch_and_indicators_reuse_them(dask_client
     tickers = embedded.universe_tickers("sp500")[:40]
     config = AnalysisConfig(embedded_datasets=("sp500",))
     with get_task_stream(client=dask_client) as stream:
-        run = pipeline.run_analysis(tickers, config=config, client=dask_client)
+        run = pipeline.run_analysis(
+            tickers, options=pipeline.RunOptions(config=config, client=dask_client)
+        )
     assert run.result["report"]["securities_analyzed"] == 40
     computed = Counter(
         name for task in stream.data for name in TASK_NAMES if str(task["key"]).startswith(name)
@@ -175,7 +180,9 @@ def test_news_runs_alongside_prices(dask_client) -> None:
     tickers = embedded.universe_tickers("sp500")[:60]
     config = AnalysisConfig(embedded_datasets=("sp500",), batch_size=5)
     with get_task_stream(client=dask_client) as stream:
-        pipeline.run_analysis(tickers, config=config, client=dask_client)
+        pipeline.run_analysis(
+            tickers, options=pipeline.RunOptions(config=config, client=dask_client)
+        )
 
     def spans(prefix: str) -> list[tuple[float, float]]:
         out = []
@@ -206,6 +213,45 @@ def test_progress_reports_every_stage_up_to_its_total(dask_client) -> None:
         "news": (3, 3),
         "portfolio": (1, 1),
     }
+
+
+def test_concurrent_runs_in_one_process_report_only_to_their_own_callbacks(
+    dask_client,
+) -> None:
+    """Each run's options travel with it: two runs at once on one client never see each
+    other's progress callback or cancel event."""
+    calls: dict[str, list[tuple[str, int, int]]] = {"two": [], "three": [], "cancelled": []}
+    cancel = threading.Event()
+    cancel.set()  # only the third run is cancelled, before it starts
+    errors: list[BaseException] = []
+
+    def run(name: str, tickers: list[str], **options) -> None:
+        try:
+            pipeline.run_combined_analysis(
+                tickers, client=dask_client, progress=lambda *c: calls[name].append(c), **options
+            )
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=run, args=("two", SAMPLE[:2])),
+        threading.Thread(target=run, args=("three", SAMPLE[2:5])),
+        threading.Thread(target=run, args=("cancelled", SAMPLE[:1]), kwargs={"cancel": cancel}),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert [type(e) for e in errors] == [pipeline.AnalysisCancelled]
+    assert calls["cancelled"] == []
+    for name, count in (("two", 2), ("three", 3)):
+        totals = {(stage, total) for stage, _, total in calls[name]}
+        assert totals == {
+            ("pricing", count),
+            ("technicals", count),
+            ("news", count),
+            ("portfolio", 1),
+        }
 
 
 # Module level, so that Dask pickles the function by reference and the workers (threads of
