@@ -1,15 +1,15 @@
-"""Re-measure the seed's scaling table: pricing, technical, news and combined analysis.
+"""Re-measure the reference guide's scaling table: pricing, technical, news and combined analysis.
 
 For each universe (the 5-stock sample portfolio, the embedded 524-stock S&P 500) this
 measures, in one run on one machine:
 
-* ``seq seed``: the seed's one-ticker worker functions called in a loop in this process
-  (the seed's "before": no Dask, no batching);
+* ``seq seed``: the reference guide's one-ticker worker functions called in a loop in this process
+  (the guide's "before": no Dask, no batching);
 * ``seq batch``: the pipeline's batch functions called once in this process (the same
   vectorised code as the Dask run, without Dask);
 * ``dask N``: the plain-Dask pipeline on a LocalCluster with N single-threaded worker
   processes (started once per N and warmed up; start-up is reported separately);
-* ``prefect N``: the same through the Prefect flows with the seed's names (reporting to a
+* ``prefect N``: the same through the Prefect flows with the reference guide's names (reporting to a
   temporary local Prefect server whose start-up is reported separately);
 * ``cold N``: what a user's single run costs: a new LocalCluster with N workers plus the
   combined analysis, as ``portfolio-analysis run`` does (combined only).
@@ -78,7 +78,7 @@ def timed(function: Callable[[], object], repeat: int) -> float:
 
 
 def seq_seed(workload: str, universe: Universe) -> Callable[[], object]:
-    """The seed's one-ticker worker functions, one ticker after the other."""
+    """The reference guide's one-ticker worker functions, one ticker after the other."""
     import pandas as pd
     from portfolio_analysis import workers
     from portfolio_analysis.portfolio import portfolio_figures
@@ -160,7 +160,8 @@ def plain_dask(workload: str, universe: Universe, client) -> Callable[[], object
 
 
 def prefect_flow(workload: str, universe: Universe, address: str) -> Callable[[], object]:
-    """The seed-named Prefect flow, connecting to the benchmark's cluster over tcp://."""
+    """The Prefect flow with the reference guide's name, connecting to the benchmark's
+    cluster over tcp://."""
     from portfolio_analysis import flows
 
     flow = {

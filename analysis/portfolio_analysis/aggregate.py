@@ -1,9 +1,10 @@
-"""The seed's aggregation step: gathered per-ticker results -> frames -> flow reports.
+"""The reference guide's aggregation step: gathered per-ticker results -> frames -> flow
+reports.
 
-Plain functions (``flows.py`` wraps them as Prefect tasks with the seed's names), so the
-CLI and the operator aggregate exactly as the flows do without paying for Prefect.
-Every aggregation skips ``None`` results (the seed workers' "no data" answer) and
-anything that is not a per-ticker result dict.
+Plain functions (``flows.py`` wraps them as Prefect tasks with the reference guide's
+names), so the CLI and the operator aggregate exactly as the flows do without paying for
+Prefect. Every aggregation skips ``None`` results (the "no data" answer of the reference
+guide's worker functions) and anything that is not a per-ticker result dict.
 """
 
 from __future__ import annotations
@@ -141,7 +142,7 @@ def _mean(frame: pd.DataFrame, column: str) -> float | None:
 
 
 def summarize_combined(combined: pd.DataFrame) -> dict:
-    """The seed's comprehensive summary: averages and sentiment counts."""
+    """The reference guide's comprehensive summary: averages and sentiment counts."""
     sentiment = (
         pd.to_numeric(combined["avg_sentiment"], errors="coerce")
         if "avg_sentiment" in combined.columns
@@ -168,7 +169,7 @@ def _failed(failed: Iterable[Mapping] | None) -> list[dict]:
 
 
 def pricing_report(pricing: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
-    """The seed's multi-source pricing flow result, plus ``sources`` and ``failed``."""
+    """The reference guide's multi-source pricing flow result, plus ``sources`` and ``failed``."""
     failed = _failed(failed)
     return jsonable(
         {
@@ -183,7 +184,7 @@ def pricing_report(pricing: pd.DataFrame, failed: Iterable[Mapping] | None = Non
 
 
 def technical_report(technicals: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
-    """The seed's technical analysis flow result, plus ``failed``."""
+    """The reference guide's technical analysis flow result, plus ``failed``."""
     failed = _failed(failed)
     return jsonable(
         {
@@ -197,7 +198,7 @@ def technical_report(technicals: pd.DataFrame, failed: Iterable[Mapping] | None 
 
 
 def news_report(news: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
-    """The seed's news analysis flow result, plus ``failed``."""
+    """The reference guide's news analysis flow result, plus ``failed``."""
     failed = _failed(failed)
     sentiment = (
         pd.to_numeric(news["avg_sentiment"], errors="coerce")
@@ -233,7 +234,8 @@ def comprehensive_report(
     portfolio: Mapping | None = None,
     extra: Mapping[str, Any] | None = None,
 ) -> dict:
-    """The seed's comprehensive result shape, extended with portfolio, timings and failures.
+    """The reference guide's comprehensive result shape, extended with portfolio, timings
+    and failures.
 
     ``securities_analyzed`` counts tickers with a result in ``combined_analysis``; a ticker
     that failed one stage but not another appears in both ``combined_analysis`` and

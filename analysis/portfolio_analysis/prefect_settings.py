@@ -85,9 +85,3 @@ def quiet_prefect_settings(log_level: str | None = None) -> Iterator[Settings]:
         if settings.home == Path(defaults["PREFECT_HOME"]):
             settings.home.mkdir(parents=True, exist_ok=True)
         yield settings
-
-
-def reports_to_server(env: Mapping[str, str] | None = None) -> bool:
-    """True when flows report to a real Prefect server (``PREFECT_API_URL`` is set)."""
-    env = os.environ if env is None else env
-    return bool(env.get("PREFECT_API_URL"))

@@ -1,8 +1,9 @@
-"""Functions that run on Dask workers: the seed's one-ticker API and the batch versions.
+"""Functions that run on Dask workers: the reference guide's one-ticker API and the batch
+versions.
 
-The seed's worker functions (``fetch_price_from_multiple_sources``,
+The reference guide's worker functions (``fetch_price_from_multiple_sources``,
 ``calculate_security_technicals``, ``fetch_news_for_ticker``) take one ticker, return the
-seed's result dict or ``None`` on bad input, and never raise.
+guide's result dict or ``None`` on bad input, and never raise.
 
 The pipeline maps the batch versions instead, one task per batch of tickers, so Dask's
 per-task overhead is paid per batch: ``fetch_price_batch`` (its result stays on the worker),
@@ -66,7 +67,8 @@ class PriceBatch:
 
 @dataclass
 class BatchResult:
-    """What a batch task sends back to the client: seed-shaped results and error records."""
+    """What a batch task sends back to the client: results in the reference guide's shapes and error
+    records."""
 
     results: list[dict] = field(default_factory=list)
     failed: list[dict] = field(default_factory=list)
@@ -133,7 +135,7 @@ def _ohlcv_records(frame: pd.DataFrame) -> list[dict]:
 def fetch_price_from_multiple_sources(
     ticker: str, config: AnalysisConfig | None = None
 ) -> dict | None:
-    """Seed API: ``{"ticker", "price_data": {"close", "ohlcv": [...], ...}, "source"}``.
+    """Reference guide API: ``{"ticker", "price_data": {"close", "ohlcv": [...], ...}, "source"}``.
 
     Returns None when no configured source has valid data for ``ticker`` (or it is not a
     ticker at all); never raises.
@@ -241,7 +243,7 @@ def _frame_from_price_data(price_data: Any) -> pd.DataFrame:
 
 
 def calculate_security_technicals(ticker: str, price_data: Any) -> dict | None:
-    """Seed API: ``{"ticker", "technical_indicators": [...], "summary": {...}}``.
+    """Reference guide API: ``{"ticker", "technical_indicators": [...], "summary": {...}}``.
 
     ``price_data`` is the pricing worker's ``price_data`` dict (with its ``ohlcv`` list) or
     an OHLCV DataFrame indexed by date. Returns None on unusable data; never raises.
@@ -282,7 +284,7 @@ def _news_one(ticker: str, config: AnalysisConfig) -> dict:
 
 
 def news_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> BatchResult:
-    """Headline sentiment of each ticker (seed news shape), errors as records."""
+    """Headline sentiment of each ticker (the reference guide's news shape), errors as records."""
     config = config or AnalysisConfig()
     out = BatchResult()
     for ticker in tickers:  # one request per ticker: news APIs are per ticker
@@ -294,7 +296,8 @@ def news_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> 
 
 
 def fetch_news_for_ticker(ticker: str, config: AnalysisConfig | None = None) -> dict | None:
-    """Seed API: ``{"ticker", "article_count", "avg_sentiment", "articles": [...], ...}``.
+    """Reference guide API: ``{"ticker", "article_count", "avg_sentiment", "articles": [...],
+    ...}``.
 
     A ticker with no headlines gets ``article_count`` 0 and ``avg_sentiment`` None; None
     when no news source could answer or the ticker is not a string; never raises.

@@ -1,4 +1,4 @@
-"""The seed's aggregation step: gathered per-ticker results -> frames -> flow reports.
+"""The reference guide's aggregation step: gathered per-ticker results -> frames -> flow reports.
 
 Plain functions, so these tests need neither Dask nor Prefect.
 """
@@ -35,7 +35,7 @@ def _news(ticker: str, sentiment: float | None, count: int) -> dict:
     }
 
 
-def test_none_results_and_junk_are_skipped_like_the_seed_says() -> None:
+def test_none_results_and_junk_are_skipped_like_the_reference_guide_says() -> None:
     frame = aggregate.aggregate_pricing_results(
         [_price("AAPL", 150.5), None, {"no": "ticker"}, _price("MSFT", 380.0), None]
     )
@@ -124,7 +124,7 @@ def test_status_is_partial_with_some_failures_and_failed_with_no_result() -> Non
     assert nothing["securities_fetched"] == 0
 
 
-def test_seed_shapes_of_the_three_stage_reports() -> None:
+def test_reference_guide_shapes_of_the_three_stage_reports() -> None:
     pricing = aggregate.pricing_report(
         aggregate.aggregate_pricing_results([_price("AAPL", 150.5), _price("MSFT", 380.0, "stooq")])
     )

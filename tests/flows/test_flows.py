@@ -57,7 +57,7 @@ def _task_run_names(flow_run_id: uuid.UUID) -> list[str]:
     return sorted(run.name.rsplit("-", 1)[0] for run in runs)
 
 
-def test_the_flows_are_prefect_flows_with_the_seed_names() -> None:
+def test_the_flows_are_prefect_flows_with_the_reference_guide_names() -> None:
     import portfolio_analysis
     from prefect import Flow
 
@@ -67,7 +67,7 @@ def test_the_flows_are_prefect_flows_with_the_seed_names() -> None:
         assert flow.name == name
 
 
-def test_pricing_flow_seed_shape_and_failures(prefect_harness, dask_client) -> None:
+def test_pricing_flow_reference_guide_shape_and_failures(prefect_harness, dask_client) -> None:
     from portfolio_analysis import dask_multi_source_pricing_flow
 
     result = dask_multi_source_pricing_flow(
@@ -82,7 +82,7 @@ def test_pricing_flow_seed_shape_and_failures(prefect_harness, dask_client) -> N
     assert result["timestamp"]
 
 
-def test_technical_flow_seed_shape(prefect_harness, dask_client) -> None:
+def test_technical_flow_reference_guide_shape(prefect_harness, dask_client) -> None:
     from portfolio_analysis import dask_portfolio_technical_analysis_flow
 
     state = dask_portfolio_technical_analysis_flow(
@@ -99,7 +99,7 @@ def test_technical_flow_seed_shape(prefect_harness, dask_client) -> None:
     for row in summary:
         assert 0 <= row["rsi_14"] <= 100
         assert row["bollinger_lower"] < row["sma_20"] < row["bollinger_upper"]
-    # The Dask part is one task; the aggregation runs as Prefect tasks with the seed's names.
+    # The Dask part is one task; the aggregation runs as Prefect tasks with the guide's names.
     assert _task_run_names(state.state_details.flow_run_id) == [
         "aggregate_technical_results",
         "build_technical_report",
@@ -107,7 +107,7 @@ def test_technical_flow_seed_shape(prefect_harness, dask_client) -> None:
     ]
 
 
-def test_news_flow_seed_shape(prefect_harness, dask_client) -> None:
+def test_news_flow_reference_guide_shape(prefect_harness, dask_client) -> None:
     from portfolio_analysis import dask_news_analysis_flow
 
     result = dask_news_analysis_flow(

@@ -56,7 +56,7 @@ def _sequential_reference(tickers: list[str]) -> tuple[dict[str, dict], pd.DataF
     return rows, pd.DataFrame(closes).sort_index()
 
 
-def test_combined_run_equals_the_seed_functions_run_one_by_one(dask_client) -> None:
+def test_combined_run_equals_the_reference_guide_functions_run_one_by_one(dask_client) -> None:
     result = pipeline.run_combined_analysis(holdings=embedded.SAMPLE_PORTFOLIO, client=dask_client)
     assert result["status"] == "success", result["failed"]
     assert result["failed"] == []

@@ -25,13 +25,11 @@ def test_defaults_go_under_the_user_cache_and_silence_the_server(tmp_path: Path)
         prefect_settings.quiet_local_defaults(env, log_level="WARNING")["PREFECT_LOGGING_LEVEL"]
         == "WARNING"
     )
-    assert not prefect_settings.reports_to_server(env)
 
 
 def test_an_api_url_means_a_real_server() -> None:
     env = {"PREFECT_API_URL": "http://prefect.example:4200/api"}
     assert "PREFECT_SERVER_EPHEMERAL_ENABLED" not in prefect_settings.quiet_local_defaults(env)
-    assert prefect_settings.reports_to_server(env)
 
 
 def _python(code: str, env: dict[str, str]) -> list[str]:

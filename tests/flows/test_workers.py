@@ -51,6 +51,6 @@ def test_news_batch_turns_an_unreachable_news_source_into_error_records() -> Non
     assert out.results == []
     assert [(f["ticker"], f["stage"]) for f in out.failed] == [("AAPL", "news"), ("MSFT", "news")]
     assert all("rss" in f["reason"] for f in out.failed)
-    # The seed's one-ticker API answers None instead of raising.
+    # The reference guide's one-ticker API answers None instead of raising.
     assert workers.fetch_news_for_ticker("AAPL", config) is None
     assert workers.fetch_news_for_ticker("") is None
