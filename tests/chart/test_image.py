@@ -55,8 +55,17 @@ def locked_runtime_requirements() -> dict[str, str]:
     """name -> version that `uv export --locked --no-dev --extra operator` pins for this
     platform and Python: what the image installs."""
     export = subprocess.run(
-        ["uv", "export", "--locked", "--no-dev", "--extra", "operator", "--no-hashes",
-         "--no-emit-project", "--offline"],  # fmt: skip
+        [
+            "uv",
+            "export",
+            "--locked",
+            "--no-dev",
+            "--extra",
+            "operator",
+            "--no-hashes",
+            "--no-emit-project",
+            "--offline",
+        ],  # fmt: skip
         cwd=ROOT,
         capture_output=True,
         text=True,
