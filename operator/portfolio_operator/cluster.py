@@ -36,14 +36,19 @@ DASK_RUNNING_PHASE = "Running"
 def cluster_name(resource_name: str, uid: str) -> str:
     """A DaskCluster name derived from the resource, stable across operator restarts.
 
-    Short names are kept readable (``<name>-dask``); long ones are cut and made unique with a
-    piece of the resource's uid, staying within dask-kubernetes' length limit.
+    Short names are kept readable (``<name>-dask``). The scheduler Service's name must be a
+    DNS-1035 label (letters, digits and -, starting with a letter, at most 63 characters), so a
+    name with dots, one starting with a digit, or a long one is cut, prefixed with ``pfa-``
+    where needed and made unique with a piece of the resource's uid.
     """
     readable = f"{resource_name}-dask"
-    if len(readable) <= MAX_CLUSTER_NAME and "." not in resource_name:
+    if len(readable) <= MAX_CLUSTER_NAME and resource_name[:1].isalpha() and "." not in readable:
         return readable
     tag = hashlib.sha256(uid.encode()).hexdigest()[:8]
-    base = resource_name.replace(".", "-")[: MAX_CLUSTER_NAME - len(tag) - 6].rstrip("-")
+    base = resource_name.replace(".", "-")
+    if not base[:1].isalpha():
+        base = f"pfa-{base}"
+    base = base[: MAX_CLUSTER_NAME - len(tag) - 6].rstrip("-")
     return f"{base}-dask-{tag}"
 
 
@@ -129,6 +134,10 @@ class ClusterView:
     phase: str | None = None
     spec_hash: str | None = None
     autoscaler_exists: bool = False
+    autoscaler_owned: bool = False
+    # The uids observed: deletions name them, so they never remove a namesake created since.
+    uid: str | None = None
+    autoscaler_uid: str | None = None
 
     @property
     def running(self) -> bool:
@@ -139,8 +148,13 @@ def observe_cluster(
     cluster: Mapping[str, Any] | None, autoscaler: Mapping[str, Any] | None, owner_uid: str
 ) -> ClusterView:
     """Summarise the DaskCluster (and DaskAutoscaler) objects read from the API server."""
+    scaler = {
+        "autoscaler_exists": autoscaler is not None,
+        "autoscaler_owned": controlled_by(autoscaler, owner_uid),
+        "autoscaler_uid": ((autoscaler or {}).get("metadata") or {}).get("uid"),
+    }
     if cluster is None:
-        return ClusterView(exists=False, autoscaler_exists=autoscaler is not None)
+        return ClusterView(exists=False, **scaler)
     meta = cluster.get("metadata") or {}
     return ClusterView(
         exists=True,
@@ -148,5 +162,6 @@ def observe_cluster(
         deleting=bool(meta.get("deletionTimestamp")),
         phase=(cluster.get("status") or {}).get("phase"),
         spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
-        autoscaler_exists=autoscaler is not None,
+        uid=meta.get("uid"),
+        **scaler,
     )

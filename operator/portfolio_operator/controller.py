@@ -32,9 +32,10 @@ from portfolio_operator.constants import (
     SUCCEEDED,
     TERMINAL_PHASES,
 )
-from portfolio_operator.kube import KubeApi, KubeError, load_api_client
+from portfolio_operator.kube import KubeApi, KubeError, NotOwnedError, load_api_client
 from portfolio_operator.metrics import OperatorMetrics
 from portfolio_operator.reconcile import (
+    Action,
     CancelRun,
     CreateCluster,
     Decision,
@@ -53,6 +54,16 @@ from portfolio_operator.runs import RunRegistry
 from portfolio_operator.status import get_condition, parse_time, report_configmap, utcnow
 
 logger = logging.getLogger("portfolio_operator")
+
+# Consecutive failed passes (API server unreachable, conflicts) before a Warning Event says so.
+RETRIES_BEFORE_EVENT = 5
+
+
+class ResourceLog(logging.LoggerAdapter):
+    """Log lines about one resource start with its namespace/name, whatever the log format."""
+
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        return f"{self.extra['resource']}: {msg}", kwargs
 
 
 @dataclass
@@ -141,7 +152,10 @@ class AnalysisController:
         # (generation, reason, message) of an action that failed for good: the next
         # observation carries it, and decide() fails the resource with it.
         self.failure: tuple[int, str, str] | None = None
-        self.log = logging.LoggerAdapter(logger, {"resource": f"{namespace}/{name}"})
+        # The generation whose Failed status the API server refused: left alone until the
+        # spec changes (a new generation).
+        self.refused_generation: int | None = None
+        self.log = ResourceLog(logger, {"resource": f"{namespace}/{name}"})
 
     def _wake_threadsafe(self) -> None:
         loop = self._loop
@@ -166,6 +180,10 @@ class AnalysisController:
                     log = self.log.warning if temporary else self.log.error
                     log("reconcile failed (retrying in %.0fs): %s", delay, exc,
                         exc_info=not isinstance(exc, KubeError))  # fmt: skip
+                    if failures == RETRIES_BEFORE_EVENT:  # not silently: once per streak
+                        kopf.event(self.body, type="Warning", reason="ReconcileRetrying",
+                                   message=f"{failures} passes failed in a row, still retrying "
+                                   f"every {delay:.0f}s or less: {exc}"[:1024])  # fmt: skip
                 if self.gone:
                     break
                 await self._sleep(delay)
@@ -207,6 +225,8 @@ class AnalysisController:
             autoscaler = await api.get_dask(DASKAUTOSCALERS, self.namespace, dask["name"])
             view = clusters.observe_cluster(cluster, autoscaler, self.uid)
         generation = obj["metadata"].get("generation") or 1
+        if self.refused_generation == generation:
+            return Decision()
         failure = None
         if self.failure is not None and self.failure[0] == generation:
             failure = self.failure[1:]
@@ -219,38 +239,89 @@ class AnalysisController:
         return decision
 
     async def execute(self, obs: Observation, decision: Decision) -> None:
-        obj = obs.obj
+        """Perform the actions in order. A temporary API error propagates (the pass is retried
+        with backoff); one that retrying cannot heal is recorded for the next observation, and
+        the rest of the pass, which assumed it succeeded, is skipped."""
         for action in decision.actions:
-            match action:
-                case PatchStatus(fields=fields):
-                    await self._patch_status(obs, fields)
-                case PostEvent(type=kind, reason=reason, message=message):
-                    kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
-                case CreateCluster(name=name):
-                    await self._create_cluster(obs, name)
-                case DeleteCluster(name=name):
-                    await self.ctx.api.delete_dask(DASKAUTOSCALERS, self.namespace, name)
-                    await self.ctx.api.delete_dask(DASKCLUSTERS, self.namespace, name)
-                case StartRun(address=address):
-                    assert obs.request is not None
-                    self.ctx.runs.start(
-                        self.uid, obs.generation, address, obs.request.run_kwargs(),
-                        self._wake_threadsafe,
-                    )  # fmt: skip
-                case CancelRun():
-                    self.ctx.runs.cancel(self.uid)
-                case ForgetRun():
-                    self.ctx.runs.forget(self.uid)
-                case WriteReport():
-                    assert obs.run is not None and obs.run.result is not None
-                    manifest = await asyncio.to_thread(
-                        report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes
-                    )
-                    await self.ctx.api.put_configmap(manifest)
-                case DeleteResource():
-                    self.log.info("ttlSecondsAfterFinished passed: deleting")
-                    await self.ctx.api.delete_analysis(self.namespace, self.name, self.uid)
+            try:
+                await self._perform(obs, action)
+            except KubeError as exc:
+                if exc.temporary:
+                    raise
+                if exc.status == 404 and isinstance(action, PatchStatus | DeleteResource):
+                    self.log.info("deleted meanwhile: nothing more to do")
                     self.gone = True
+                    return
+                self._record_failure(obs, action, exc)
+                return
+
+    async def _perform(self, obs: Observation, action: Action) -> None:
+        obj = obs.obj
+        view = obs.cluster
+        match action:
+            case PatchStatus(fields=fields):
+                await self._patch_status(obs, fields)
+            case PostEvent(type=kind, reason=reason, message=message):
+                kopf.event(dict(obj), type=kind, reason=reason, message=message[:1024])
+            case CreateCluster(name=name):
+                await self._create_cluster(obs, name)
+            case DeleteCluster(name=name):
+                # Only what was observed to be ours, by uid.
+                if view is not None and view.autoscaler_owned and view.autoscaler_uid:
+                    await self.ctx.api.delete_dask(
+                        DASKAUTOSCALERS, self.namespace, name, view.autoscaler_uid
+                    )
+                if view is not None and view.owned and view.uid:
+                    await self.ctx.api.delete_dask(DASKCLUSTERS, self.namespace, name, view.uid)
+            case StartRun(address=address):
+                assert obs.request is not None
+                self.ctx.runs.start(
+                    self.uid, obs.generation, address, obs.request.run_kwargs(),
+                    self._wake_threadsafe,
+                )  # fmt: skip
+            case CancelRun():
+                self.ctx.runs.cancel(self.uid)
+            case ForgetRun():
+                self.ctx.runs.forget(self.uid)
+            case WriteReport():
+                assert obs.run is not None and obs.run.result is not None
+                manifest = await asyncio.to_thread(
+                    report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes
+                )
+                await self.ctx.api.put_configmap(manifest, self.uid)
+            case DeleteResource():
+                self.log.info("ttlSecondsAfterFinished passed: deleting")
+                await self.ctx.api.delete_analysis(self.namespace, self.name, self.uid)
+                self.gone = True
+
+    def _record_failure(self, obs: Observation, action: Action, exc: KubeError) -> None:
+        """Keep a permanent failure of `action` for decide() to report on the next pass."""
+        if obs.failure is not None:
+            # Even writing the failure was refused: say so once and wait for a spec change
+            # rather than retrying a refused write for ever.
+            self.log.error("the API server refused the Failed status: %s", exc)
+            kopf.event(dict(obs.obj), type="Warning", reason="StatusRefused",
+                       message=f"could not record {obs.failure[0]}: {exc}"[:1024])  # fmt: skip
+            self.refused_generation = obs.generation
+            return
+        match action:
+            case CreateCluster():
+                hint = " (is the dask-kubernetes operator with its CRDs installed?)"
+                reason, message = (
+                    "ClusterCreationFailed",
+                    f"{exc}{hint if exc.status == 404 else ''}",
+                )
+            case WriteReport() if isinstance(exc, NotOwnedError):
+                reason, message = "ReportNameConflict", str(exc)
+            case WriteReport():
+                reason, message = "ReportWriteFailed", str(exc)
+            case DeleteCluster():
+                reason, message = "ClusterDeletionFailed", str(exc)
+            case _:
+                reason, message = "APIRequestRefused", str(exc)
+        self.log.warning("%s: %s", reason, message)
+        self.failure = (obs.generation, reason, message)
+        self.wake.set()  # decide() reports it on the next pass
 
     async def _patch_status(self, obs: Observation, fields: Mapping[str, Any]) -> None:
         await self.ctx.api.patch_analysis_status(self.namespace, self.name, fields)
@@ -270,29 +341,15 @@ class AnalysisController:
                 self.ctx.metrics.cluster_wait.observe((obs.now - started).total_seconds())
 
     async def _create_cluster(self, obs: Observation, name: str) -> None:
+        """Create the DaskCluster and its DaskAutoscaler (one that exists already is kept)."""
         assert obs.request is not None
         config = self.ctx.config
-        try:
-            await self.ctx.api.create_dask(
-                DASKCLUSTERS,
-                clusters.dask_cluster_manifest(
-                    obs.obj, name, obs.request, config.worker_image, config.worker_env
-                ),
-            )
-            await self.ctx.api.create_dask(
-                DASKAUTOSCALERS,
-                clusters.autoscaler_manifest(obs.obj, name, obs.request),
-            )
-        except KubeError as exc:
-            if exc.temporary:
-                raise
-            hint = (
-                " (is the dask-kubernetes operator with its CRDs installed?)"
-                if exc.status == 404
-                else ""
-            )
-            self.failure = (obs.generation, "ClusterCreationFailed", f"{exc}{hint}")
-            self.wake.set()  # decide() reports it on the next pass
+        manifest = clusters.dask_cluster_manifest(
+            obs.obj, name, obs.request, config.worker_image, config.worker_env
+        )
+        await self.ctx.api.create_dask(DASKCLUSTERS, manifest)
+        autoscaler = clusters.autoscaler_manifest(obs.obj, name, obs.request)
+        await self.ctx.api.create_dask(DASKAUTOSCALERS, autoscaler)
 
 
 def _generation(body: Mapping[str, Any]) -> Any:

@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from portfolio_operator.constants import DASK_GROUP, DASK_VERSION, GROUP, PLURAL, VERSION
+from portfolio_operator.owners import controlled_by
 
 T = TypeVar("T")
 
@@ -31,6 +32,19 @@ class KubeError(Exception):
         super().__init__(message)
         self.status = status
         self.temporary = temporary
+
+
+class NotOwnedError(KubeError):
+    """An object of the name the operator wants exists and is not its own: it is left alone."""
+
+    def __init__(self, kind: str, namespace: str, name: str) -> None:
+        super().__init__(
+            f"a {kind} named {namespace}/{name} already exists and was not created by this "
+            "PortfolioAnalysis; it was left untouched (rename or delete it, or rename this "
+            "PortfolioAnalysis)",
+            409,
+            temporary=False,
+        )
 
 
 def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
@@ -152,26 +166,47 @@ class KubeApi:
             raise
         return True
 
-    async def delete_dask(self, plural: str, namespace: str, name: str) -> None:
+    async def delete_dask(self, plural: str, namespace: str, name: str, uid: str) -> None:
+        """Delete this very object: the uid precondition spares anything of the same name that
+        replaced the one observed (a 409 then, like a 404, means ours is gone)."""
         await self._call_unless(
-            (404,),
+            (404, 409),
             self.custom.delete_namespaced_custom_object,
             DASK_GROUP,
             DASK_VERSION,
             namespace,
             plural,
             name,
-            body={"propagationPolicy": "Background"},
+            body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
         )
 
     # ConfigMaps ---------------------------------------------------------------------------
 
-    async def put_configmap(self, body: Mapping[str, Any]) -> None:
-        """Create the ConfigMap, or replace the one a previous run left."""
+    async def put_configmap(self, body: Mapping[str, Any], owner_uid: str) -> None:
+        """Create the ConfigMap, or replace the one an earlier run of the same owner left.
+
+        A ConfigMap of that name that `owner_uid` does not control is never replaced (that would
+        hand a user's object to the garbage collector): NotOwnedError. The replacement carries
+        the resourceVersion read, so a change made in between is a (temporary) conflict.
+        """
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
         try:
             await self._call(self.core.create_namespaced_config_map, namespace, dict(body))
+            return
         except KubeError as exc:
             if exc.status != 409:
                 raise
-            await self._call(self.core.replace_namespaced_config_map, name, namespace, dict(body))
+        existing = await self._get_or_none(self.core.read_namespaced_config_map, name, namespace)
+        if existing is None:
+            raise KubeError(f"ConfigMap {namespace}/{name} vanished while replacing it", 404, True)
+        existing = self.api_client.sanitize_for_serialization(existing)
+        if not controlled_by(existing, owner_uid):
+            raise NotOwnedError("ConfigMap", namespace, name)
+        replacement = {
+            **body,
+            "metadata": {
+                **body["metadata"],
+                "resourceVersion": existing["metadata"]["resourceVersion"],
+            },
+        }
+        await self._call(self.core.replace_namespaced_config_map, name, namespace, replacement)

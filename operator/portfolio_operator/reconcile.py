@@ -382,7 +382,8 @@ def _start_external(obs: Observation) -> Decision:
     address = obs.request.cluster.scheduler_address
     assert address is not None
     owned = obs.dask.get("owned") and obs.dask.get("name")
-    if owned and obs.cluster is not None and obs.cluster.exists and not obs.cluster.deleting:
+    view = obs.cluster
+    if owned and view is not None and view.exists and view.owned and not view.deleting:
         # The spec moved from a created cluster to an existing scheduler: drop ours.
         name = obs.dask["name"]
         return Decision(
@@ -458,7 +459,7 @@ def _provision(obs: Observation, until_deadline: float | None) -> Decision:
             obs,
             "ClusterNameConflict",
             f"a DaskCluster named {name} exists and is not owned by this PortfolioAnalysis; "
-            "delete it or rename this resource",
+            "it was left untouched: delete it or rename this resource",
         )
     if view.deleting:
         message = f"waiting for the previous DaskCluster {name} to be deleted"
@@ -471,6 +472,13 @@ def _provision(obs: Observation, until_deadline: float | None) -> Decision:
         return Decision(
             [DeleteCluster(name), PostEvent("Normal", "ClusterReplaced", message)],
             requeue=poll,
+        )
+    if view.autoscaler_exists and not view.autoscaler_owned:
+        return _fail(
+            obs,
+            "ClusterNameConflict",
+            f"a DaskAutoscaler named {name} exists and is not owned by this PortfolioAnalysis; "
+            "it was left untouched: delete it or rename this resource",
         )
     if not view.autoscaler_exists:
         return Decision([CreateCluster(name)], requeue=0)

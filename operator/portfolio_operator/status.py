@@ -22,7 +22,7 @@ from portfolio_operator.constants import (
     SUCCEEDED,
     TRUNCATED_ANNOTATION,
 )
-from portfolio_operator.owners import child_metadata
+from portfolio_operator.owners import MAX_OBJECT_NAME, child_metadata, fitted_name
 
 # Per-security rows kept in status (the full list is in the report ConfigMap).
 MAX_STATUS_ROWS = 20
@@ -257,8 +257,8 @@ def bounded_report(
 
 
 def report_configmap_name(resource_name: str) -> str:
-    suffix = "-report"
-    return resource_name[: 253 - len(suffix)] + suffix
+    """``<name>-report``, cut and made unique with a hash when the name is near the limit."""
+    return fitted_name(resource_name, MAX_OBJECT_NAME, "-report")
 
 
 def report_configmap(

@@ -96,6 +96,7 @@ def cluster_view(phase: str | None = "Running", **extra: Any) -> clusters.Cluste
         "phase": phase,
         "spec_hash": request_hash,
         "autoscaler_exists": True,
+        "autoscaler_owned": True,
     }
     values.update(extra)
     return clusters.ClusterView(**values)
@@ -191,6 +192,21 @@ def test_an_external_scheduler_is_used_without_creating_a_cluster() -> None:
     assert fields["workers"] == "external"
     assert fields["daskCluster"]["owned"] is False
     assert condition(fields, "ClusterReady")["reason"] == "ExternalScheduler"
+
+
+def test_objects_of_our_names_that_are_not_ours_are_never_deleted_or_used() -> None:
+    # A DaskAutoscaler someone else made with the name our cluster would use: refuse, untouched.
+    obj = apply(accepted(), decide(observe(accepted(), NOW, CONFIG)))
+    decision = decide(observe(obj, NOW, CONFIG, cluster=cluster_view(autoscaler_owned=False)))
+    assert condition(patched(decision), "Failed")["reason"] == "ClusterNameConflict"
+    assert "DaskAutoscaler" in condition(patched(decision), "Failed")["message"]
+    assert not of(decision, CreateCluster) and not of(decision, DeleteCluster)
+    # The spec moves to an external scheduler while a foreign DaskCluster holds our name.
+    moved = apply(obj, decision)
+    moved["status"]["phase"], moved["metadata"]["generation"] = "Pending", 1
+    moved["spec"] = {**moved["spec"], "cluster": {"schedulerAddress": "tcp://dask.shared:8786"}}
+    decision = decide(observe(moved, NOW, CONFIG, cluster=cluster_view(owned=False)))
+    assert not of(decision, DeleteCluster)
 
 
 def test_a_running_analysis_reports_phase_progress_and_one_started_event() -> None:

@@ -359,3 +359,67 @@ def test_deleting_a_running_analysis_stops_its_dask_work(
         kube.delete_pfa("stop-me")
         wait_until(lambda: kube.pfa("stop-me") is None, 60, "the resource is gone", operator.log)
         wait_until(lambda: tasks() == 0, 30, "the run's tasks were cancelled", operator.log)
+
+
+def test_a_configmap_of_the_report_name_that_is_not_ours_is_never_touched(
+    kube: Kube, dask_cluster, start_operator
+) -> None:
+    from kubernetes import client as k8s
+
+    users = {"settings.ini": "keep me"}
+    kube.core.create_namespaced_config_map(
+        kube.namespace, k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name="clash-report"), data=users)
+    )
+    operator = start_operator()
+    spec = {"tickers": ["AAPL"], "cluster": {"schedulerAddress": dask_cluster.scheduler_address}}
+    kube.apply_pfa("clash", spec)
+    wait_until(phase_is(kube, "clash", "Succeeded", "Failed"), 120, "the analysis ends",
+               operator.log)  # fmt: skip
+    failed = kube.condition("clash", "Failed")
+    assert (kube.status("clash")["phase"], failed["reason"]) == ("Failed", "ReportNameConflict")
+    assert f"ConfigMap named {kube.namespace}/clash-report" in failed["message"]
+    kube.wait_for_reasons("clash", "ReportNameConflict", detail=operator.log)
+
+    def untouched() -> None:
+        configmap = kube.configmap("clash-report")
+        assert configmap is not None, "the user's ConfigMap was deleted"
+        assert configmap.data == users and not configmap.metadata.owner_references
+
+    untouched()
+    kube.delete_pfa("clash")
+    wait_until(lambda: kube.pfa("clash") is None, 60, "the resource is gone", operator.log)
+    time.sleep(3)  # the garbage collector would have deleted an adopted ConfigMap by now
+    untouched()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x" * 62 + "-" + "y" * 8,  # its first 63 characters end in "-": not a label value
+        ".".join(["b" * 63] * 3) + "." + "c" * 61,  # 253 characters: <name>-report is too long
+    ],
+    ids=["dash-at-63", "253-characters"],
+)
+def test_any_legal_name_runs_to_succeeded_with_its_report(
+    kube: Kube, dask_cluster, start_operator, name: str
+) -> None:
+    operator = start_operator()
+    spec = {"tickers": ["AAPL"], "cluster": {"schedulerAddress": dask_cluster.scheduler_address}}
+    kube.apply_pfa(name, spec)
+    wait_until(phase_is(kube, name, "Succeeded", "Failed"), 120, "the analysis ends", operator.log)
+    status = kube.status(name)
+    assert status["phase"] == "Succeeded", status.get("conditions")
+    assert kube.configmap(status["reportConfigMap"]) is not None
+
+
+def test_a_long_name_gets_its_dask_cluster(kube: Kube, start_operator) -> None:
+    operator = start_operator()
+    name = "portfolio-" + "z" * 52 + "-q.rst"  # 68 characters, "-" at 63, a dot
+    kube.apply_pfa(name, {"tickers": ["AAPL"]})
+    cluster_name = wait_until(lambda: kube.status(name).get("daskCluster", {}).get("name"), 60,
+                              "the cluster's name is in status", operator.log)  # fmt: skip
+    created = wait_until(lambda: kube.dask("daskclusters", cluster_name), 60,
+                         "the DaskCluster is created", operator.log)  # fmt: skip
+    assert kube.dask("daskautoscalers", cluster_name) is not None
+    assert kube.status(name)["phase"] == "Provisioning", kube.status(name).get("conditions")
+    assert created["metadata"]["ownerReferences"][0]["controller"] is True

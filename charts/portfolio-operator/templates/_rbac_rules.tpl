@@ -24,10 +24,11 @@ the ClusterRole when all namespaces are watched, else into a Role in each watche
 - apiGroups: [kubernetes.dask.org]
   resources: [daskclusters, daskautoscalers]
   verbs: [get, create, delete]
-# The report ConfigMap: created, or replaced when a resource is re-run.
+# The report ConfigMap: created, or replaced when a resource is re-run; get reads the
+# ownerReference first, so a ConfigMap the operator did not create is never replaced.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [create, update]
+  verbs: [get, create, update]
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
