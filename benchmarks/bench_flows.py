@@ -3,7 +3,7 @@
 For each universe (the 5-stock sample portfolio, the embedded 524-stock S&P 500) this
 measures, in one run on one machine:
 
-* ``seq seed``: the reference guide's one-ticker worker functions called in a loop in this process
+* ``seq guide``: the reference guide's one-ticker worker functions called in a loop in this process
   (the guide's "before": no Dask, no batching);
 * ``seq batch``: the pipeline's batch functions called once in this process (the same
   vectorised code as the Dask run, without Dask);
@@ -14,7 +14,7 @@ measures, in one run on one machine:
 * ``cold N``: what a user's single run costs: a new LocalCluster with N workers plus the
   combined analysis, as ``portfolio-analysis run`` does (combined only).
 
-Each figure is the best of ``--repeat`` runs; speed-ups are against ``seq seed`` and
+Each figure is the best of ``--repeat`` runs; speed-ups are against ``seq guide`` and
 ``seq batch`` of the same run. Prints a Markdown table for docs/benchmarks.md.
 
     uv run python benchmarks/bench_flows.py                # everything (~5-10 min on 2 cores)
@@ -214,15 +214,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     for universe in chosen:
         for workload in WORKLOADS:
             seq_batch(workload, universe)()  # warm: imports, embedded data parsed once
-            results[(universe.name, workload, "seq seed")] = timed(
+            results[(universe.name, workload, "seq guide")] = timed(
                 seq_seed(workload, universe), args.repeat
             )
             results[(universe.name, workload, "seq batch")] = timed(
                 seq_batch(workload, universe), args.repeat
             )
             print(
-                f"{universe.name:>24} {workload:<9} seq seed "
-                f"{results[(universe.name, workload, 'seq seed')]:.3f} s, seq batch "
+                f"{universe.name:>24} {workload:<9} seq guide "
+                f"{results[(universe.name, workload, 'seq guide')]:.3f} s, seq batch "
                 f"{results[(universe.name, workload, 'seq batch')]:.3f} s",
                 flush=True,
             )
@@ -272,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
 
-    kinds = ["seq seed", "seq batch"]
+    kinds = ["seq guide", "seq batch"]
     for n in worker_counts:
         kinds.append(f"dask {n}")
         if not args.no_prefect:
@@ -283,7 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "| universe | workload | "
         + " | ".join(kinds)
-        + " | best speed-up vs seq seed / seq batch | per ticker (best) |"
+        + " | best speed-up vs seq guide / seq batch | per ticker (best) |"
     )
     print("|---|---|" + "---:|" * (len(kinds) + 2))
     for universe in chosen:
@@ -296,10 +296,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 and (universe.name, workload, kind) in results
             ]
             best = min(parallel) if parallel else None
-            seed = results[(universe.name, workload, "seq seed")]
+            guide = results[(universe.name, workload, "seq guide")]
             batch = results[(universe.name, workload, "seq batch")]
             cells = [f"{t:.3f} s" if t is not None else "" for t in row]
-            speedup = f"{seed / best:.2f}x / {batch / best:.2f}x" if best else ""
+            speedup = f"{guide / best:.2f}x / {batch / best:.2f}x" if best else ""
             per = f"{best / len(universe.tickers) * 1000:.1f} ms" if best else ""
             print(
                 f"| {universe.name} | {workload} | " + " | ".join(cells) + f" | {speedup} | {per} |"
