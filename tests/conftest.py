@@ -2,7 +2,7 @@
 
 import signal
 
-pytest_plugins = ["tests.support.kube_fixtures"]
+pytest_plugins = ["tests.support.kube_fixtures", "tests.operator.fixtures"]
 
 # A shell without job control (`cmd &`, some CI runners) starts background jobs with SIGINT
 # ignored, and an ignored signal stays ignored across exec. Tests that press Ctrl-C on a

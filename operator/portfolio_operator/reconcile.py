@@ -333,6 +333,9 @@ def _while_running(obs: Observation, run: RunView, until_deadline: float | None)
     if run.state == RunState.QUEUED:
         message = "waiting for a free analysis slot (--max-concurrent-analyses)"
         actions += _patch(obs, {}, Running=(False, "Queued", message))
+    elif run.state == RunState.CONNECTING:
+        message = f"connecting to the Dask scheduler at {run.address}"
+        actions += _patch(obs, {}, Running=(False, "Connecting", message))
     else:
         fields: dict[str, Any] = {"phase": RUNNING}
         if run.progress is not None:

@@ -29,14 +29,15 @@ RunFn = Callable[..., Mapping[str, Any]]
 
 
 class RunState(enum.StrEnum):
-    QUEUED = "Queued"
-    RUNNING = "Running"
+    QUEUED = "Queued"  # waiting for a slot (--max-concurrent-analyses)
+    CONNECTING = "Connecting"  # has a slot, has not reached the scheduler yet
+    RUNNING = "Running"  # connected: its tasks are on the scheduler
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     CANCELLED = "Cancelled"
 
 
-ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.RUNNING})
+ACTIVE_STATES = frozenset({RunState.QUEUED, RunState.CONNECTING, RunState.RUNNING})
 
 
 @dataclass(frozen=True)
@@ -87,12 +88,22 @@ def run_pipeline(
     address: str,
     cancel: threading.Event,
     progress: Callable[[str, int, int], None],
+    connected: Callable[[], None],
     **kwargs: Any,
 ) -> Mapping[str, Any]:
-    """The default run: the library's plain-Dask pipeline against the given scheduler."""
-    from portfolio_analysis.pipeline import run_combined_analysis
+    """The default run: the library's plain-Dask pipeline against the given scheduler.
 
-    return run_combined_analysis(dask_scheduler=address, cancel=cancel, progress=progress, **kwargs)
+    It connects first (SchedulerUnreachableError within the connect timeout), says so through
+    `connected`, then runs on that client and closes it.
+    """
+    from portfolio_analysis.pipeline import run_combined_analysis, setup_dask_client
+
+    client = setup_dask_client(address)
+    try:
+        connected()
+        return run_combined_analysis(client=client, cancel=cancel, progress=progress, **kwargs)
+    finally:
+        client.close()
 
 
 def classify_error(exc: BaseException) -> tuple[str, bool]:
@@ -137,7 +148,8 @@ class RunRegistry:
         return None if run is None else run.view()
 
     def running_count(self) -> int:
-        return sum(1 for r in self._runs.values() if r.state == RunState.RUNNING)
+        busy = (RunState.CONNECTING, RunState.RUNNING)
+        return sum(1 for r in self._runs.values() if r.state in busy)
 
     def start(
         self,
@@ -178,7 +190,7 @@ class RunRegistry:
                 if run.cancel.is_set():
                     run.state = RunState.CANCELLED
                     return
-                run.state = RunState.RUNNING
+                run.state = RunState.CONNECTING
                 run.wake()
                 self.metrics.runs_active.inc()
                 try:
@@ -196,13 +208,20 @@ class RunRegistry:
             run.wake()
 
     async def _call(self, uid: str, run: _Run) -> None:
+        def connected() -> None:
+            if run.state == RunState.CONNECTING:
+                run.state = RunState.RUNNING
+                run.wake()
+
         def report(stage: str, done: int, total: int) -> None:
             run.progress = (str(stage), int(done), int(total))
+            connected()  # progress implies a scheduler
 
         def call() -> Mapping[str, Any]:
             return self.run_fn(
-                address=run.address, cancel=run.cancel, progress=report, **run.kwargs
-            )
+                address=run.address, cancel=run.cancel, progress=report, connected=connected,
+                **run.kwargs,
+            )  # fmt: skip
 
         try:
             result = await asyncio.get_running_loop().run_in_executor(self._pool, call)

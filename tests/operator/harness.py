@@ -16,7 +16,7 @@ import subprocess
 import sys
 import urllib.request
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -239,3 +239,8 @@ class Kube:
             if item["type"] == type_:
                 return item
         return {}
+
+
+def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], bool]:
+    """A wait_until condition: the resource's phase is one of `phases`."""
+    return lambda: kube.status(name).get("phase") in phases

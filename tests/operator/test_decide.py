@@ -209,6 +209,16 @@ def test_objects_of_our_names_that_are_not_ours_are_never_deleted_or_used() -> N
     assert not of(decision, DeleteCluster)
 
 
+def test_a_run_still_connecting_is_not_reported_as_started() -> None:
+    obj = accepted(attempts=1, phase="Provisioning")
+    decision = decide(observe(obj, NOW, CONFIG, run=run_view(RunState.CONNECTING)))
+    fields = patched(decision)
+    assert fields.get("phase", "Provisioning") == "Provisioning"
+    assert condition(fields, "Running")["reason"] == "Connecting"
+    assert "tcp://10.0.0.1:8786" in condition(fields, "Running")["message"]
+    assert not [e for e in of(decision, PostEvent) if e.reason == "Started"]
+
+
 def test_a_running_analysis_reports_phase_progress_and_one_started_event() -> None:
     obj = accepted(attempts=1)
     run = run_view(RunState.RUNNING, progress=("technicals", 3, 8))

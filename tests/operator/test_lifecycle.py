@@ -8,84 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from portfolio_operator.spec import parse_spec
 
-from tests.operator.harness import (
-    MANIFESTS,
-    Kube,
-    OperatorProcess,
-    install,
-    operator_kubeconfig,
-)
+from tests.operator.harness import MANIFESTS, Kube, phase_is
 from tests.support.control_plane import ControlPlane
-from tests.support.dask_cluster import local_cluster
 from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.dask]
 
 TICKERS = ["AAPL", "MSFT", "IBM"]
-
-
-@pytest.fixture(scope="module")
-def operator_config(control_plane: ControlPlane, tmp_path_factory) -> Path:
-    """CRDs and RBAC installed; the kubeconfig of the operator's ServiceAccount."""
-    install(control_plane)
-    return operator_kubeconfig(control_plane, tmp_path_factory.mktemp("operator"))
-
-
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator:
-    """A working Dask cluster the analyses connect to."""
-    with local_cluster(2) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def empty_dask_cluster() -> Iterator:
-    """A scheduler without workers: a run there waits until workers come (or is cancelled)."""
-    with local_cluster(0) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def kube(control_plane: ControlPlane, kube_namespace: str) -> Kube:
-    return Kube(control_plane, kube_namespace)
-
-
-@pytest.fixture
-def start_operator(
-    control_plane: ControlPlane, operator_config: Path, kube_namespace: str, tmp_path: Path
-) -> Iterator[Callable[..., OperatorProcess]]:
-    """Start operators for this test's namespace; all are stopped (and logs shown) after."""
-    plane = control_plane
-    started: list[OperatorProcess] = []
-
-    def start(scheduler_address: str | None = None, **env: str) -> OperatorProcess:
-        process = OperatorProcess(
-            operator_config, [kube_namespace], tmp_path / f"operator-{len(started)}.log",
-            scheduler_address=scheduler_address, extra_env=env,
-        )  # fmt: skip
-        started.append(process)
-        process.wait_ready()
-        return process
-
-    yield start
-    if started and started[-1].process.poll() is None:
-        # While the operator runs, so that kopf's finalizers come off and the namespace can go.
-        plane.kubectl("delete", "pfa", "--all", "-n", kube_namespace, "--timeout=60s",
-                      check=False, timeout=90)  # fmt: skip
-    for process in started:
-        if process.process.poll() is None:
-            process.stop()
-        print(f"--- {process.log_path.name} ---\n{process.log(40)}")
-
-
-def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], bool]:
-    return lambda: kube.status(name).get("phase") in phases
 
 
 def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_report(
@@ -316,6 +250,7 @@ def test_an_unreachable_scheduler_is_retried_then_fails_saying_what_to_check(
     assert kube.status("unreachable")["attempts"] == 2
     reasons = kube.wait_for_reasons("unreachable", "RunRetrying", detail=operator.log)
     assert reasons.count("RunRetrying") == 1, reasons
+    assert "Started" not in reasons, "never connected, so never started"
 
 
 def test_a_spec_change_runs_the_analysis_again_for_the_new_generation(

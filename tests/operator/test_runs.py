@@ -51,6 +51,30 @@ def test_a_run_finishes_with_its_result_and_wakes_its_controller() -> None:
     asyncio.run(scenario())
 
 
+def test_a_run_is_running_only_once_it_has_reached_the_scheduler() -> None:
+    async def scenario() -> None:
+        reached, release = threading.Event(), threading.Event()
+
+        def run(*, address: str, cancel: threading.Event, connected, **kwargs: Any) -> dict:
+            reached.wait(5)  # connecting
+            connected()
+            release.wait(5)
+            return {"status": "success"}
+
+        runs = RunRegistry(2, OperatorMetrics(), run_fn=run)
+        runs.start("u1", 1, "tcp://x:1", {}, lambda: None)
+        await wait_for(lambda: runs.view("u1").state == RunState.CONNECTING)
+        await asyncio.sleep(0.1)
+        assert runs.view("u1").state == RunState.CONNECTING
+        reached.set()
+        await wait_for(lambda: runs.view("u1").state == RunState.RUNNING)
+        release.set()
+        await wait_for(lambda: runs.view("u1").state == RunState.SUCCEEDED)
+        await runs.shutdown()
+
+    asyncio.run(scenario())
+
+
 def test_cancelling_stops_the_worker_thread_not_only_the_bookkeeping() -> None:
     async def scenario() -> None:
         started, release = threading.Event(), threading.Event()
