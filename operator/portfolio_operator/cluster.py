@@ -32,6 +32,26 @@ DEFAULT_ADDRESS_TEMPLATE = "tcp://{cluster}-scheduler.{namespace}.svc:8786"
 DEFAULT_DASHBOARD_TEMPLATE = "http://{cluster}-scheduler.{namespace}.svc:8787/status"
 DASK_RUNNING_PHASE = "Running"
 
+# Restricted Pod Security for the scheduler and worker pods. The uid is the image's own user
+# (the Dockerfile's `USER 10001`), given explicitly so that runAsNonRoot can be verified for
+# any image; the root filesystem is read-only, so /tmp (Dask's spill and work folders) and
+# HOME (Prefect, numba caches) are emptyDirs.
+POD_USER = 10001
+HOME = "/home/portfolio"
+POD_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": POD_USER,
+    "runAsGroup": POD_USER,
+    "fsGroup": POD_USER,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+CONTAINER_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+WRITABLE_FOLDERS = {"tmp": "/tmp", "home": HOME}
+
 
 def cluster_name(resource_name: str, uid: str) -> str:
     """A DaskCluster name derived from the resource, stable across operator restarts.
@@ -70,14 +90,27 @@ def _drop_none(value: Any) -> Any:
 
 
 def desired_cluster(spec: ClusterSpec, default_image: str) -> dict[str, Any]:
-    """The parts of the spec that shape the cluster; a change means a new cluster."""
-    return {
+    """The parts of the spec that shape the cluster; a change means a new cluster.
+
+    Optional parts appear only when set, so that the hash of a cluster made before they
+    existed does not change (which would replace it).
+    """
+    desired: dict[str, Any] = {
         "image": spec.image or default_image,
         "imagePullPolicy": spec.image_pull_policy,
         "resources": {k: dict(v) for k, v in sorted(spec.resources.items())},
         "minWorkers": spec.min_workers,
         "maxWorkers": spec.max_workers,
     }
+    optional = {
+        "schedulerResources": spec.scheduler_resources,
+        "workerResources": spec.worker_resources,
+        "placement": dict(spec.placement),
+        "podLabels": dict(spec.pod_labels),
+        "podAnnotations": dict(spec.pod_annotations),
+    }
+    desired.update({k: v for k, v in optional.items() if v})
+    return desired
 
 
 def spec_hash(desired: Mapping[str, Any]) -> str:
@@ -101,11 +134,39 @@ def dask_cluster_manifest(
         env=dict(worker_env or {}) or None,
     )
     for part in ("worker", "scheduler"):
-        for container in manifest["spec"][part]["spec"]["containers"]:
+        role = manifest["spec"][part]
+        _harden_and_place(role["spec"], desired)
+        own = desired.get(f"{part}Resources")
+        for container in role["spec"]["containers"]:
             container["imagePullPolicy"] = desired["imagePullPolicy"]
+            if own:
+                container["resources"] = own
+        pod_metadata = {
+            "labels": desired.get("podLabels"),
+            "annotations": desired.get("podAnnotations"),
+        }
+        if any(pod_metadata.values()):
+            role["metadata"] = pod_metadata
     manifest["metadata"] = child_metadata(owner, name)
     manifest["metadata"]["annotations"] = {SPEC_HASH_ANNOTATION: spec_hash(desired)}
     return _drop_none(manifest)
+
+
+def _harden_and_place(pod: dict[str, Any], desired: Mapping[str, Any]) -> None:
+    """Restricted Pod Security (writable emptyDirs where needed) and the spec's placement."""
+    pod["securityContext"] = dict(POD_SECURITY_CONTEXT)
+    pod["volumes"] = [
+        *(pod.get("volumes") or []),
+        *({"name": n, "emptyDir": {}} for n in WRITABLE_FOLDERS),
+    ]
+    for container in pod["containers"]:
+        container["securityContext"] = dict(CONTAINER_SECURITY_CONTEXT)
+        container["volumeMounts"] = [
+            *(container.get("volumeMounts") or []),
+            *({"name": n, "mountPath": path} for n, path in WRITABLE_FOLDERS.items()),
+        ]
+        container["env"] = [*(container.get("env") or []), {"name": "HOME", "value": HOME}]
+    pod.update(desired.get("placement") or {})
 
 
 def autoscaler_manifest(

@@ -32,6 +32,7 @@ from portfolio_operator.spec import (
     CLUSTER_DEFAULTS,
     CLUSTER_POLICIES,
     LOOKBACK_DAYS_RANGE,
+    MAX_DATE_LENGTH,
     MAX_TICKER_LENGTH,
     MAX_TICKERS,
     MAX_WORKERS,
@@ -78,13 +79,14 @@ def _quantity(description: str) -> dict[str, Any]:
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "x-kubernetes-int-or-string": True,
         "pattern": QUANTITY_PATTERN,
+        "maxLength": 64,
     }
 
 
-def _resources_schema() -> dict[str, Any]:
+def _resources_schema(pods: str = "each Dask worker and of the scheduler pod") -> dict[str, Any]:
     def amounts(what: str) -> dict[str, Any]:
         return _object(
-            f"{what} per Dask worker and scheduler pod.",
+            f"{what} of {pods}.",
             {
                 "cpu": _quantity(f"CPU {what.lower()}, e.g. 500m or 2."),
                 "memory": _quantity(f"Memory {what.lower()}, e.g. 2Gi."),
@@ -92,9 +94,77 @@ def _resources_schema() -> dict[str, Any]:
         )
 
     return _object(
-        "Compute resources of each Dask worker and of the scheduler pod.",
+        f"Compute resources of {pods}.",
         {"requests": amounts("Requests"), "limits": amounts("Limits")},
     )
+
+
+def _string_map(description: str, **values: Any) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": description,
+        "additionalProperties": {"type": "string", **values},
+    }
+
+
+def _placement_schema() -> dict[str, Any]:
+    """Where the scheduler and worker pods may run; copied as given into both pod specs."""
+    toleration = _object(
+        "A toleration, as in a pod spec.",
+        {
+            "key": _string(
+                "Taint key; empty with operator Exists matches every key.", maxLength=317
+            ),
+            "operator": _string("Exists or Equal (the default).", enum=["Exists", "Equal"]),
+            "value": _string("Taint value, with operator Equal.", maxLength=63),
+            "effect": _string(
+                "Taint effect to tolerate; empty means all.",
+                enum=["NoSchedule", "PreferNoSchedule", "NoExecute"],
+            ),
+            "tolerationSeconds": _integer(
+                "How long a NoExecute taint is tolerated.", format="int64"
+            ),
+        },
+    )
+    return {
+        "nodeSelector": _string_map(
+            "Node labels the scheduler and worker pods must run on, as in a pod spec.",
+            maxLength=63,
+        ),
+        "tolerations": {
+            "type": "array",
+            "description": "Taints the scheduler and worker pods tolerate, as in a pod spec.",
+            "items": toleration,
+            "maxItems": 32,
+        },
+        "affinity": {
+            "type": "object",
+            "description": "Node and pod (anti-)affinity of the scheduler and worker pods, as in "
+            "a pod spec (nodeAffinity, podAffinity, podAntiAffinity).",
+            "x-kubernetes-preserve-unknown-fields": True,
+        },
+        "imagePullSecrets": {
+            "type": "array",
+            "description": "Secrets in this namespace for pulling the image, as in a pod spec.",
+            "items": _object(
+                "A Secret of type kubernetes.io/dockerconfigjson.",
+                {"name": _string("Name of the Secret.", maxLength=253)},
+            ),
+            "maxItems": 16,
+        },
+        "serviceAccountName": _string(
+            "ServiceAccount of the scheduler and worker pods (default: the namespace's default).",
+            maxLength=253,
+            pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        ),
+        "podLabels": _string_map(
+            "Labels added to the scheduler and worker pods (dask.org/ keys are refused).",
+            maxLength=63,
+        ),
+        "podAnnotations": _string_map(
+            "Annotations added to the scheduler and worker pods.", maxLength=4096
+        ),
+    }
 
 
 def _spec_schema() -> dict[str, Any]:
@@ -121,6 +191,9 @@ def _spec_schema() -> dict[str, Any]:
                 default=CLUSTER_DEFAULTS.image_pull_policy,
             ),
             "resources": _resources_schema(),
+            "schedulerResources": _resources_schema("the scheduler pod (instead of resources)"),
+            "workerResources": _resources_schema("each Dask worker (instead of resources)"),
+            **_placement_schema(),
             "minWorkers": _integer(
                 "Fewest Dask workers the autoscaler keeps; also the initial worker count.",
                 minimum=0,
@@ -225,6 +298,7 @@ def _spec_schema() -> dict[str, Any]:
             "endDate": _string(
                 "Last date of the analysed period (YYYY-MM-DD); omit for the newest data.",
                 format="date",
+                maxLength=MAX_DATE_LENGTH,
             ),
             "riskFreeRate": _number(
                 "Annual risk-free rate for the Sharpe ratio, e.g. 0.03 for 3%.",

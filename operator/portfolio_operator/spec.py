@@ -38,6 +38,25 @@ QUANTITY_PATTERN = (
 )
 SCHEDULER_ADDRESS_PATTERN = r"^(tcp|tls|ws|wss|ucx)://[^\s/]+(:[0-9]{1,5})?$"
 _ADDRESS_RE = re.compile(SCHEDULER_ADDRESS_PATTERN)
+# Pod placement fields of spec.cluster, copied as given into the scheduler and worker pod specs
+# (the API server validated their shape against the schema; the kubelet does the rest).
+PLACEMENT_FIELDS = (
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "imagePullSecrets",
+    "serviceAccountName",
+)
+# Label keys and values as Kubernetes accepts them (prefix optional).
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_LABEL_VALUE_RE = re.compile(LABEL_VALUE_PATTERN)
+_LABEL_KEY_RE = re.compile(
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+# dask-kubernetes selects its pods by these; a user's pod label must not change them.
+RESERVED_LABEL_PREFIX = "dask.org/"
+MAX_DATE_LENGTH = 10  # YYYY-MM-DD
 
 
 class SpecError(ValueError):
@@ -55,6 +74,13 @@ class ClusterSpec:
     min_workers: int = 1
     max_workers: int = 4
     on_completion: str = "Delete"
+    # Overrides of `resources` for one role, when given.
+    scheduler_resources: Mapping[str, Mapping[str, str | int]] | None = None
+    worker_resources: Mapping[str, Mapping[str, str | int]] | None = None
+    # nodeSelector, tolerations, affinity, imagePullSecrets, serviceAccountName, as given.
+    placement: Mapping[str, Any] = field(default_factory=dict)
+    pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pod_annotations: Mapping[str, str] = field(default_factory=dict)
 
 
 CLUSTER_DEFAULTS = ClusterSpec()
@@ -92,7 +118,7 @@ class AnalysisRequest:
 def _check_ticker(value: object, where: str) -> str:
     if not isinstance(value, str) or not TICKER_RE.match(value):
         raise SpecError(
-            f"{where} is {value!r}: use an upper-case ticker symbol such as AAPL or BRK.B "
+            f"{where} is {_shown(value)}: use an upper-case ticker symbol such as AAPL or BRK.B "
             f"(pattern {TICKER_PATTERN})"
         )
     return value
@@ -109,7 +135,7 @@ def _check_choices(values: object, allowed: Sequence[str], where: str) -> tuple[
 
 def _check_int(value: object, where: str, low: int, high: int | None = None) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise SpecError(f"{where} is {value!r}: use a whole number of at least {low}")
+        raise SpecError(f"{where} is {_shown(value)}: use a whole number of at least {low}")
     if high is not None and value > high:
         raise SpecError(f"{where} is {value}: use at most {high}")
     return value
@@ -144,7 +170,9 @@ def _securities(spec: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, flo
             ticker = _check_ticker(item.get("ticker"), f"{where}.ticker")
             shares = item.get("shares")
             if isinstance(shares, bool) or not isinstance(shares, int | float) or shares <= 0:
-                raise SpecError(f"{where}.shares is {shares!r}: use a number greater than zero")
+                raise SpecError(
+                    f"{where}.shares is {_shown(shares)}: use a number greater than zero"
+                )
             if ticker in holdings:
                 raise SpecError(f"{where}: {ticker} is listed twice; merge the positions")
             holdings[ticker] = float(shares)
@@ -182,7 +210,7 @@ def _analysis_config(spec: Mapping[str, Any]) -> AnalysisConfig:
         or not isinstance(rate, int | float)
         or not low_rate <= rate <= high_rate
     ):
-        raise SpecError(f"spec.riskFreeRate is {rate!r}: use an annual rate such as 0.03")
+        raise SpecError(f"spec.riskFreeRate is {_shown(rate)}: use an annual rate such as 0.03")
     options["risk_free_rate"] = float(rate)
     if spec.get("benchmark") is not None:
         options["benchmark"] = _check_ticker(spec["benchmark"], "spec.benchmark")
@@ -191,7 +219,7 @@ def _analysis_config(spec: Mapping[str, Any]) -> AnalysisConfig:
             options["end"] = date.fromisoformat(str(spec["endDate"]))
         except ValueError:
             raise SpecError(
-                f"spec.endDate is {spec['endDate']!r}: use a date as YYYY-MM-DD"
+                f"spec.endDate is {_shown(spec['endDate'])}: use a date as YYYY-MM-DD"
             ) from None
     try:
         return AnalysisConfig(**options)
@@ -204,7 +232,7 @@ def _parse_cluster(cluster: Mapping[str, Any]) -> ClusterSpec:
     address = cluster.get("schedulerAddress")
     if address is not None and (not isinstance(address, str) or not _ADDRESS_RE.match(address)):
         raise SpecError(
-            f"{where}.schedulerAddress is {address!r}: use a Dask address such as "
+            f"{where}.schedulerAddress is {_shown(address)}: use a Dask address such as "
             "tcp://my-dask-scheduler.my-namespace:8786"
         )
     low = _check_int(
@@ -224,21 +252,67 @@ def _parse_cluster(cluster: Mapping[str, Any]) -> ClusterSpec:
             f"{where}.minWorkers must be less than or equal to {where}.maxWorkers "
             f"(got {low} > {high})"
         )
+    labels = _check_string_map(cluster.get("podLabels"), f"{where}.podLabels", labels=True)
+    annotations = _check_string_map(cluster.get("podAnnotations"), f"{where}.podAnnotations")
     policy = cluster.get("onCompletion", CLUSTER_DEFAULTS.on_completion)
     if policy not in CLUSTER_POLICIES:
-        raise SpecError(f"{where}.onCompletion is {policy!r}: use {' or '.join(CLUSTER_POLICIES)}")
+        raise SpecError(
+            f"{where}.onCompletion is {_shown(policy)}: use {' or '.join(CLUSTER_POLICIES)}"
+        )
     pull = cluster.get("imagePullPolicy", CLUSTER_DEFAULTS.image_pull_policy)
     if pull not in PULL_POLICIES:
-        raise SpecError(f"{where}.imagePullPolicy is {pull!r}: use {', '.join(PULL_POLICIES)}")
+        raise SpecError(
+            f"{where}.imagePullPolicy is {_shown(pull)}: use {', '.join(PULL_POLICIES)}"
+        )
     return ClusterSpec(
         scheduler_address=address,
         image=cluster.get("image") or None,
         image_pull_policy=pull,
-        resources={k: dict(v) for k, v in (cluster.get("resources") or {}).items() if v},
+        resources=_resources(cluster.get("resources")) or {},
         min_workers=low,
         max_workers=high,
         on_completion=policy,
+        scheduler_resources=_resources(cluster.get("schedulerResources")),
+        worker_resources=_resources(cluster.get("workerResources")),
+        placement={k: cluster[k] for k in PLACEMENT_FIELDS if cluster.get(k)},
+        pod_labels=labels,
+        pod_annotations=annotations,
     )
+
+
+def _resources(value: Mapping[str, Any] | None) -> dict[str, dict[str, Any]] | None:
+    """requests/limits with their amounts; None when nothing is given."""
+    return {k: dict(v) for k, v in (value or {}).items() if v} or None
+
+
+def _check_string_map(value: object, where: str, *, labels: bool = False) -> dict[str, str]:
+    """A map of strings; with `labels`, keys and values Kubernetes accepts as pod labels."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise SpecError(f"{where} must map names to strings")
+    if labels:
+        for key, item in value.items():
+            if not _LABEL_KEY_RE.match(key) or len(key.rpartition("/")[0]) > 253:
+                raise SpecError(f"{where} has the invalid label key {_shown(key)}")
+            if key.startswith(RESERVED_LABEL_PREFIX):
+                raise SpecError(
+                    f"{where}.{key}: labels under {RESERVED_LABEL_PREFIX} are dask-kubernetes' own"
+                )
+            if len(item) > 63 or not _LABEL_VALUE_RE.match(item):
+                raise SpecError(
+                    f"{where}.{key} is {_shown(item)}: a label value has at most 63 letters, "
+                    "digits, - _ or ., starting and ending with a letter or digit"
+                )
+    return dict(value)
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """repr(value), cut: an error message echoes what the user wrote, not a megabyte of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
 def parse_spec(spec: Mapping[str, Any]) -> AnalysisRequest:

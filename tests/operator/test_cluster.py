@@ -65,3 +65,64 @@ def test_observing_a_cluster_reads_ownership_phase_and_deletion() -> None:
     # Owned means controlled: a plain (non-controller) reference to us does not make it ours.
     body["metadata"]["ownerReferences"] = [{"uid": "me"}, {"uid": "x", "controller": True}]
     assert not clusters.observe_cluster(body, None, "me").owned
+
+
+def pods(manifest: dict) -> dict[str, dict]:
+    return {part: manifest["spec"][part]["spec"] for part in ("scheduler", "worker")}
+
+
+def test_scheduler_and_worker_pods_meet_restricted_pod_security() -> None:
+    request = parse_spec(SPEC)
+    manifest = clusters.dask_cluster_manifest(make_pfa(SPEC), "demo-dask", request, "d:1")
+    for part, pod in pods(manifest).items():
+        security = pod["securityContext"]
+        assert security["runAsNonRoot"] is True and security["runAsUser"] > 0, part
+        assert security["seccompProfile"] == {"type": "RuntimeDefault"}, part
+        writable = {v["name"] for v in pod["volumes"] if "emptyDir" in v}
+        for container in pod["containers"]:
+            context = container["securityContext"]
+            assert context["allowPrivilegeEscalation"] is False
+            assert context["readOnlyRootFilesystem"] is True
+            assert context["capabilities"] == {"drop": ["ALL"]}
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert mounts["/tmp"] in writable and mounts[clusters.HOME] in writable
+
+
+def test_placement_labels_and_per_role_resources_reach_the_pods() -> None:
+    placement = {
+        "nodeSelector": {"pool": "analytics"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "dask"}],
+        "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}},
+        "imagePullSecrets": [{"name": "registry"}],
+        "serviceAccountName": "dask-runner",
+    }
+    spec = {
+        "tickers": ["AAPL"],
+        "cluster": {
+            **placement,
+            "resources": {"requests": {"cpu": "1"}},
+            "schedulerResources": {"requests": {"cpu": "250m"}},
+            "podLabels": {"team": "quant", "example.com/cost-centre": "42"},
+            "podAnnotations": {"owner": "desk-7"},
+        },
+    }
+    manifest = clusters.dask_cluster_manifest(make_pfa(spec), "c", parse_spec(spec), "d:1")
+    for part, pod in pods(manifest).items():
+        for key, value in placement.items():
+            assert pod[key] == value, (part, key)
+        metadata = manifest["spec"][part]["metadata"]
+        assert metadata["labels"] == {"team": "quant", "example.com/cost-centre": "42"}
+        assert metadata["annotations"] == {"owner": "desk-7"}
+    cpu = {
+        p: pod["containers"][0]["resources"]["requests"]["cpu"] for p, pod in pods(manifest).items()
+    }
+    assert cpu == {"scheduler": "250m", "worker": "1"}
+
+
+def test_new_cluster_fields_change_the_hash_only_when_used() -> None:
+    plain = clusters.desired_cluster(parse_spec(SPEC).cluster, "d:1")
+    assert set(plain) == {"image", "imagePullPolicy", "resources", "minWorkers", "maxWorkers"}
+    placed = {**SPEC, "cluster": {**SPEC["cluster"], "nodeSelector": {"pool": "a"}}}
+    assert clusters.spec_hash(clusters.desired_cluster(parse_spec(placed).cluster, "d:1")) != (
+        clusters.spec_hash(plain)
+    )

@@ -74,6 +74,9 @@ def test_holdings_become_the_run_arguments() -> None:
         ({"tickers": ["A"], "cluster": {"maxWorkers": 1000}}, "use at most 100"),
         ({"tickers": ["A"], "cluster": {"schedulerAddress": "dask:8786"}}, "tcp://"),
         ({"tickers": ["A"], "endDate": "31/01/2013"}, "YYYY-MM-DD"),
+        ({"tickers": ["A"], "cluster": {"podLabels": {"dask.org/component": "x"}}}, "dask.org/"),
+        ({"tickers": ["A"], "cluster": {"podLabels": {"team": "quant-"}}}, "a label value"),
+        ({"tickers": ["A"], "cluster": {"podLabels": {"bad key!": "x"}}}, "invalid label key"),
     ],
 )
 def test_bad_specs_say_what_to_fix(spec: dict[str, Any], fix: str) -> None:
@@ -116,3 +119,27 @@ def test_the_schema_the_parser_and_the_sources_accept_the_same_tickers(ticker: s
         by_parser = False
     valid, _ = normalise_tickers([ticker]) if ticker == ticker.upper() else ([], {})
     assert by_schema == by_parser == bool(valid), (by_schema, by_parser, valid)
+
+
+def test_a_huge_value_is_not_echoed_back_whole() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec({"tickers": ["A"], "endDate": "9" * 1_000_000})
+    assert len(str(caught.value)) < 200 and "YYYY-MM-DD" in str(caught.value)
+
+
+def test_every_string_in_the_spec_has_a_length_limit() -> None:
+    """A 1 MB string is refused by the API server's schema, not echoed in a 2 MB error."""
+
+    def strings(node: dict[str, Any], path: str) -> list[str]:
+        found = []
+        is_string = node.get("type") == "string" or node.get("x-kubernetes-int-or-string")
+        if is_string and "maxLength" not in node and "enum" not in node:
+            found.append(path)
+        for name, child in (node.get("properties") or {}).items():
+            found += strings(child, f"{path}.{name}")
+        for key in ("items", "additionalProperties"):
+            if isinstance(node.get(key), dict):
+                found += strings(node[key], f"{path}[]")
+        return found
+
+    assert strings(spec_schema(), "spec") == []
