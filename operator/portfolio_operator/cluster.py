@@ -31,6 +31,9 @@ MAX_CLUSTER_NAME = 63 - len(SCHEDULER_SUFFIX)
 DEFAULT_ADDRESS_TEMPLATE = "tcp://{cluster}-scheduler.{namespace}.svc:8786"
 DEFAULT_DASHBOARD_TEMPLATE = "http://{cluster}-scheduler.{namespace}.svc:8787/status"
 DASK_RUNNING_PHASE = "Running"
+# dask-kubernetes labels every pod of a cluster with its name and its role.
+CLUSTER_NAME_LABEL = "dask.org/cluster-name"
+COMPONENT_LABEL = "dask.org/component"
 
 # Restricted Pod Security for the scheduler and worker pods. The uid is the image's own user
 # (the Dockerfile's `USER 10001`), given explicitly so that runAsNonRoot can be verified for
@@ -199,14 +202,63 @@ class ClusterView:
     # The uids observed: deletions name them, so they never remove a namesake created since.
     uid: str | None = None
     autoscaler_uid: str | None = None
+    # Why its pods do not run, one line each ("scheduler pod c-scheduler-x: ImagePullBackOff: ...").
+    pod_problems: tuple[str, ...] = ()
 
     @property
     def running(self) -> bool:
         return self.exists and not self.deleting and self.phase == DASK_RUNNING_PHASE
 
 
+# Container states that mean a pod will not start (or keeps dying) without a change.
+STUCK_REASONS = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "CrashLoopBackOff",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+MAX_PROBLEM_LENGTH = 300
+
+
+def pod_problems(pods: list[Mapping[str, Any]]) -> tuple[str, ...]:
+    """Why a cluster's pods do not run: Unschedulable (with the scheduler's message), image
+    pulls, crash loops, OOM kills. One line per role and reason, the scheduler's first."""
+    found: dict[tuple[str, str], str] = {}
+    for pod in pods:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        role = (meta.get("labels") or {}).get(COMPONENT_LABEL, "dask")
+        where = f"{role} pod {meta.get('name', '?')}"
+        for condition in status.get("conditions") or []:
+            if (
+                condition.get("type") == "PodScheduled"
+                and condition.get("reason") == "Unschedulable"
+            ):
+                found.setdefault(
+                    (role, "Unschedulable"),
+                    f"{where}: Unschedulable: {condition.get('message', '')}",
+                )
+        for container in status.get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in STUCK_REASONS:
+                reason = waiting["reason"]
+                found.setdefault((role, reason), f"{where}: {reason}: {waiting.get('message', '')}")
+            last = ((container.get("lastState") or {}).get("terminated") or {}).get("reason")
+            if last == "OOMKilled":
+                found.setdefault((role, last), f"{where}: OOMKilled (raise its memory limit)")
+    ordered = sorted(found.items(), key=lambda item: item[0][0] != "scheduler")
+    return tuple(text.strip().rstrip(":")[:MAX_PROBLEM_LENGTH] for _, text in ordered)
+
+
 def observe_cluster(
-    cluster: Mapping[str, Any] | None, autoscaler: Mapping[str, Any] | None, owner_uid: str
+    cluster: Mapping[str, Any] | None,
+    autoscaler: Mapping[str, Any] | None,
+    owner_uid: str,
+    pods: list[Mapping[str, Any]] | None = None,
 ) -> ClusterView:
     """Summarise the DaskCluster (and DaskAutoscaler) objects read from the API server."""
     scaler = {
@@ -224,5 +276,6 @@ def observe_cluster(
         phase=(cluster.get("status") or {}).get("phase"),
         spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
         uid=meta.get("uid"),
+        pod_problems=pod_problems(pods or []),
         **scaler,
     )

@@ -223,7 +223,15 @@ class AnalysisController:
         if dask.get("owned") and dask.get("name"):
             cluster = await api.get_dask(DASKCLUSTERS, self.namespace, dask["name"])
             autoscaler = await api.get_dask(DASKAUTOSCALERS, self.namespace, dask["name"])
-            view = clusters.observe_cluster(cluster, autoscaler, self.uid)
+            pods = None
+            if cluster is not None and status.get("phase") == PROVISIONING:
+                # Why its pods do not start, while waiting for them (pods: list only).
+                selector = f"{clusters.CLUSTER_NAME_LABEL}={dask['name']}"
+                try:
+                    pods = await api.list_pods(self.namespace, selector)
+                except KubeError as exc:  # a diagnosis only: never a reason to stop
+                    self.log.warning("cannot list the cluster's pods: %s", exc)
+            view = clusters.observe_cluster(cluster, autoscaler, self.uid, pods)
         generation = obj["metadata"].get("generation") or 1
         if self.refused_generation == generation:
             return Decision()

@@ -180,6 +180,11 @@ class KubeApi:
             body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
         )
 
+    async def list_pods(self, namespace: str, selector: str) -> list[dict]:
+        """The pods matching a label selector, as plain dicts."""
+        found = await self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
+        return [self.api_client.sanitize_for_serialization(pod) for pod in found.items]
+
     # ConfigMaps ---------------------------------------------------------------------------
 
     async def put_configmap(self, body: Mapping[str, Any], owner_uid: str) -> None:

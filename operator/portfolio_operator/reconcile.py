@@ -491,6 +491,19 @@ def _provision(obs: Observation, until_deadline: float | None) -> Decision:
             f"waiting for DaskCluster {name} to run its scheduler "
             f"(phase: {view.phase or 'not reported yet'})"
         )
+        if view.pod_problems:
+            message += ": " + "; ".join(view.pod_problems)
+        started = parse_time(obs.status.get("startTime")) or obs.now
+        limit = request.cluster.startup_deadline_seconds
+        if (obs.now - started).total_seconds() > limit:
+            last = view.pod_problems[0] if view.pod_problems else "no pod problem was reported"
+            return _fail(
+                obs,
+                "StartupDeadlineExceeded",
+                f"DaskCluster {name} did not run its scheduler within "
+                f"startupDeadlineSeconds={limit}; last pod problem: {last}",
+            )
+        poll = _soonest(poll, limit - (obs.now - started).total_seconds())
         return Decision(
             _patch(
                 obs,

@@ -36,6 +36,7 @@ from portfolio_operator.spec import (
     MAX_TICKER_LENGTH,
     MAX_TICKERS,
     MAX_WORKERS,
+    MIN_STARTUP_DEADLINE,
     PULL_POLICIES,
     QUANTITY_PATTERN,
     RISK_FREE_RATE_RANGE,
@@ -205,6 +206,14 @@ def _spec_schema() -> dict[str, Any]:
                 minimum=1,
                 maximum=MAX_WORKERS,
                 default=CLUSTER_DEFAULTS.max_workers,
+            ),
+            "startupDeadlineSeconds": _integer(
+                "Seconds a created Dask cluster may take to run its scheduler (pods pulled, "
+                "scheduled and started) before the analysis fails with reason "
+                "StartupDeadlineExceeded and the last pod problem.",
+                minimum=MIN_STARTUP_DEADLINE,
+                default=CLUSTER_DEFAULTS.startup_deadline_seconds,
+                format="int64",
             ),
             "onCompletion": _string(
                 "What happens to the created Dask cluster when the analysis has finished: "

@@ -57,6 +57,7 @@ _LABEL_KEY_RE = re.compile(
 # dask-kubernetes selects its pods by these; a user's pod label must not change them.
 RESERVED_LABEL_PREFIX = "dask.org/"
 MAX_DATE_LENGTH = 10  # YYYY-MM-DD
+MIN_STARTUP_DEADLINE = 30
 
 
 class SpecError(ValueError):
@@ -81,6 +82,8 @@ class ClusterSpec:
     placement: Mapping[str, Any] = field(default_factory=dict)
     pod_labels: Mapping[str, str] = field(default_factory=dict)
     pod_annotations: Mapping[str, str] = field(default_factory=dict)
+    # How long a created cluster may take to run its scheduler before the analysis fails.
+    startup_deadline_seconds: int = 600
 
 
 CLUSTER_DEFAULTS = ClusterSpec()
@@ -277,6 +280,11 @@ def _parse_cluster(cluster: Mapping[str, Any]) -> ClusterSpec:
         placement={k: cluster[k] for k in PLACEMENT_FIELDS if cluster.get(k)},
         pod_labels=labels,
         pod_annotations=annotations,
+        startup_deadline_seconds=_check_int(
+            cluster.get("startupDeadlineSeconds", CLUSTER_DEFAULTS.startup_deadline_seconds),
+            f"{where}.startupDeadlineSeconds",
+            MIN_STARTUP_DEADLINE,
+        ),
     )
 
 

@@ -284,10 +284,12 @@ def test_rbac_is_least_privilege(helm: Helm) -> None:
                 f"{role['metadata']['name']} may {verb} {resource}"
             )
             assert verb not in ("escalate", "bind", "impersonate")
-    # The portfolio operator itself never touches pods, deployments or services directly: the
-    # dask-kubernetes controller does.
+    # The portfolio operator itself never changes pods, deployments or services: the
+    # dask-kubernetes controller does. It only lists pods, to say why a cluster does not start.
     ours = _rule_triples(one(objects, "ClusterRole", FULLNAME)["rules"])
+    assert {verb for _, resource, verb in ours if resource == "pods"} == {"list"}
     assert {resource for _, resource, _ in ours} <= {
+        "pods",
         "portfolioanalyses",
         "portfolioanalyses/status",
         "portfolioanalyses/finalizers",

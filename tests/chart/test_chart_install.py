@@ -345,11 +345,12 @@ def test_install_creates_an_established_crd_service_account_and_rbac(
         ("create", "daskautoscalers.kubernetes.dask.org"),
         ("update", "configmaps"),
         ("create", "events"),
+        ("list", "pods"),
     ]:
         assert _can_i(plane, verb, resource, "anywhere"), f"cannot {verb} {resource}"
     for verb, resource in [
         ("get", "secrets"),
-        ("list", "pods"),
+        ("delete", "pods"),
         ("create", "deployments.apps"),
         ("delete", "configmaps"),
         ("update", "customresourcedefinitions.apiextensions.k8s.io"),

@@ -126,3 +126,39 @@ def test_new_cluster_fields_change_the_hash_only_when_used() -> None:
     assert clusters.spec_hash(clusters.desired_cluster(parse_spec(placed).cluster, "d:1")) != (
         clusters.spec_hash(plain)
     )
+
+
+def pod(name: str, role: str, **status: object) -> dict:
+    return {
+        "metadata": {"name": name, "labels": {clusters.COMPONENT_LABEL: role}},
+        "status": status,
+    }
+
+
+def test_pods_that_will_not_start_are_described_scheduler_first() -> None:
+    pods = [
+        pod("c-default-worker-1", "worker", phase="Running", containerStatuses=[
+            {"name": "worker", "state": {"running": {}},
+             "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}},
+        ]),
+        pod("c-scheduler-abc", "scheduler", phase="Pending", containerStatuses=[
+            {"name": "scheduler", "state": {"waiting": {
+                "reason": "ImagePullBackOff",
+                "message": 'Back-off pulling image "nope/none:1"'}}},
+        ]),
+        pod("c-default-worker-2", "worker", phase="Pending", conditions=[
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/1 nodes are available: 1 node(s) didn't match Pod's node selector."},
+        ]),
+        pod("c-default-worker-3", "worker", phase="Running", containerStatuses=[
+            {"name": "worker", "state": {"waiting": {"reason": "ContainerCreating"}}},
+        ]),
+    ]  # fmt: skip
+    problems = clusters.pod_problems(pods)
+    assert problems[0] == (
+        'scheduler pod c-scheduler-abc: ImagePullBackOff: Back-off pulling image "nope/none:1"'
+    )
+    assert any("Unschedulable: 0/1 nodes are available" in p for p in problems)
+    assert any("OOMKilled" in p for p in problems)
+    assert not any("ContainerCreating" in p for p in problems), "starting is not a problem"
+    assert clusters.pod_problems([pod("ok", "worker", phase="Running")]) == ()

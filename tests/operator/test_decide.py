@@ -159,6 +159,22 @@ def test_waiting_for_the_scheduler_says_so_and_is_quiet_when_repeated() -> None:
     assert of(again, PatchStatus) == [], "an unchanged observation must not write status again"
 
 
+def test_pods_that_do_not_start_are_named_then_fail_the_startup_deadline() -> None:
+    obj = apply(accepted(), decide(observe(accepted(), NOW, CONFIG)))
+    problem = "scheduler pod demo-dask-scheduler-x: ImagePullBackOff: Back-off pulling image"
+    view = cluster_view(phase="Pending", pod_problems=(problem,))
+    waiting = decide(observe(obj, NOW, CONFIG, cluster=view))
+    assert problem in condition(patched(waiting), "ClusterReady")["message"]
+    assert patched(waiting).get("phase", "Provisioning") == "Provisioning"
+
+    late = NOW + timedelta(seconds=601)
+    decision = decide(observe(apply(obj, waiting), late, CONFIG, cluster=view))
+    failed = condition(patched(decision), "Failed")
+    assert (patched(decision)["phase"], failed["reason"]) == ("Failed", "StartupDeadlineExceeded")
+    assert "startupDeadlineSeconds=600" in failed["message"] and problem in failed["message"]
+    assert not of(decision, StartRun)
+
+
 def test_a_running_cluster_starts_the_run_on_its_scheduler() -> None:
     obj = apply(accepted(), decide(observe(accepted(), NOW, CONFIG)))
     decision = decide(observe(obj, NOW, CONFIG, cluster=cluster_view()))

@@ -32,4 +32,9 @@ the ClusterRole when all namespaces are watched, else into a Role in each watche
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
+# The Dask pods, read while a cluster starts: their waiting reasons (image pulls, scheduling,
+# crash loops) go into the status. Read only; dask-kubernetes creates and deletes them.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list]
 {{- end }}
