@@ -158,6 +158,12 @@ def test_chart_runs_both_operators_from_the_project_image(
 
 def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> None:
     name = "small-portfolio"
+    # A namespace that enforces the restricted Pod Security Standard: the Dask pods meet it.
+    kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
+    refused = kube.kubectl(
+        "run", "plain-pod", "-n", namespace, "--image=pause", "--dry-run=server", check=False
+    )
+    assert "violates PodSecurity" in refused.stderr, "the namespace does not enforce restricted"
     kube.apply(sample(namespace, name, onCompletion="Keep"))
 
     # The operator creates one DaskCluster; dask-kubernetes runs its scheduler and a worker.
@@ -323,3 +329,38 @@ def test_operator_pod_deleted_mid_run(kube: Kube, namespace: str, chart_release:
     )
     assert len(kube.pods(chart_release, selector)) == 1
     assert names(replacement) != names(operator)
+
+
+@pytest.mark.parametrize(
+    ("cluster", "reasons"),
+    [
+        ({"image": "{repository}:no-such-tag"}, ("ErrImagePull", "ImagePullBackOff")),
+        ({"nodeSelector": {"portfolio-operator.test/no-such-node": "x"}}, ("Unschedulable",)),
+    ],
+    ids=["missing-image", "unsatisfiable-node-selector"],
+)
+def test_a_cluster_whose_pods_cannot_start_says_why_then_fails(
+    kube: Kube, namespace: str, product_image: str, cluster: dict, reasons: tuple[str, ...]
+) -> None:
+    name = "cannot-start"
+    repository = product_image.rsplit(":", 1)[0]
+    cluster = {k: v.format(repository=repository) if isinstance(v, str) else v
+               for k, v in cluster.items()}  # fmt: skip
+    kube.apply(sample(namespace, name, startupDeadlineSeconds=90, **cluster))
+
+    def ready_message() -> str:
+        status = pfa(kube, namespace, name).get("status") or {}
+        ready = {c["type"]: c for c in status.get("conditions") or []}.get("ClusterReady", {})
+        return (
+            ready.get("message", "") if any(r in ready.get("message", "") for r in reasons) else ""
+        )
+
+    # The pods' reason reaches the status within a minute of the cluster being created.
+    message = wait_until(ready_message, 90, f"ClusterReady names {reasons}",
+                         lambda: kube.describe(namespace), interval=2)  # fmt: skip
+    assert "scheduler pod" in message, message
+    failed = wait_phase(kube, namespace, name, "Failed", timeout=240)
+    condition = {c["type"]: c for c in failed["status"]["conditions"]}["Failed"]
+    assert condition["reason"] == "StartupDeadlineExceeded", condition
+    assert "startupDeadlineSeconds=90" in condition["message"]
+    assert any(r in condition["message"] for r in reasons), condition["message"]
