@@ -529,6 +529,12 @@ def crd_manifest() -> dict[str, Any]:
             "jsonPath": ".status.durationSeconds",
             "description": "Seconds from start to completion",
         },
+        {
+            "name": "Reason",
+            "type": "string",
+            "jsonPath": '.status.conditions[?(@.type=="Failed")].reason',
+            "description": "Why it failed (Completed once it succeeded)",
+        },
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ]
     return {

@@ -109,6 +109,12 @@ def clean_number(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def shown_number(value: Any) -> float | None:
+    """clean_number to 4 decimals, for figures `kubectl get` prints (the report keeps them all)."""
+    number = clean_number(value)
+    return None if number is None else round(number, 4)
+
+
 def clean_count(value: Any) -> int | None:
     number = clean_number(value)
     return None if number is None else int(number)
@@ -126,7 +132,7 @@ _ROW_FIELDS = {
 _SUMMARY_FIELDS = {
     "avgRsi": ("avg_rsi", clean_number),
     "avgSma20": ("avg_sma_20", clean_number),
-    "avgSentiment": ("avg_news_sentiment", clean_number),
+    "avgSentiment": ("avg_news_sentiment", shown_number),  # a printer column
     "positiveSentiment": ("securities_with_positive_sentiment", clean_count),
     "negativeSentiment": ("securities_with_negative_sentiment", clean_count),
 }

@@ -46,7 +46,11 @@ def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_repor
     with Client(dask_cluster) as client:
         expected = run_combined_analysis(client=client, **parse_spec(spec).run_kwargs())
     summary, portfolio = expected["report"]["summary"], expected["report"]["portfolio"]
-    assert status["summary"]["avgSentiment"] == pytest.approx(summary["avg_news_sentiment"])
+    # Shown by `kubectl get pfa`: rounded to 4 decimals (the report keeps every digit).
+    assert status["summary"]["avgSentiment"] == pytest.approx(
+        summary["avg_news_sentiment"], abs=5e-5
+    )
+    assert status["summary"]["avgSentiment"] == round(status["summary"]["avgSentiment"], 4)
     assert status["summary"]["avgRsi"] == pytest.approx(summary["avg_rsi"])
     assert status["summary"]["positiveSentiment"] == summary["securities_with_positive_sentiment"]
     assert status["portfolio"]["sharpeRatio"] == pytest.approx(portfolio["sharpe_ratio"])
@@ -66,7 +70,14 @@ def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_repor
     )
 
     table = control_plane.kubectl("get", "pfa", "figures", "-n", kube.namespace).stdout
-    assert "Succeeded" in table and "external" in table, table
+    header, row = table.splitlines()[:2]
+    columns = dict(zip(header.split(), row.split(), strict=True))
+    assert (columns["PHASE"], columns["WORKERS"], columns["REASON"]) == (
+        "Succeeded",
+        "external",
+        "Completed",
+    ), table
+    assert len(columns["SENTIMENT"].partition(".")[2]) <= 4, table  # not 17 digits
     code, metrics = operator.get("/metrics")
     assert code == 200
     assert 'portfolio_analyses_finished_total{phase="Succeeded",reason="Completed"} 1.0' in (

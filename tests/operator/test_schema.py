@@ -66,5 +66,5 @@ def test_status_declares_every_field_the_operator_writes() -> None:
 def test_printer_columns_cover_what_kubectl_get_should_show() -> None:
     columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in columns] == [
-        "Phase", "Tickers", "Workers", "Sentiment", "Duration", "Age"
+        "Phase", "Tickers", "Workers", "Sentiment", "Duration", "Reason", "Age"
     ]  # fmt: skip
