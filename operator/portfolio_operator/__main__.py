@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -25,6 +26,8 @@ except ModuleNotFoundError as missing:  # a laptop install, without the operator
 
 from portfolio_operator.config import LOG_LEVELS, OperatorConfig
 from portfolio_operator.health import HealthServer
+from portfolio_operator.kube import load_api_client
+from portfolio_operator.leader import LeaderElector, exit_on_lost_lease
 from portfolio_operator.metrics import OperatorMetrics
 
 
@@ -48,6 +51,19 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
     parser.add_argument("--metrics-port", type=int, help="extra port serving only /metrics")
     parser.add_argument("--kubeconfig", help="kubeconfig file when not running in a cluster")
     parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.upper)
+    parser.add_argument(
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        help="act only while holding a coordination.k8s.io Lease, so replicas can run as "
+        "hot standbys (default: off; the Helm chart turns it on)",
+    )
+    parser.add_argument(
+        "--leader-election-namespace", help="namespace of the Lease (default: $POD_NAMESPACE)"
+    )
+    parser.add_argument("--leader-election-lease", help="name of the Lease (portfolio-operator)")
+    parser.add_argument(
+        "--leader-election-identity", help="holder identity (default: $POD_NAME, else host_pid)"
+    )
     args = parser.parse_args(argv)
     try:
         config = OperatorConfig.from_env()
@@ -61,37 +77,76 @@ def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
 
 
 async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) -> None:
-    """kopf's operator plus the health/metrics server, until a signal or ``stop_flag``."""
+    """kopf's operator plus the health/metrics server, until a signal or ``stop_flag``.
+
+    With leader election, kopf starts only once this process holds the Lease (the health
+    server answers meanwhile); losing the Lease exits the process, stopping releases it.
+    """
     import portfolio_operator.main  # noqa: F401  (registers the kopf handlers)
 
     metrics = OperatorMetrics()
     ready = asyncio.Event()
-    operator = asyncio.create_task(
-        kopf.operator(
-            clusterwide=not config.namespaces,
-            namespaces=config.namespaces,
-            standalone=True,
-            ready_flag=ready,
-            stop_flag=stop_flag,
-            memo=kopf.Memo(config=config, metrics=metrics),
-        )
-    )
+    operator: asyncio.Task[None] | None = None
+    elector: LeaderElector | None = None
+    if config.leader_election:
+        elector = LeaderElector.from_config(config, load_api_client(config.kubeconfig))
     health = HealthServer(
         metrics,
         ready,
-        alive=lambda: not operator.done(),
+        alive=lambda: operator is None or not operator.done(),
         host=config.health_host,
         port=config.health_port,
         metrics_port=config.metrics_port,
+        standby=elector.standby_reason if elector is not None else None,
     )
     await health.start()
     logging.getLogger("portfolio_operator").info(
         "health on :%d (/healthz, /readyz, /metrics)", health.port
     )
     try:
+        if elector is not None:
+            if not await _standby(elector, stop_flag):
+                return  # stopped while standby: nothing to release
+            elector.keep_renewing(on_lost=exit_on_lost_lease)
+        operator = asyncio.create_task(
+            kopf.operator(
+                clusterwide=not config.namespaces,
+                namespaces=config.namespaces,
+                standalone=True,
+                ready_flag=ready,
+                stop_flag=stop_flag,
+                memo=kopf.Memo(config=config, metrics=metrics),
+            )
+        )
         await operator
     finally:
+        if elector is not None:  # after kopf has stopped: the next leader may start at once
+            await asyncio.to_thread(elector.release)
         await health.stop()
+
+
+async def _standby(elector: LeaderElector, stop_flag: asyncio.Event | None) -> bool:
+    """Wait for the Lease; False if SIGTERM/SIGINT or `stop_flag` came first.
+
+    kopf handles the signals once it runs; until then these handlers do. Once the Lease is
+    held they go again: a signal before kopf's handlers then ends the process the default way
+    (nothing acts yet; the Lease expires), rather than going unheard.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    waiter = loop.create_task(stop_flag.wait()) if stop_flag is not None else None
+    if waiter is not None:
+        waiter.add_done_callback(lambda _: stop.set())
+    try:
+        return await elector.acquire(stop)
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        if waiter is not None:
+            waiter.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

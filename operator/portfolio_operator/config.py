@@ -17,6 +17,17 @@ ENV_PREFIX = "PORTFOLIO_OPERATOR_"
 # Passed on to the Dask scheduler and workers, so flows report to the same Prefect server.
 WORKER_ENV_PASSTHROUGH = ("PREFECT_API_URL", "PREFECT_API_KEY")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_LEASE_NAME = "portfolio-operator"
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def boolean(raw: str) -> bool:
+    """An environment switch: true/false, 1/0, yes/no, on/off (any case)."""
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError(raw)
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,17 @@ class OperatorConfig:
     log_level: str = "INFO"
     kubeconfig: str | None = None  # None: in-cluster credentials, else $KUBECONFIG
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Leader election on a coordination.k8s.io/v1 Lease (portfolio_operator.leader): off by
+    # default, so a single process (tests, a laptop) needs no namespace; the chart turns it on.
+    leader_election: bool = False
+    leader_election_namespace: str | None = None  # default: $POD_NAMESPACE (downward API)
+    leader_election_lease: str = DEFAULT_LEASE_NAME
+    leader_election_identity: str | None = None  # default: $POD_NAME, else hostname_pid
+    # client-go's defaults: a standby takes a lease unrenewed for lease_duration; the leader
+    # exits when it could not renew within renew_deadline; both try every retry_period.
+    lease_duration_seconds: float = 15.0
+    renew_deadline_seconds: float = 10.0
+    retry_period_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_concurrent_analyses < 1:
@@ -58,6 +80,23 @@ class OperatorConfig:
             raise ValueError("poll and progress intervals must be positive")
         if self.log_level.upper() not in LOG_LEVELS:
             raise ValueError(f"log level {self.log_level!r}: use one of {', '.join(LOG_LEVELS)}")
+        if self.leader_election and not self.leader_election_namespace:
+            raise ValueError(
+                "leader election needs the Lease's namespace: set --leader-election-namespace "
+                "(or POD_NAMESPACE from the downward API), or turn it off (--no-leader-election)"
+            )
+        # client-go's checks: the old leader must have stopped before a standby may take over.
+        if not (
+            self.lease_duration_seconds
+            > self.renew_deadline_seconds
+            > 1.2 * self.retry_period_seconds
+            > 0
+        ):
+            raise ValueError(
+                "lease timing must satisfy lease duration > renew deadline > 1.2 x retry period "
+                f"> 0, got {self.lease_duration_seconds}, {self.renew_deadline_seconds}, "
+                f"{self.retry_period_seconds}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> OperatorConfig:
@@ -83,6 +122,13 @@ class OperatorConfig:
             "HEALTH_PORT": ("health_port", int),
             "METRICS_PORT": ("metrics_port", int),
             "LOG_LEVEL": ("log_level", str),
+            "LEADER_ELECTION": ("leader_election", boolean),
+            "LEADER_ELECTION_NAMESPACE": ("leader_election_namespace", str),
+            "LEADER_ELECTION_LEASE": ("leader_election_lease", str),
+            "LEADER_ELECTION_IDENTITY": ("leader_election_identity", str),
+            "LEASE_DURATION_SECONDS": ("lease_duration_seconds", float),
+            "RENEW_DEADLINE_SECONDS": ("renew_deadline_seconds", float),
+            "RETRY_PERIOD_SECONDS": ("retry_period_seconds", float),
         }
         for var, (attr, convert) in converters.items():
             raw = get(var)
@@ -97,6 +143,13 @@ class OperatorConfig:
         namespaces = get("NAMESPACES")
         if namespaces:
             changes["namespaces"] = tuple(n.strip() for n in namespaces.split(",") if n.strip())
+        # The pod's own namespace and name, from the downward API (the chart sets both).
+        for attr, var in (
+            ("leader_election_namespace", "POD_NAMESPACE"),
+            ("leader_election_identity", "POD_NAME"),
+        ):
+            if attr not in changes and env.get(var):
+                changes[attr] = env[var]
         changes["worker_env"] = {k: env[k] for k in WORKER_ENV_PASSTHROUGH if env.get(k)}
         return cls(**changes)  # type: ignore[arg-type]
 

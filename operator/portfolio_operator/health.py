@@ -1,10 +1,13 @@
 """Liveness, readiness and Prometheus metrics on one small HTTP port.
 
 `/healthz` answers while the event loop runs and the operator task is alive (a hung loop
-cannot answer at all, so the kubelet restarts the pod); `/readyz` answers 200 once kopf has run
-the startup handlers and started watching; `/metrics` is the Prometheus exposition, also served
-on a port of its own when one is configured (so a metrics Service need not expose the probes).
-aiohttp is the HTTP library kopf itself is built on.
+cannot answer at all, so the kubelet restarts the pod). `/readyz` answers 200 once kopf has run
+the startup handlers and started watching, and also, with body ``standby: ...``, for a healthy
+standby waiting for the leader Lease: a standby that never turned ready would stall every
+rolling update (the new pod waits for the old leader, which is only replaced once the new pod is
+ready) and keep `kubectl rollout status` and `helm --wait` waiting forever. `/metrics` is the
+Prometheus exposition, also served on a port of its own when one is configured (so a metrics
+Service need not expose the probes). aiohttp is the HTTP library kopf itself is built on.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ class HealthServer:
         host: str,
         port: int,
         metrics_port: int | None = None,
+        standby: Callable[[], str | None] | None = None,
     ) -> None:
         self.metrics, self.ready, self.alive = metrics, ready, alive
+        self.standby = standby  # with leader election: why this process waits, or None
         self.host, self.port, self.metrics_port = host, port, metrics_port
         self._runners: list[web.AppRunner] = []
 
@@ -40,6 +45,9 @@ class HealthServer:
         return web.Response(text="ok\n")
 
     async def _readyz(self, _: web.Request) -> web.Response:
+        waiting = self.standby() if self.standby is not None else None
+        if waiting is not None and self.alive():
+            return web.Response(text=f"{waiting}\n")
         if not self.ready.is_set() or not self.alive():
             return web.Response(status=503, text="starting\n")
         return web.Response(text="ready\n")

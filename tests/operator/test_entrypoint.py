@@ -81,3 +81,70 @@ def test_config_defaults_suit_an_in_cluster_deployment() -> None:
     config = OperatorConfig()
     assert config.namespaces == () and config.kubeconfig is None
     assert config.health_port == 8080 and config.max_concurrent_analyses == 32
+
+
+def test_leader_election_is_off_unless_asked_and_then_needs_a_namespace(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for var in ("POD_NAME", "POD_NAMESPACE"):
+        monkeypatch.delenv(var, raising=False)
+    assert parse_args([]).leader_election is False  # a laptop or a test: no Lease, no namespace
+    with pytest.raises(SystemExit) as exited:
+        parse_args(["--leader-election"])
+    assert exited.value.code == 2
+    assert "leader election needs the Lease's namespace" in capsys.readouterr().err
+
+    # In a pod the downward API gives the namespace and the holder identity.
+    monkeypatch.setenv("PORTFOLIO_OPERATOR_LEADER_ELECTION", "true")
+    monkeypatch.setenv("POD_NAMESPACE", "portfolio-system")
+    monkeypatch.setenv("POD_NAME", "portfolio-operator-7d9f-abcde")
+    config = parse_args([])
+    assert config.leader_election is True
+    assert config.leader_election_namespace == "portfolio-system"
+    assert config.leader_election_identity == "portfolio-operator-7d9f-abcde"
+    assert config.leader_election_lease == "portfolio-operator"
+    assert (config.lease_duration_seconds, config.renew_deadline_seconds,
+            config.retry_period_seconds) == (15, 10, 2)  # client-go's defaults  # fmt: skip
+    flagged = parse_args(["--no-leader-election", "--leader-election-lease", "other"])
+    assert flagged.leader_election is False and flagged.leader_election_lease == "other"
+    explicit = parse_args(["--leader-election-namespace", "ops"])
+    assert explicit.leader_election_namespace == "ops"
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PORTFOLIO_OPERATOR_LEADER_ELECTION": "maybe"}, "LEADER_ELECTION='maybe'"),
+        ({"PORTFOLIO_OPERATOR_RENEW_DEADLINE_SECONDS": "20"}, "lease duration > renew deadline"),
+        ({"PORTFOLIO_OPERATOR_RETRY_PERIOD_SECONDS": "9"}, "1.2 x retry period"),
+    ],
+)
+def test_bad_leader_election_settings_say_what_to_fix(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        OperatorConfig.from_env({"POD_NAMESPACE": "ns", **env})
+
+
+def test_a_standby_is_alive_and_ready_saying_it_waits_for_the_lease() -> None:
+    """Ready, so that a rolling update can replace the old leader (see health.py)."""
+
+    async def scenario() -> None:
+        waiting: list[str | None] = ["standby: waiting for Lease ns/pfo (held by pod-a)"]
+        server = HealthServer(OperatorMetrics(), asyncio.Event(), lambda: True, "127.0.0.1", 0,
+                              standby=lambda: waiting[0])  # fmt: skip
+        port = await server.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def get(path: str) -> tuple[int, str]:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+                        return response.status, await response.text()
+
+                assert (await get("/healthz"))[0] == 200
+                assert await get("/readyz") == (200, "standby: waiting for Lease ns/pfo "
+                                                     "(held by pod-a)\n")  # fmt: skip
+                waiting[0] = None  # leader now; kopf still starting
+                assert await get("/readyz") == (503, "starting\n")
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
