@@ -61,8 +61,9 @@ def start_operator(
         return process
 
     yield start
-    if started and started[-1].process.poll() is None:
-        # While the operator runs, so that kopf's finalizers come off and the namespace can go.
+    if any(process.process.poll() is None for process in started):
+        # While an operator runs (with leader election, the one left after a test killed the
+        # other), so that kopf's finalizers come off and the namespace can go.
         plane.kubectl("delete", "pfa", "--all", "-n", kube_namespace, "--timeout=60s",
                       check=False, timeout=90)  # fmt: skip
     for process in started:
