@@ -6,8 +6,8 @@ By default it runs the plain-Dask pipeline; ``--prefect`` runs the same pipeline
 otherwise to a temporary local server, which costs seconds to tens of seconds).
 
 Exit codes: 0 the analysis ran (possibly with some failed tickers, listed), 1 no ticker
-could be analysed, 2 bad input (flags, holdings file, data folder, scheduler address),
-130 interrupted.
+could be analysed, 2 bad input (flags, holdings file, data folder) or a scheduler problem
+(unreachable, no Dask scheduler, lost mid-run, other versions), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -461,8 +461,13 @@ def _quiet_logs(debug: bool) -> None:
     for name in ("prefect", "httpx", "yfinance", "bokeh"):
         logging.getLogger(name).setLevel(level)
     # Dask logs connection errors of a cluster that is shutting down (after Ctrl-C) at
-    # ERROR level, with tracebacks.
-    logging.getLogger("distributed").setLevel(logging.DEBUG if debug else logging.CRITICAL)
+    # ERROR level, with tracebacks, and so does a client whose scheduler went away (our
+    # SchedulerLostError says it in one line). Dask's config gives some children of
+    # "distributed" (e.g. distributed.client) levels and handlers of their own.
+    dask_level = logging.DEBUG if debug else logging.CRITICAL
+    for name in ["distributed", *logging.root.manager.loggerDict]:
+        if name == "distributed" or name.startswith("distributed."):
+            logging.getLogger(name).setLevel(dask_level)
 
 
 def _with_progress(args: argparse.Namespace, stderr: Any, cancel: threading.Event) -> Any:
@@ -536,14 +541,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     stderr = Console(stderr=True)
     _quiet_logs(args.debug)
     cancel = threading.Event()
-    from portfolio_analysis.pipeline import AnalysisCancelled, SchedulerUnreachableError
+    from portfolio_analysis.pipeline import (
+        AnalysisCancelled,
+        SchedulerLostError,
+        SchedulerUnreachableError,
+        VersionMismatchError,
+    )
 
+    # The scheduler's problems (unreachable, no Dask scheduler, lost mid-run, other
+    # versions) are the user's to fix at --scheduler: one line, exit 2, like bad input.
+    scheduler_errors = (SchedulerUnreachableError, SchedulerLostError, VersionMismatchError)
     try:
         run = _with_progress(args, stderr, cancel)
         from portfolio_analysis import report
 
         paths = report.write_reports(run, args.output)
-    except (UsageError, SchedulerUnreachableError, ValueError) as exc:
+    except (UsageError, *scheduler_errors, ValueError) as exc:
         if args.debug:
             raise
         return _fail(f"{exc}", EXIT_USAGE)

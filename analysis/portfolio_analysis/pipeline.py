@@ -14,7 +14,8 @@ A failed ticker never fails the run: workers report per-ticker error records, an
 task that still raises after Dask's ``retries`` turns into an error record for each of its
 tickers. A worker that dies mid-run is Dask's business: the scheduler re-runs its tasks
 elsewhere (up to ``distributed.scheduler.allowed-failures`` times), recomputing lost price
-batches from their lineage.
+batches from their lineage. A lost *scheduler* is not the tickers' fault: the run raises
+:class:`SchedulerLostError` instead of recording failures for them.
 
 Per-ticker work stays plain Dask (never Prefect tasks) because Dask workers in other
 processes cannot reach a temporary Prefect server; ``flows.py`` wraps this module.
@@ -22,6 +23,7 @@ processes cannot reach a temporary Prefect server; ``flows.py`` wraps this modul
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import os
@@ -55,6 +57,15 @@ MAX_BATCH_SIZE = 100
 # as failed (worker functions catch per-ticker problems themselves; this covers the rest).
 TASK_RETRIES = 2
 POLL_SECONDS = 0.005
+# What must match between this client and a cluster it connects to: pickled tasks and results
+# cross between them. Python by major.minor (cloudpickle's code objects differ between
+# minors, not patch releases); the scheduler runs none of our code, so only Dask is compared
+# there, as distributed itself does.
+OWN_DISTRIBUTION = "portfolio-operator"
+WORKER_VERSIONS = ("python", "dask", "distributed", OWN_DISTRIBUTION)
+SCHEDULER_VERSIONS = ("python", "dask", "distributed")
+# distributed's reason for the futures it cancels when its scheduler connection drops.
+CONNECTION_LOST = "scheduler-connection-lost"
 
 
 Progress = Callable[[str, int, int], None]
@@ -62,6 +73,20 @@ Progress = Callable[[str, int, int], None]
 
 class SchedulerUnreachableError(ConnectionError):
     """The Dask scheduler named by the user could not be reached."""
+
+
+class SchedulerLostError(ConnectionError):
+    """The client lost its Dask scheduler mid-run; the run's tasks went with it.
+
+    A ConnectionError, so callers that retry lost connections (the operator) retry it.
+    """
+
+
+class VersionMismatchError(RuntimeError):
+    """The client and the Dask cluster run different versions of Python, Dask or this package.
+
+    Not a ConnectionError: it does not heal by retrying (tasks would fail to unpickle).
+    """
 
 
 class AnalysisCancelled(RuntimeError):
@@ -93,8 +118,10 @@ def setup_dask_client(
     The embedded cluster uses worker processes with one thread each (the work is pandas code
     that holds the GIL), ``min(cores, n_workers)`` of them, logging at ``log_level``;
     closing the client closes it.
-    An unreachable or malformed address raises :class:`SchedulerUnreachableError` after at
-    most ``timeout`` seconds, naming the address and what to check.
+    An unreachable or malformed address, or a peer that is no Dask scheduler (silent, or
+    answering in another protocol), raises :class:`SchedulerUnreachableError` after at most
+    ``timeout`` seconds, naming the address and what to check; a cluster running other
+    versions raises :class:`VersionMismatchError`.
     """
     from distributed import Client
 
@@ -115,14 +142,141 @@ def setup_dask_client(
             f"{address!r} is not a Dask scheduler address: use tcp://HOST:PORT "
             "(e.g. tcp://127.0.0.1:8786)"
         )
+    _check_handshake(address, timeout)
     try:
-        return Client(address, timeout=timeout, set_as_default=False)
+        client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SchedulerUnreachableError(
-            f"cannot reach the Dask scheduler at {address} within {timeout:g} s: check the "
-            f"address and that a scheduler is running there ({reason})"
-        ) from exc
+        raise SchedulerUnreachableError(_unreachable(address, timeout, exc)) from exc
+    try:
+        check_versions(client, address)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _unreachable(address: str, timeout: float, exc: BaseException | None) -> str:
+    return (
+        f"cannot reach the Dask scheduler at {address} within {timeout:g} s: check the "
+        f"address and that a scheduler is running there ({_first_line(exc)})"
+    )
+
+
+def _not_dask(address: str, what: str) -> str:
+    return (
+        f"no Dask scheduler at {address}: {what}; check the address: a scheduler's port "
+        "(8786 by default), not its dashboard's (8787) or another service's"
+    )
+
+
+def _check_handshake(address: str, timeout: float) -> None:
+    """Raise :class:`SchedulerUnreachableError` unless ``address`` gives a Dask handshake in time.
+
+    ``Client(address, timeout=...)`` bounds only the TCP connect: distributed then reads the
+    peer's handshake with no deadline (a peer that accepts and never answers hung a client
+    for 678 s), and takes the first 8 bytes of any answer for a frame length (an HTTP 400
+    became ``MemoryError: Unable to allocate 3.07 EiB``). This probe bounds both by
+    ``timeout`` and says which one it was; the client connects only after it passed.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    # An event loop of its own, in a thread of its own: the caller may run one already.
+    with ThreadPoolExecutor(1, thread_name_prefix="dask-handshake") as pool:
+        pool.submit(asyncio.run, _handshake(address, timeout)).result()
+
+
+async def _handshake(address: str, timeout: float) -> None:
+    from distributed.comm import parse_address
+    from distributed.comm.registry import get_backend
+    from distributed.security import Security
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    try:
+        scheme, location = parse_address(address)
+        connector = get_backend(scheme).get_connector()
+    except ValueError as exc:
+        raise SchedulerUnreachableError(_unreachable(address, timeout, exc)) from exc
+    arguments = Security().get_connection_args("client")
+    comm, last = None, None
+    while comm is None:  # refused: the scheduler may be starting, as distributed retries
+        left = deadline - loop.time()
+        if left <= 0:
+            raise SchedulerUnreachableError(_unreachable(address, timeout, last)) from last
+        try:
+            comm = await asyncio.wait_for(connector.connect(location, **arguments), left)
+        except (OSError, TimeoutError, ValueError) as exc:
+            last = exc
+            await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
+    try:
+        await comm.write(comm.handshake_info())
+        reply = await asyncio.wait_for(comm.read(), max(0.1, deadline - loop.time()))
+    except TimeoutError as exc:
+        what = f"it accepted the connection but sent no Dask handshake within {timeout:g} s"
+        raise SchedulerUnreachableError(_not_dask(address, what)) from exc
+    except OSError as exc:  # distributed's CommClosedError is one
+        what = "it closed the connection without a Dask handshake"
+        raise SchedulerUnreachableError(_not_dask(address, what)) from exc
+    except Exception as exc:  # e.g. MemoryError: HTTP's first bytes read as a frame length
+        what = "it answered in another protocol (e.g. HTTP)"
+        raise SchedulerUnreachableError(_not_dask(address, what)) from exc
+    finally:
+        comm.abort()
+    if not isinstance(reply, dict) or "pickle-protocol" not in reply:
+        raise SchedulerUnreachableError(_not_dask(address, "its handshake is not Dask's"))
+
+
+def check_versions(client: Client, address: str) -> None:
+    """Raise :class:`VersionMismatchError` naming both sides if the cluster runs other versions.
+
+    Compared now, on connecting, rather than met later as an obscure unpickling error in a
+    task; workers that join afterwards are not checked.
+    """
+    versions = client.get_versions(packages=[OWN_DISTRIBUTION])
+    mismatches = version_mismatches(versions)
+    if mismatches:
+        raise VersionMismatchError(
+            f"the Dask cluster at {address} runs other versions than this client: "
+            f"{'; '.join(mismatches)}. Install the same versions on both sides (e.g. the "
+            "same image for the client and the cluster)"
+        )
+
+
+def version_mismatches(versions: Mapping[str, Any]) -> list[str]:
+    """``"<package> <here> here, <there> on <where>"`` per package that differs.
+
+    ``versions`` is what ``Client.get_versions`` returns.
+    """
+
+    def version(info: Mapping[str, Any] | None, package: str) -> str:
+        value = ((info or {}).get("packages") or {}).get(package)
+        if package == "python" and value:
+            value = ".".join(str(value).split(".")[:2])
+        return str(value) if value else "missing"
+
+    others = [("the scheduler", versions.get("scheduler"), SCHEDULER_VERSIONS)]
+    others += [
+        (f"worker {worker}", info, WORKER_VERSIONS)
+        for worker, info in sorted((versions.get("workers") or {}).items())
+    ]
+    mismatches = []
+    for package in WORKER_VERSIONS:
+        here = version(versions.get("client"), package)
+        differ = [
+            (where, version(info, package))
+            for where, info, packages in others
+            if package in packages and version(info, package) != here
+        ]
+        if differ:
+            where, there = differ[0]
+            more = f" (and {len(differ) - 1} more)" if len(differ) > 1 else ""
+            mismatches.append(f"{package} {here} here, {there} on {where}{more}")
+    return mismatches
 
 
 @contextmanager
@@ -311,6 +465,7 @@ def run_stages(tickers: Sequence[str], options: RunOptions) -> StageResults:
         totals = _stage_totals(jobs)
         done = dict.fromkeys(totals, 0)
         run_started = time.perf_counter()
+        address = dask_client.scheduler.address  # gone from the client once it closes
         # Results stream back as tasks finish; errors come back as (type, exc, tb).
         pending = as_completed(
             list(jobs), loop=dask_client.loop, with_results=True, raise_errors=False
@@ -319,6 +474,7 @@ def run_stages(tickers: Sequence[str], options: RunOptions) -> StageResults:
         while not pending.is_empty():
             _raise_if_cancelled(cancel, dask_client, list(jobs))
             ready = pending.next_batch(block=False)
+            _raise_if_scheduler_lost(dask_client, address, ready, pending.count())
             if not ready:
                 (cancel or threading.Event()).wait(POLL_SECONDS)
                 continue
@@ -402,9 +558,35 @@ def _raise_if_cancelled(
     )
 
 
+def _raise_if_scheduler_lost(
+    client: Client, address: str, ready: list[tuple[Future, Any]], pending: int
+) -> None:
+    """Raise :class:`SchedulerLostError` once the client has lost its scheduler.
+
+    distributed cancels every future (reason ``scheduler-connection-lost``) when the
+    connection drops, then tries to reconnect; those cancellations are no ticker's failure.
+    """
+    lost = client.status != "running" or any(
+        future.status == "cancelled"
+        and getattr(_exception(outcome), "reason", None) == CONNECTION_LOST
+        for future, outcome in ready
+    )
+    if lost:
+        raise SchedulerLostError(
+            f"lost the connection to the Dask scheduler at {address} mid-run, with "
+            f"{pending + len(ready)} task(s) outstanding: check that the scheduler is still "
+            "running (its logs; under Kubernetes, its pod), then run again"
+        )
+
+
+def _exception(outcome: Any) -> Any:
+    """The exception of an errored future's (type, exception, traceback) outcome."""
+    return outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
+
+
 def _reason(outcome: Any) -> str:
     """A one-line reason from an errored future's (type, exception, traceback)."""
-    exc = outcome[1] if isinstance(outcome, tuple) and len(outcome) == 3 else outcome
+    exc = _exception(outcome)
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 

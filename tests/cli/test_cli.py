@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 from portfolio_analysis import cli, embedded
 
+from tests.flows.bad_schedulers import HTTP_400, peer, scheduler_process, wait_for_tasks
+
 SCRIPT = Path(sys.executable).with_name("portfolio-analysis")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
@@ -418,4 +420,62 @@ def test_ctrl_c_cancels_the_run_and_exits_130_without_a_traceback(tmp_path: Path
     assert code == 130
     assert "Traceback" not in text
     assert "portfolio-analysis: error: interrupted; outstanding Dask tasks were cancelled" in text
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("answer", "says"),
+    [
+        (None, "it accepted the connection but sent no Dask handshake within 5 s"),
+        (HTTP_400, "it answered in another protocol (e.g. HTTP)"),
+    ],
+    ids=["silent", "http-400"],
+)
+def test_a_peer_that_is_no_dask_scheduler_is_one_line_within_the_connect_timeout(
+    tmp_path: Path, answer: bytes | None, says: str
+) -> None:
+    import time
+
+    with peer(answer) as address:
+        started = time.monotonic()
+        done = subprocess.run(
+            [str(SCRIPT), "run", "--scheduler", address, "--output", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stderr
+    line = _one_line_error(done.stderr)
+    assert f"no Dask scheduler at {address}: {says}" in line
+    assert "MemoryError" not in line
+    # The connect timeout (5 s) plus the process's start and imports, never minutes.
+    assert elapsed < 5 + 25, elapsed
+    assert not (tmp_path / "report.json").exists()
+
+
+@pytest.mark.dask
+def test_sigterm_of_the_scheduler_mid_run_is_one_line_about_the_scheduler(
+    tmp_path: Path,
+) -> None:
+    import signal
+
+    with scheduler_process() as (scheduler, address):
+        process = subprocess.Popen(
+            [str(SCRIPT), "run", "--scheduler", address, "--output", str(tmp_path),
+             "--no-progress"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        try:
+            wait_for_tasks(address)  # connected and submitted: mid-run (it has no workers)
+            scheduler.send_signal(signal.SIGTERM)
+            out, err = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 2, err
+    line = _one_line_error(err)
+    assert f"lost the connection to the Dask scheduler at {address} mid-run" in line
+    assert "AAPL" not in line and "batch task failed" not in line
+    assert out == ""
     assert not (tmp_path / "report.json").exists()
