@@ -321,7 +321,7 @@ def _after_run(obs: Observation, run: RunView) -> Decision:
             actions += _patch(obs, {}, Running=(False, "Retrying", message))
             actions.append(PostEvent("Warning", "RunRetrying", message))
             return Decision(actions, requeue=delay)
-        reason = "SchedulerUnreachable" if run.temporary else "AnalysisError"
+        reason = run.reason or ("SchedulerUnreachable" if run.temporary else "AnalysisError")
         return _fail(obs, reason, f"{run.error} (attempt {attempts})")
     # Cancelled by us for a reason handled elsewhere (spec change, stop): look again.
     return Decision([ForgetRun()], requeue=0)

@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import KilledWorker
-from portfolio_analysis.pipeline import AnalysisCancelled
+from portfolio_analysis.pipeline import AnalysisCancelled, VersionMismatchError
 
 from portfolio_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
 
 RunFn = Callable[..., Mapping[str, Any]]
+
+# The Failed reason of a run failure that has one of its own (reconcile picks
+# SchedulerUnreachable or AnalysisError for the others).
+VERSION_MISMATCH = "VersionMismatch"
 
 
 class RunState(enum.StrEnum):
@@ -50,6 +54,7 @@ class RunView:
     result: Mapping[str, Any] | None = None
     error: str | None = None
     temporary: bool = False
+    reason: str | None = None
     progress: tuple[str, int, int] | None = None
 
     @property
@@ -68,6 +73,7 @@ class _Run:
     result: Mapping[str, Any] | None = None
     error: str | None = None
     temporary: bool = False
+    reason: str | None = None
     progress: tuple[str, int, int] | None = None
     task: asyncio.Task | None = None
 
@@ -79,6 +85,7 @@ class _Run:
             result=self.result,
             error=self.error,
             temporary=self.temporary,
+            reason=self.reason,
             progress=self.progress,
         )
 
@@ -106,16 +113,22 @@ def run_pipeline(
         client.close()
 
 
-def classify_error(exc: BaseException) -> tuple[str, bool]:
-    """(message, temporary) for an exception a run raised.
+def classify_error(exc: BaseException) -> tuple[str, bool, str | None]:
+    """(message, temporary, reason) for an exception a run raised.
 
     Losing the scheduler (connection errors, timeouts, a killed worker) may heal on a retry;
-    bad input and bugs will not, so those fail the resource at once. MemoryError counts as
-    lost too: a connection cut mid-message (a worker pod deleted during a run, its address
+    bad input and bugs will not, so those fail the resource at once. The library's
+    SchedulerUnreachableError (no scheduler, or a peer that is none) and SchedulerLostError
+    (gone mid-run) are ConnectionErrors naming the scheduler. MemoryError counts as lost
+    too: a connection cut mid-message (a worker pod deleted during a run, its address
     reused) reaches distributed's comm layer as a frame length of exabytes, seen in the e2e
-    tests; attempts are bounded, so a real shortage still ends in Failed.
+    tests; attempts are bounded, so a real shortage still ends in Failed. A version
+    mismatch never heals: permanent, with reason VersionMismatch. ``reason`` is None where
+    reconcile's default for temporary or permanent failures fits.
     """
     message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if isinstance(exc, VersionMismatchError):
+        return message, False, VERSION_MISMATCH
     temporary = (
         OSError,
         TimeoutError,
@@ -123,7 +136,7 @@ def classify_error(exc: BaseException) -> tuple[str, bool]:
         concurrent.futures.CancelledError,
         KilledWorker,
     )
-    return message, isinstance(exc, temporary)  # ConnectionError is an OSError
+    return message, isinstance(exc, temporary), None  # ConnectionError is an OSError
 
 
 class RunRegistry:
@@ -229,7 +242,7 @@ class RunRegistry:
             if run.cancel.is_set() or isinstance(exc, AnalysisCancelled):
                 run.state = RunState.CANCELLED
             else:
-                run.error, run.temporary = classify_error(exc)
+                run.error, run.temporary, run.reason = classify_error(exc)
                 run.state = RunState.FAILED
                 logger.warning("analysis run %s failed: %s", uid, run.error)
         else:

@@ -108,14 +108,44 @@ def test_runs_beyond_the_cap_wait_in_a_queue() -> None:
 
 
 def test_a_lost_scheduler_is_temporary_and_a_bug_is_not() -> None:
-    from portfolio_analysis.pipeline import SchedulerUnreachableError
+    from portfolio_analysis.pipeline import SchedulerLostError, SchedulerUnreachableError
 
-    message, temporary = classify_error(SchedulerUnreachableError("cannot reach tcp://x:1"))
-    assert temporary and "cannot reach tcp://x:1" in message
-    message, temporary = classify_error(KeyError("close"))
-    assert not temporary and message == "KeyError: 'close'"
+    message, temporary, reason = classify_error(SchedulerUnreachableError("cannot reach tcp://x:1"))
+    assert temporary and "cannot reach tcp://x:1" in message and reason is None
+    lost = SchedulerLostError("lost the connection to the Dask scheduler at tcp://x:1 mid-run")
+    message, temporary, reason = classify_error(lost)
+    assert temporary and reason is None
+    assert message == f"SchedulerLostError: {lost}"  # the scheduler's message, no ticker's
+    message, temporary, reason = classify_error(KeyError("close"))
+    assert not temporary and message == "KeyError: 'close'" and reason is None
     garbled = MemoryError(
         "Unable to allocate 3.07 EiB for an array with shape (3543824036068086856,)"
     )
-    message, temporary = classify_error(garbled)
+    message, temporary, _ = classify_error(garbled)
     assert temporary and message.startswith("MemoryError: Unable to allocate")
+
+
+def test_a_version_mismatch_is_permanent_with_its_own_reason() -> None:
+    from portfolio_analysis.pipeline import VersionMismatchError
+
+    mismatch = VersionMismatchError("portfolio-operator 0.1.0 here, 0.0.1 on worker tcp://w:1")
+    message, temporary, reason = classify_error(mismatch)
+    assert (temporary, reason) == (False, "VersionMismatch")
+    assert "0.0.1 on worker tcp://w:1" in message
+
+
+def test_a_failed_run_carries_its_reason_to_the_view() -> None:
+    async def scenario() -> None:
+        from portfolio_analysis.pipeline import VersionMismatchError
+
+        def run(**kwargs: Any) -> dict:
+            raise VersionMismatchError("dask 1 here, 2 on the scheduler")
+
+        runs = RunRegistry(1, OperatorMetrics(), run_fn=run)
+        runs.start("u1", 1, "tcp://x:1", {}, lambda: None)
+        await wait_for(lambda: runs.view("u1").state == RunState.FAILED)
+        view = runs.view("u1")
+        assert (view.temporary, view.reason) == (False, "VersionMismatch")
+        await runs.shutdown()
+
+    asyncio.run(scenario())
