@@ -6,6 +6,7 @@ example by kopf.testing.KopfRunner) or by the Helm chart's Deployment.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -50,6 +51,9 @@ class OperatorConfig:
     log_level: str = "INFO"
     kubeconfig: str | None = None  # None: in-cluster credentials, else $KUBECONFIG
     worker_env: Mapping[str, str] = field(default_factory=dict)
+    # Images a spec.cluster.image may name (shell patterns, e.g. "registry.example/team/*").
+    # Empty: only the worker image's own repository, any tag or digest. "*" allows any image.
+    allowed_images: tuple[str, ...] = ()
     # Leader election on a coordination.k8s.io/v1 Lease (portfolio_operator.leader): off by
     # default, so a single process (tests, a laptop) needs no namespace; the chart turns it on.
     leader_election: bool = False
@@ -140,9 +144,10 @@ class OperatorConfig:
                 raise ValueError(
                     f"{ENV_PREFIX}{var}={raw!r} is not a valid {convert.__name__}"
                 ) from None
-        namespaces = get("NAMESPACES")
-        if namespaces:
-            changes["namespaces"] = tuple(n.strip() for n in namespaces.split(",") if n.strip())
+        for attr, var in (("namespaces", "NAMESPACES"), ("allowed_images", "ALLOWED_IMAGES")):
+            listed = get(var)
+            if listed:
+                changes[attr] = tuple(n.strip() for n in listed.split(",") if n.strip())
         # The pod's own namespace and name, from the downward API (the chart sets both).
         for attr, var in (
             ("leader_election_namespace", "POD_NAMESPACE"),
@@ -153,6 +158,20 @@ class OperatorConfig:
         changes["worker_env"] = {k: env[k] for k in WORKER_ENV_PASSTHROUGH if env.get(k)}
         return cls(**changes)  # type: ignore[arg-type]
 
+    def image_allowed(self, image: str) -> bool:
+        """Whether a spec may run its Dask pods from `image` (the image policy): a tenant who
+        may create a PortfolioAnalysis must not make the operator run any image at all."""
+        patterns = self.allowed_images or _repository_patterns(self.worker_image)
+        return any(fnmatch.fnmatchcase(image, pattern) for pattern in patterns)
+
     def with_changes(self, **changes: object) -> OperatorConfig:
         """A copy with some settings changed (validated again), e.g. from command-line flags."""
         return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _repository_patterns(image: str) -> tuple[str, ...]:
+    """The image's repository with any tag or digest: "repo/x:1" -> "repo/x", "repo/x:*", ..."""
+    repository = image.split("@", 1)[0]
+    if ":" in repository.rpartition("/")[2]:  # a tag, not a registry's port
+        repository = repository.rpartition(":")[0]
+    return (repository, f"{repository}:*", f"{repository}@*")

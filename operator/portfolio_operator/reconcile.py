@@ -174,6 +174,15 @@ def decide(obs: Observation) -> Decision:
     if obs.failure is not None:
         return _fail(obs, *obs.failure)
     assert obs.request is not None
+    image = obs.request.cluster.image if not obs.request.cluster.scheduler_address else None
+    if image and not obs.config.image_allowed(image):
+        return _fail(
+            obs,
+            "ImageNotAllowed",
+            f"spec.cluster.image {image} is not allowed by the operator's image policy "
+            f"({', '.join(obs.config.allowed_images) or 'the worker image repository only'}); "
+            "leave image unset for the default, or ask the operator's administrators to allow it",
+        )
     until_deadline = _seconds_to_deadline(obs)
     if until_deadline is not None and until_deadline <= 0:
         return _fail(

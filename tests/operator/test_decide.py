@@ -424,3 +424,28 @@ def test_walk_from_new_resource_to_succeeded_and_cluster_cleanup() -> None:
     assert obj["status"]["phase"] == "Succeeded"
     assert events == ["Accepted", "ClusterCreated", "Completed", "ClusterDeleted"]
     assert cluster.exists is False
+
+
+def test_an_image_outside_the_policy_fails_before_any_cluster_exists() -> None:
+    spec = {"tickers": ["AAPL"], "cluster": {"image": "evil.example/miner:1"}}
+    decision = decide(observe(accepted(spec), NOW, CONFIG))
+    failed = condition(patched(decision), "Failed")
+    assert (patched(decision)["phase"], failed["reason"]) == ("Failed", "ImageNotAllowed")
+    assert "evil.example/miner:1" in failed["message"]
+    assert not of(decision, CreateCluster) and not of(decision, StartRun)
+
+
+@pytest.mark.parametrize(
+    ("allowed", "image", "ok"),
+    [
+        ((), "example/worker:2", True),  # the worker image's repository, another tag
+        ((), "example/worker@sha256:" + "a" * 64, True),
+        ((), "example/worker-evil:1", False),
+        ((), "registry:5000/example/worker:1", False),
+        (("registry.example/team/*",), "registry.example/team/pfa:3", True),
+        (("registry.example/team/*",), "example/worker:1", False),
+        (("*",), "anything/at:all", True),
+    ],
+)
+def test_the_image_policy(allowed: tuple[str, ...], image: str, ok: bool) -> None:
+    assert CONFIG.with_changes(allowed_images=allowed).image_allowed(image) is ok
