@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from portfolio_operator.config import OperatorConfig
+from portfolio_operator.config import DEFAULT_LEASE_NAME, OperatorConfig
 from portfolio_operator.constants import CRD_NAME
 from portfolio_operator.schema import crd_manifest, crd_yaml
 
@@ -31,6 +31,7 @@ from tests.chart.conftest import (
 MANIFESTS = ROOT / "manifests"
 DASK_CRDS = CHART / "files" / "dask-kubernetes-crds"
 FULLNAME = f"{RELEASE}-portfolio-operator"
+ELECTION_ROLE = f"{FULLNAME}-leader-election"
 
 
 def _cluster_bounds(crd: dict) -> dict:
@@ -48,10 +49,15 @@ def _without_release_metadata(crd: dict) -> dict:
     return crd
 
 
-def _operator_env(objects: list[dict]) -> dict[str, str]:
+def _operator_env(objects: list[dict], pod: str = "pfo-portfolio-operator-7d9f-x2kq") -> dict:
+    """The container's environment, with the downward API's fields as a pod of `pod` sees them."""
     deployment = one(objects, "Deployment", FULLNAME)
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    fields = {"metadata.name": pod, "metadata.namespace": NAMESPACE}
+    return {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+    }
 
 
 def _rule_triples(rules: list[dict]) -> set[tuple[str, str, str]]:
@@ -74,8 +80,9 @@ def _rule_triples(rules: list[dict]) -> set[tuple[str, str, str]]:
         ["--set", "daskKubernetesOperator.enabled=true"],
         ["--set-json", 'operator.watchNamespaces=["team-a","team-b"]'],
         ["--set", "crds.install=false", "--set", "metrics.service.enabled=true"],
+        ["--set", "replicas=2"],
     ],
-    ids=["defaults", "dask-operator", "watch-namespaces", "no-crd-metrics-service"],
+    ids=["defaults", "dask-operator", "watch-namespaces", "no-crd-metrics-service", "replicas"],
 )
 def test_helm_lint_strict_passes_without_warnings(helm: Helm, settings: list[str]) -> None:
     result = helm.run("lint", "--strict", str(CHART), "--namespace", NAMESPACE, *settings)
@@ -177,6 +184,12 @@ def test_values_reach_the_operator_settings(helm: Helm) -> None:
             "METRICS_PORT",
             "MAX_CONCURRENT_ANALYSES",
             "WORKER_IMAGE",
+            "LEADER_ELECTION",
+            "LEADER_ELECTION_NAMESPACE",
+            "LEADER_ELECTION_LEASE",
+            "LEASE_DURATION_SECONDS",
+            "RENEW_DEADLINE_SECONDS",
+            "RETRY_PERIOD_SECONDS",
         ]
     }
     assert not unknown
@@ -195,6 +208,24 @@ def test_default_values_give_the_operator_its_defaults(helm: Helm) -> None:
     assert config.namespaces == ()  # all namespaces
     assert config.log_level == "INFO"
     assert config.worker_env == {}  # no Prefect server unless one is named
+    # Leader election on: the release's Lease in the release's namespace, the pod as holder.
+    assert config.leader_election is True
+    assert config.leader_election_namespace == NAMESPACE
+    assert config.leader_election_lease == FULLNAME
+    assert config.leader_election_identity == "pfo-portfolio-operator-7d9f-x2kq"
+    assert (config.lease_duration_seconds, config.renew_deadline_seconds,
+            config.retry_period_seconds) == (15, 10, 2)  # fmt: skip
+
+
+def test_leader_election_timings_reach_the_operator(helm: Helm) -> None:
+    objects = helm.template(
+        "operator.leaderElection.leaseDurationSeconds=30",
+        "operator.leaderElection.renewDeadlineSeconds=20",
+        "operator.leaderElection.retryPeriodSeconds=4",
+    )
+    config = OperatorConfig.from_env(_operator_env(objects))
+    assert (config.lease_duration_seconds, config.renew_deadline_seconds,
+            config.retry_period_seconds) == (30, 20, 4)  # fmt: skip
 
 
 def test_metrics_service_targets_the_metrics_port(helm: Helm) -> None:
@@ -252,27 +283,91 @@ def test_every_object_carries_the_release_labels(helm: Helm) -> None:
         assert labels.get("app.kubernetes.io/managed-by") == "Helm", o["kind"]
 
 
-def test_one_operator_replica_so_two_never_reconcile_the_same_resource(helm: Helm) -> None:
+def test_replicas_with_leader_election_roll_and_without_it_stay_one(helm: Helm) -> None:
     deployment = one(helm.template(), "Deployment", FULLNAME)
     assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # The new pod waits as a standby; the old leader goes only once it is ready.
+    rolling = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    assert deployment["spec"]["strategy"] == rolling
+
+    objects = helm.template("replicas=2")
+    deployment = one(objects, "Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == rolling
+    assert OperatorConfig.from_env(_operator_env(objects)).leader_election is True
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    downward = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+                for e in container["env"] if "valueFrom" in e}  # fmt: skip
+    assert downward == {"POD_NAME": "metadata.name", "POD_NAMESPACE": "metadata.namespace"}
+    # Two pods with different names are two different holders of the same Lease.
+    first, second = (OperatorConfig.from_env(_operator_env(objects, pod)) for pod in ("p-1", "p-2"))
+    assert first.leader_election_lease == second.leader_election_lease
+    assert first.leader_election_identity != second.leader_election_identity
+
+    # Without election, one replica at a time, as before.
+    single = helm.template("operator.leaderElection.enabled=false")
+    assert one(single, "Deployment", FULLNAME)["spec"]["strategy"] == {"type": "Recreate"}
+    assert OperatorConfig.from_env(_operator_env(single)).leader_election is False
+    assert not [r for r in by_kind(single, "Role") if r["metadata"]["name"] == ELECTION_ROLE]
 
 
 # -- RBAC ---------------------------------------------------------------------------------------
 
 
-def _manifest_rules() -> list[dict]:
+def _manifest_rules(kind: str = "ClusterRole") -> list[dict]:
+    """The rules of manifests/rbac.yaml's ClusterRole, or of its (leader-election) Role."""
     path = MANIFESTS / "rbac.yaml"
     assert path.is_file(), f"{path} is missing: the chart's rules are checked against it"
     documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    roles = [d for d in documents if d["kind"] in ("ClusterRole", "Role")]
-    assert roles, f"no ClusterRole or Role in {path}"
+    roles = [d for d in documents if d["kind"] == kind]
+    assert roles, f"no {kind} in {path}"
     return [rule for role in roles for rule in role["rules"]]
 
 
+def _election_rules(rules: list[dict], lease: str) -> set[tuple]:
+    """(verb, resourceNames) pairs of the Lease rules, with the Lease's name as `LEASE`."""
+    assert {(tuple(r["apiGroups"]), tuple(r["resources"])) for r in rules} == {
+        (("coordination.k8s.io",), ("leases",))
+    }
+    return {
+        (verb, tuple("LEASE" if n == lease else n for n in rule.get("resourceNames", [])))
+        for rule in rules
+        for verb in rule["verbs"]
+    }
+
+
 def test_rbac_is_the_same_as_manifests_rbac(helm: Helm) -> None:
-    cluster_role = one(helm.template(), "ClusterRole", FULLNAME)
+    objects = helm.template()
+    cluster_role = one(objects, "ClusterRole", FULLNAME)
     assert _rule_triples(cluster_role["rules"]) == _rule_triples(_manifest_rules())
+    election = one(objects, "Role", ELECTION_ROLE)
+    assert _election_rules(election["rules"], FULLNAME) == _election_rules(
+        _manifest_rules("Role"), DEFAULT_LEASE_NAME
+    )
+
+
+def test_leader_election_may_touch_only_its_own_lease_in_the_release_namespace(
+    helm: Helm,
+) -> None:
+    objects = helm.template(extra=["--set-json", 'operator.watchNamespaces=["team-a"]'])
+    election = one(objects, "Role", ELECTION_ROLE)
+    assert election["metadata"]["namespace"] == NAMESPACE
+    # get/update name the Lease; create cannot (the name is not known when it is authorized).
+    assert _election_rules(election["rules"], FULLNAME) == {
+        ("create", ()), ("get", ("LEASE",)), ("update", ("LEASE",))
+    }  # fmt: skip
+    binding = one(objects, "RoleBinding", ELECTION_ROLE)
+    assert binding["metadata"]["namespace"] == NAMESPACE
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ELECTION_ROLE
+    }  # fmt: skip
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}
+    ]
+    # Nowhere else: no other Role and no ClusterRole mentions leases.
+    others = [r for r in by_kind(objects, "ClusterRole") + by_kind(objects, "Role")
+              if r["metadata"]["name"] != ELECTION_ROLE]  # fmt: skip
+    assert not {t for r in others for t in _rule_triples(r["rules"]) if t[1] == "leases"}
 
 
 def test_rbac_is_least_privilege(helm: Helm) -> None:
@@ -302,9 +397,9 @@ def test_rbac_is_least_privilege(helm: Helm) -> None:
 
 def test_watching_namespaces_grants_roles_only_there(helm: Helm) -> None:
     objects = helm.template(extra=["--set-json", 'operator.watchNamespaces=["team-a","team-b"]'])
-    roles = by_kind(objects, "Role")
+    roles = [r for r in by_kind(objects, "Role") if r["metadata"]["name"] != ELECTION_ROLE]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["team-a", "team-b"]
-    bindings = by_kind(objects, "RoleBinding")
+    bindings = [b for b in by_kind(objects, "RoleBinding") if b["metadata"]["name"] == FULLNAME]
     assert sorted(b["metadata"]["namespace"] for b in bindings) == ["team-a", "team-b"]
     service_account = one(objects, "ServiceAccount")["metadata"]
     for binding in bindings:
@@ -347,6 +442,8 @@ def test_rbac_and_service_account_can_be_brought_by_the_user(helm: Helm) -> None
         (["analysis.prefectApiUrl=prefect:4200"], "prefectApiUrl"),
         (["tmpSizeLimit=lots"], "tmpSizeLimit"),
         (["daskKubernetesOperator.enabeld=true"], "enabeld"),
+        (["replicas=0"], "replicas"),
+        (["operator.leaderElection.retryPeriodSeconds=0"], "retryPeriodSeconds"),
     ],
 )
 def test_schema_refuses_bad_values_naming_the_key(
@@ -371,6 +468,14 @@ def test_schema_refuses_bad_values_naming_the_key(
         (
             ["serviceAccount.create=false"],
             "set serviceAccount.name to the existing ServiceAccount",
+        ),
+        (
+            ["replicas=2", "operator.leaderElection.enabled=false"],
+            "every replica would run every analysis; enable leader election or set replicas=1",
+        ),
+        (
+            ["operator.leaderElection.renewDeadlineSeconds=20"],
+            "leaseDurationSeconds (15) > renewDeadlineSeconds (20) > 1.2 x retryPeriodSeconds (2)",
         ),
     ],
 )

@@ -123,6 +123,13 @@ that says what to change.
 {{- if eq (int .Values.operator.healthPort) (int .Values.operator.metricsPort) }}
 {{- fail (printf "operator.healthPort and operator.metricsPort are both %d: give them different ports" (int .Values.operator.healthPort)) }}
 {{- end }}
+{{- $election := .Values.operator.leaderElection }}
+{{- if and $election.enabled (not (and (gt (float64 $election.leaseDurationSeconds) (float64 $election.renewDeadlineSeconds)) (gt (float64 $election.renewDeadlineSeconds) (mulf 1.2 $election.retryPeriodSeconds)))) }}
+{{- fail (printf "operator.leaderElection: leaseDurationSeconds (%v) > renewDeadlineSeconds (%v) > 1.2 x retryPeriodSeconds (%v) must hold, so that the old leader has stopped before a standby takes over" $election.leaseDurationSeconds $election.renewDeadlineSeconds $election.retryPeriodSeconds) }}
+{{- end }}
+{{- if and (gt (int .Values.replicas) 1) (not $election.enabled) }}
+{{- fail (printf "replicas is %d but operator.leaderElection.enabled is false: every replica would run every analysis; enable leader election or set replicas=1" (int .Values.replicas)) }}
+{{- end }}
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) }}
 {{- fail "serviceAccount.create is false, so set serviceAccount.name to the existing ServiceAccount the operator should use" }}
 {{- end }}

@@ -1,8 +1,9 @@
 {{/*
-The operator's least-privilege rules: exactly manifests/rbac.yaml's ClusterRole rules
-(tests/chart/test_chart.py compares them). clusterRules are the ones that only a ClusterRole can
-grant (none: kopf's CRD/namespace scanning and peering are switched off); namespacedRules go into
-the ClusterRole when all namespaces are watched, else into a Role in each watched namespace.
+The operator's least-privilege rules: exactly manifests/rbac.yaml's ClusterRole rules, and its
+leader-election Role's (tests/chart/test_chart.py compares them). clusterRules are the ones that
+only a ClusterRole can grant (none: kopf's CRD/namespace scanning and peering are switched off);
+namespacedRules go into the ClusterRole when all namespaces are watched, else into a Role in each
+watched namespace.
 */}}
 {{- define "portfolio-operator.clusterRules" -}}
 {{- end }}
@@ -37,4 +38,18 @@ the ClusterRole when all namespaces are watched, else into a Role in each watche
 - apiGroups: [""]
   resources: [pods]
   verbs: [list]
+{{- end }}
+
+{{- /*
+Leader election: the operator's own Lease, in the release's namespace only (a Role). create
+cannot be limited to a name (it is not known when create is authorized); get and update can.
+*/ -}}
+{{- define "portfolio-operator.leaderElectionRules" -}}
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  verbs: [create]
+- apiGroups: [coordination.k8s.io]
+  resources: [leases]
+  resourceNames: [{{ include "portfolio-operator.fullname" . }}]
+  verbs: [get, update]
 {{- end }}
