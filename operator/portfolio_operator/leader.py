@@ -206,6 +206,7 @@ class LeaderElector:
         logger.info("waiting for Lease %s as %s", self.lease, self.identity)
         while not stop.is_set():
             if await asyncio.to_thread(self.try_acquire_or_renew) is Attempt.HELD:
+                logger.info("leading as %s: starting the operator", self.identity)
                 return True
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.retry_period * random.uniform(1, 1.2))
