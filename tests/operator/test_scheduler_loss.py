@@ -38,8 +38,10 @@ def test_a_scheduler_gone_mid_run_is_retried_then_fails_as_unreachable(
     wait_until(phase_is(kube, "lost", "Running"), 90, "the run starts", operator.log)
     wait_until(lambda: empty_dask_cluster.scheduler.tasks, 30, "the run submits its tasks")
     empty_dask_cluster.close()
+    closed = time.monotonic()
 
     wait_until(phase_is(kube, "lost", "Failed"), 90, "it fails", operator.log)
+    print(f"Failed/SchedulerUnreachable {time.monotonic() - closed:.1f} s after the close")
     failed = kube.condition("lost", "Failed")
     assert failed["reason"] == "SchedulerUnreachable", failed
     assert f"Dask scheduler at {address}" in failed["message"]
@@ -75,6 +77,7 @@ def test_a_peer_that_is_no_dask_scheduler_fails_as_unreachable_within_the_timeou
         kube.apply_pfa("no-dask", spec)
         wait_until(phase_is(kube, "no-dask", "Failed"), 120, "it fails", operator.log)
         elapsed = time.monotonic() - started
+    print(f"Failed after {ATTEMPTS} attempts, {elapsed:.1f} s after the resource was created")
     failed = kube.condition("no-dask", "Failed")
     assert failed["reason"] == "SchedulerUnreachable", failed
     assert f"no Dask scheduler at {address}: {says}" in failed["message"]
