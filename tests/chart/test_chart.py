@@ -114,6 +114,19 @@ def test_image_defaults_to_the_app_version_and_can_be_overridden(helm: Helm) -> 
     assert _operator_env(objects)["PORTFOLIO_OPERATOR_WORKER_IMAGE"] == "ghcr.io/acme/pfo:v2"
 
 
+def test_the_image_policy_reaches_the_operator(helm: Helm) -> None:
+    from portfolio_operator.config import OperatorConfig
+
+    assert _operator_env(helm.template())["PORTFOLIO_OPERATOR_ALLOWED_IMAGES"] == ""
+    objects = helm.template(
+        extra=["--set-json", 'analysis.allowedImages=["reg.example/a/*","b:1"]']
+    )
+    env = _operator_env(objects)
+    config = OperatorConfig.from_env(env)
+    assert config.allowed_images == ("reg.example/a/*", "b:1")
+    assert config.image_allowed("reg.example/a/pfa:2") and not config.image_allowed("c:1")
+
+
 # -- the CRD: one source ------------------------------------------------------------------------
 
 
@@ -179,6 +192,7 @@ def test_values_reach_the_operator_settings(helm: Helm) -> None:
         "PORTFOLIO_OPERATOR_" + name
         for name in [
             "NAMESPACES",
+            "ALLOWED_IMAGES",
             "LOG_LEVEL",
             "HEALTH_PORT",
             "METRICS_PORT",

@@ -15,6 +15,8 @@ portfolio_operator.config.OperatorConfig.from_env reads.
   value: {{ .Values.operator.maxConcurrentAnalyses | quote }}
 - name: PORTFOLIO_OPERATOR_WORKER_IMAGE
   value: {{ default (include "portfolio-operator.image" .) .Values.analysis.workerImage | quote }}
+- name: PORTFOLIO_OPERATOR_ALLOWED_IMAGES
+  value: {{ join "," .Values.analysis.allowedImages | quote }}
 {{- with .Values.operator.leaderElection }}
 - name: PORTFOLIO_OPERATOR_LEADER_ELECTION
   value: {{ .enabled | quote }}
