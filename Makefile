@@ -5,8 +5,8 @@ SHELL := /bin/bash
 IMAGE ?= portfolio-operator:dev
 BASE_IMAGE ?= python:3.11-slim-bookworm
 CHART := charts/portfolio-operator
-# helm on PATH, else the pinned one hack/kube-binaries.sh builds.
-HELM ?= $(shell command -v helm 2>/dev/null || echo "$$(hack/kube-binaries.sh --print-dir 2>/dev/null)/helm")
+# The pinned helm that hack/kube-binaries.sh builds (the tests use the same one); HELM=helm for yours.
+HELM ?= $(shell hack/kube-binaries.sh --print-dir 2>/dev/null)/helm
 
 .PHONY: help
 help: ## List the targets
