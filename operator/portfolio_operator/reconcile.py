@@ -243,6 +243,7 @@ def _accept(obs: Observation) -> Decision:
         "completionTime": None,
         "durationSeconds": None,
         "attempts": 0,
+        "nextAttemptTime": None,
         "progress": None,
         "tickerCount": len(request.tickers) if request else None,
         "workers": _workers_label(request),
@@ -326,8 +327,10 @@ def _after_run(obs: Observation, run: RunView) -> Decision:
         if run.temporary and attempts < obs.config.max_attempts:
             delay = obs.config.retry_backoff_seconds * 2 ** max(attempts - 1, 0)
             message = f"attempt {attempts} failed ({run.error}); retrying in {delay:.0f}s"
+            # The time is in status, so the wait survives wake-ups and operator restarts.
+            retry_at = {"nextAttemptTime": format_time(obs.now + timedelta(seconds=delay))}
             actions = [ForgetRun()]
-            actions += _patch(obs, {}, Running=(False, "Retrying", message))
+            actions += _patch(obs, retry_at, Running=(False, "Retrying", message))
             actions.append(PostEvent("Warning", "RunRetrying", message))
             return Decision(actions, requeue=delay)
         reason = run.reason or ("SchedulerUnreachable" if run.temporary else "AnalysisError")
@@ -373,6 +376,9 @@ def _start(obs: Observation, address: str, extra: Mapping[str, Any], **conds: tu
             f"the run was started {attempts} times without finishing (operator restarts or "
             "lost scheduler connections); giving up",
         )
+    retry_at = parse_time(obs.status.get("nextAttemptTime"))
+    if retry_at is not None and obs.now < retry_at:  # the backoff after a failed attempt
+        return Decision([], requeue=(retry_at - obs.now).total_seconds())
     actions: list[Action] = []
     retrying = (get_condition(obs.status.get("conditions"), "Running") or {}).get("reason")
     if obs.status.get("phase") == RUNNING and retrying != "Retrying":
@@ -384,7 +390,8 @@ def _start(obs: Observation, address: str, extra: Mapping[str, Any], **conds: tu
                 f"{attempts + 1}",
             )
         )
-    actions += _patch(obs, {**extra, "attempts": attempts + 1}, **conds)
+    started = {**extra, "attempts": attempts + 1, "nextAttemptTime": None}
+    actions += _patch(obs, started, **conds)
     actions.append(StartRun(address))
     return Decision(actions, requeue=0)
 

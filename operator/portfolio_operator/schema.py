@@ -415,6 +415,12 @@ def _status_schema() -> dict[str, Any]:
                 "How often the run was started for this generation (more than one after a "
                 "lost scheduler connection or an operator restart).",
             ),
+            "nextAttemptTime": _string(
+                "When a run that failed for a reason that may heal is started again (the "
+                "retry backoff); empty otherwise.",
+                format="date-time",
+                nullable=True,
+            ),
             "tickerCount": _integer("Number of securities requested."),
             "workers": _string(
                 "Worker bounds of the created cluster (min-max), or 'external' when an "

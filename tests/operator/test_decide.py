@@ -292,6 +292,13 @@ def test_a_lost_scheduler_is_retried_with_backoff_then_fails() -> None:
     assert of(retry, ForgetRun) and patched(retry).get("phase") is None
     assert retry.requeue == CONFIG.retry_backoff_seconds
     assert "RunRetrying" in [e.reason for e in of(retry, PostEvent)]
+    # Woken early (the status patch, a restart), it still waits out the backoff, then starts.
+    waiting = apply(accepted(phase="Running", attempts=1), retry)
+    early = decide(observe(waiting, NOW + timedelta(seconds=1), CONFIG, cluster=cluster_view()))
+    assert not of(early, StartRun) and early.requeue == CONFIG.retry_backoff_seconds - 1
+    later = NOW + timedelta(seconds=CONFIG.retry_backoff_seconds)
+    due = decide(observe(waiting, later, CONFIG, cluster=cluster_view()))
+    assert of(due, StartRun) and patched(due)["nextAttemptTime"] is None
     last = CONFIG.max_attempts
     final = decide(observe(accepted(phase="Running", attempts=last), NOW, CONFIG, run=lost))
     assert patched(final)["phase"] == "Failed"
