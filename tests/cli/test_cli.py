@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from portfolio_analysis import cli, embedded
 
-from tests.flows.bad_schedulers import HTTP_400, peer, scheduler_process, wait_for_tasks
+from tests.support.bad_schedulers import HTTP_400, peer, scheduler_process, wait_for_tasks
 
 SCRIPT = Path(sys.executable).with_name("portfolio-analysis")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -20,7 +20,7 @@ from portfolio_analysis.pipeline import (
     version_mismatches,
 )
 
-from tests.flows.bad_schedulers import (
+from tests.support.bad_schedulers import (
     HTTP_400,
     cluster_with_other_version,
     peer,

@@ -12,8 +12,8 @@ import time
 
 import pytest
 
-from tests.flows.bad_schedulers import HTTP_400, cluster_with_other_version, peer
 from tests.operator.harness import Kube, phase_is
+from tests.support.bad_schedulers import HTTP_400, cluster_with_other_version, peer
 from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.kube, pytest.mark.dask]
