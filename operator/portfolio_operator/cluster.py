@@ -261,9 +261,14 @@ def observe_cluster(
     pods: list[Mapping[str, Any]] | None = None,
 ) -> ClusterView:
     """Summarise the DaskCluster (and DaskAutoscaler) objects read from the API server."""
+    # dask-kubernetes' controller re-parents a DaskAutoscaler to its DaskCluster (cascading
+    # deletion), so one controlled by the cluster we control is ours too.
+    cluster_uid = ((cluster or {}).get("metadata") or {}).get("uid")
+    ours = controlled_by(cluster, owner_uid)
     scaler = {
         "autoscaler_exists": autoscaler is not None,
-        "autoscaler_owned": controlled_by(autoscaler, owner_uid),
+        "autoscaler_owned": controlled_by(autoscaler, owner_uid)
+        or bool(ours and cluster_uid and controlled_by(autoscaler, cluster_uid)),
         "autoscaler_uid": ((autoscaler or {}).get("metadata") or {}).get("uid"),
     }
     if cluster is None:

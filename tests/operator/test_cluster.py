@@ -62,6 +62,13 @@ def test_observing_a_cluster_reads_ownership_phase_and_deletion() -> None:
     assert view.owned and view.deleting and view.spec_hash == "h"
     assert not view.running, "a cluster being deleted is not a place to run"
     assert not clusters.observe_cluster(body, {}, "other").owned
+    # The dask-kubernetes controller re-parents our DaskAutoscaler to our DaskCluster: still ours;
+    # one controlled by someone else's cluster is not.
+    ours = {"metadata": {"uid": "c-1", "ownerReferences": [{"uid": "me", "controller": True}]}}
+    adopted = {"metadata": {"uid": "a-1", "ownerReferences": [{"uid": "c-1", "controller": True}]}}
+    assert clusters.observe_cluster(ours, adopted, "me").autoscaler_owned
+    foreign = {"metadata": {"uid": "c-2", "ownerReferences": [{"uid": "x", "controller": True}]}}
+    assert not clusters.observe_cluster(foreign, adopted, "me").autoscaler_owned
     # Owned means controlled: a plain (non-controller) reference to us does not make it ours.
     body["metadata"]["ownerReferences"] = [{"uid": "me"}, {"uid": "x", "controller": True}]
     assert not clusters.observe_cluster(body, None, "me").owned
