@@ -114,6 +114,27 @@ def test_image_defaults_to_the_app_version_and_can_be_overridden(helm: Helm) -> 
     assert _operator_env(objects)["PORTFOLIO_OPERATOR_WORKER_IMAGE"] == "ghcr.io/acme/pfo:v2"
 
 
+def test_pod_defaults_and_the_startup_deadline_become_the_crds_defaults(helm: Helm) -> None:
+    from portfolio_operator.spec import CLUSTER_DEFAULTS
+
+    cluster = _cluster_bounds(one(helm.template(), "CustomResourceDefinition", CRD_NAME))
+    assert cluster["startupDeadlineSeconds"]["default"] == CLUSTER_DEFAULTS.startup_deadline_seconds
+    assert "default" not in cluster["nodeSelector"], "empty pod defaults add nothing"
+    pools = {"pool": "analytics"}
+    toleration = {"key": "dedicated", "operator": "Equal", "value": "dask"}
+    objects = helm.template(
+        "analysis.startupDeadlineSeconds=120",
+        extra=[
+            "--set-json", f"analysis.podDefaults.nodeSelector={json.dumps(pools)}",
+            "--set-json", f"analysis.podDefaults.tolerations=[{json.dumps(toleration)}]",
+        ],
+    )  # fmt: skip
+    cluster = _cluster_bounds(one(objects, "CustomResourceDefinition", CRD_NAME))
+    assert cluster["startupDeadlineSeconds"]["default"] == 120
+    assert cluster["nodeSelector"]["default"] == pools
+    assert cluster["tolerations"]["default"] == [toleration]
+
+
 def test_the_image_policy_reaches_the_operator(helm: Helm) -> None:
     from portfolio_operator.config import OperatorConfig
 
