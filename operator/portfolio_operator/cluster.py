@@ -204,10 +204,15 @@ class ClusterView:
     autoscaler_uid: str | None = None
     # Why its pods do not run, one line each ("scheduler pod c-scheduler-x: ImagePullBackOff: ...").
     pod_problems: tuple[str, ...] = ()
+    # Whether a scheduler pod is Ready; None when no scheduler pod was seen (pods not listed).
+    scheduler_ready: bool | None = None
 
     @property
     def running(self) -> bool:
-        return self.exists and not self.deleting and self.phase == DASK_RUNNING_PHASE
+        """Its scheduler can be used: dask-kubernetes says Running, which only means that the
+        scheduler's Service exists, and its scheduler pod, when one was seen, is Ready."""
+        up = self.exists and not self.deleting and self.phase == DASK_RUNNING_PHASE
+        return up and self.scheduler_ready is not False
 
 
 # Container states that mean a pod will not start (or keeps dying) without a change.
@@ -254,6 +259,21 @@ def pod_problems(pods: list[Mapping[str, Any]]) -> tuple[str, ...]:
     return tuple(text.strip().rstrip(":")[:MAX_PROBLEM_LENGTH] for _, text in ordered)
 
 
+def scheduler_ready(pods: list[Mapping[str, Any]]) -> bool | None:
+    """Whether one of the cluster's scheduler pods is Ready (None: no scheduler pod seen)."""
+    schedulers = [
+        pod for pod in pods
+        if ((pod.get("metadata") or {}).get("labels") or {}).get(COMPONENT_LABEL) == "scheduler"
+    ]  # fmt: skip
+    if not schedulers:
+        return None
+    return any(
+        condition.get("type") == "Ready" and condition.get("status") == "True"
+        for pod in schedulers
+        for condition in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def observe_cluster(
     cluster: Mapping[str, Any] | None,
     autoscaler: Mapping[str, Any] | None,
@@ -282,5 +302,6 @@ def observe_cluster(
         spec_hash=(meta.get("annotations") or {}).get(SPEC_HASH_ANNOTATION),
         uid=meta.get("uid"),
         pod_problems=pod_problems(pods or []),
+        scheduler_ready=scheduler_ready(pods or []),
         **scaler,
     )

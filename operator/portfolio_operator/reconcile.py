@@ -503,10 +503,10 @@ def _provision(obs: Observation, until_deadline: float | None) -> Decision:
         return Decision([CreateCluster(name)], requeue=0)
     dask = {**obs.dask, "phase": view.phase}
     if not view.running:
-        message = (
-            f"waiting for DaskCluster {name} to run its scheduler "
-            f"(phase: {view.phase or 'not reported yet'})"
-        )
+        state = view.phase or "not reported yet"
+        if view.scheduler_ready is False:
+            state += ", its scheduler pod not ready"
+        message = f"waiting for DaskCluster {name} to run its scheduler (phase: {state})"
         if view.pod_problems:
             message += ": " + "; ".join(view.pod_problems)
         started = parse_time(obs.status.get("startTime")) or obs.now

@@ -169,3 +169,14 @@ def test_pods_that_will_not_start_are_described_scheduler_first() -> None:
     assert any("OOMKilled" in p for p in problems)
     assert not any("ContainerCreating" in p for p in problems), "starting is not a problem"
     assert clusters.pod_problems([pod("ok", "worker", phase="Running")]) == ()
+
+
+def test_a_running_daskcluster_whose_scheduler_pod_is_not_ready_is_not_running() -> None:
+    # dask-kubernetes says Running as soon as the scheduler's Service exists, pods or not.
+    cluster = {"metadata": {"uid": "c", "ownerReferences": [{"uid": "me", "controller": True}]},
+               "status": {"phase": "Running"}}  # fmt: skip
+    pulling = pod("c-scheduler-1", "scheduler", conditions=[{"type": "Ready", "status": "False"}])
+    ready = pod("c-scheduler-1", "scheduler", conditions=[{"type": "Ready", "status": "True"}])
+    assert not clusters.observe_cluster(cluster, None, "me", [pulling]).running
+    assert clusters.observe_cluster(cluster, None, "me", [ready]).running
+    assert clusters.observe_cluster(cluster, None, "me", None).running, "pods not listed"
