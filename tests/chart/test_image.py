@@ -15,6 +15,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -224,8 +225,11 @@ def built_environment(tmp_path_factory: pytest.TempPathFactory) -> Path:
         k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "UV_PROJECT_ENVIRONMENT"}
     }
     env |= {key: value.replace(workdir, str(app)) for key, value in BUILDER.env().items()}
-    # Same packages, faster here: no bytecode compilation, hard links from uv's cache.
-    env |= {"UV_OFFLINE": "1", "UV_COMPILE_BYTECODE": "0", "UV_LINK_MODE": "hardlink"}
+    # Same packages, faster here: no bytecode compilation, hard links from uv's cache. The
+    # image's `python3` is played by this environment's interpreter, whose wheels the cache
+    # holds (another local Python, e.g. Debian's, may need downloads an offline run cannot do).
+    env |= {"UV_OFFLINE": "1", "UV_COMPILE_BYTECODE": "0", "UV_LINK_MODE": "hardlink",
+            "UV_PYTHON": sys.executable}  # fmt: skip
     # Every RUN step of the builder, in order, but installing uv (this machine has it).
     for instruction in BUILDER.of("RUN"):
         command = instruction.arguments.replace(workdir, str(app))

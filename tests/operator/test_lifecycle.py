@@ -88,7 +88,8 @@ def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_repor
 def test_without_scheduler_address_an_owned_cluster_and_autoscaler_are_created_and_deleted(
     kube: Kube, start_operator
 ) -> None:
-    operator = start_operator()
+    # The image policy lets this spec name its own image.
+    operator = start_operator(PORTFOLIO_OPERATOR_ALLOWED_IMAGES="example.org/*")
     spec = {
         "tickers": TICKERS,
         "cluster": {"minWorkers": 2, "maxWorkers": 5, "image": "example.org/pfa:1",
@@ -369,3 +370,14 @@ def test_a_long_name_gets_its_dask_cluster(kube: Kube, start_operator) -> None:
     assert kube.dask("daskautoscalers", cluster_name) is not None
     assert kube.status(name)["phase"] == "Provisioning", kube.status(name).get("conditions")
     assert created["metadata"]["ownerReferences"][0]["controller"] is True
+
+
+def test_an_image_outside_the_policy_fails_without_creating_a_cluster(
+    kube: Kube, start_operator
+) -> None:
+    operator = start_operator()  # the default policy: the worker image's repository only
+    kube.apply_pfa("miner", {"tickers": ["AAPL"], "cluster": {"image": "evil.example/miner:1"}})
+    wait_until(phase_is(kube, "miner", "Failed"), 60, "it fails", operator.log)
+    failed = kube.condition("miner", "Failed")
+    assert failed["reason"] == "ImageNotAllowed" and "evil.example/miner:1" in failed["message"]
+    assert kube.dask("daskclusters") == [] and kube.dask("daskautoscalers") == []
