@@ -50,7 +50,7 @@ from portfolio_operator.reconcile import (
     decide,
     observe,
 )
-from portfolio_operator.runs import RunRegistry
+from portfolio_operator.runs import RunRegistry, RunState
 from portfolio_operator.status import get_condition, parse_time, report_configmap, utcnow
 
 logger = logging.getLogger("portfolio_operator")
@@ -239,6 +239,8 @@ class AnalysisController:
         if self.failure is not None and self.failure[0] == generation:
             failure = self.failure[1:]
         run = self.ctx.runs.view(self.uid)
+        if run is not None and run.state == RunState.FAILED:
+            self.log.warning("the analysis run failed: %s", run.error)
         obs = observe(obj, utcnow(), self.ctx.config, view, run, failure)
         if status.get("phase"):  # resources finished before a restart count in the gauge too
             self.ctx.metrics.set_phase(self.uid, status["phase"])

@@ -244,7 +244,7 @@ class RunRegistry:
             else:
                 run.error, run.temporary, run.reason = classify_error(exc)
                 run.state = RunState.FAILED
-                logger.warning("analysis run %s failed: %s", uid, run.error)
+                logger.debug("analysis run %s failed: %s", uid, run.error)  # the controller logs it
         else:
             run.result = result
             run.state = RunState.CANCELLED if run.cancel.is_set() else RunState.SUCCEEDED
