@@ -38,7 +38,7 @@ def hide_tools(folder: Path) -> list[str]:
     return hidden
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(3600)  # the whole fast suite again, on a machine still busy
 def test_fast_suite_passes_through_dev_with_a_bare_path(tmp_path: Path) -> None:
     hidden = hide_tools(tmp_path / "hidden")
     results = tmp_path / "results.xml"
