@@ -51,7 +51,14 @@ def elector(
 
 
 def holder(api: k8s.CoordinationV1Api, namespace: str) -> str | None:
-    return api.read_namespaced_lease(DEFAULT_LEASE_NAME, namespace).spec.holder_identity
+    """Who holds the Lease; None before the first candidate has created it."""
+    try:
+        lease = api.read_namespaced_lease(DEFAULT_LEASE_NAME, namespace)
+    except k8s.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return lease.spec.holder_identity
 
 
 def test_a_candidate_waits_for_the_leaders_lease_to_expire_unrenewed(
@@ -189,10 +196,7 @@ def start_candidate(
 
 
 def lease_holder(kube: Kube) -> str | None:
-    lease = k8s.CoordinationV1Api(kube.api).read_namespaced_lease(
-        DEFAULT_LEASE_NAME, kube.namespace
-    )
-    return lease.spec.holder_identity
+    return holder(k8s.CoordinationV1Api(kube.api), kube.namespace)
 
 
 def leader_of(kube: Kube, operators: dict[str, OperatorProcess]) -> str:
