@@ -15,11 +15,13 @@ set of headlines.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from importlib import resources
@@ -37,9 +39,13 @@ from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.network import (
     YFINANCE_LOCK,
+    SourceUnavailableError,
     TransientSourceError,
     gave_up,
     http_client,
+    is_name_resolution_error,
+    mark_unreachable,
+    unreachable,
     with_retries,
 )
 from portfolio_analysis.ratelimit import (
@@ -341,13 +347,34 @@ def summarize_sentiment(
 # company: Yahoo's news, Yahoo's RSS feeds and yfinance prices count against one "yahoo" limit.
 
 
-def _with_retries(config: AnalysisConfig, what: str, attempt: Callable[[], T]) -> T:
+# Said when a host name does not resolve: no retry helps within a run.
+DNS_FAILED = "DNS lookup of {host} failed (no network, or a proxy is needed)"
+
+
+def _unreachable_key(source: str, host: str) -> str:
+    """What :func:`network.mark_unreachable` remembers (and logs) for a source's host."""
+    return f"news source {source} ({host})"
+
+
+def _skip_if_unreachable(key: str, what: str) -> None:
+    """Raise at once, without a request, when ``key`` already failed its DNS lookup."""
+    reason = unreachable(key)
+    if reason is not None:
+        raise NewsSourceError(f"{what}: not asked, {reason} earlier in this run")
+
+
+def _with_retries(config: AnalysisConfig, what: str, key: str, attempt: Callable[[], T]) -> T:
     """``network.with_retries``; the last transient failure becomes a NewsSourceError that
-    says what was tried, so the next news source is asked."""
+    says what was tried, so the next news source is asked. A SourceUnavailableError (a name
+    that does not resolve) is not retried: ``key`` is marked unreachable for the rest of the
+    run, so later tickers skip the source instead of failing the same way again."""
     try:
         return with_retries(config, attempt)
     except TransientSourceError as error:
         raise NewsSourceError(f"{what}: {gave_up(error, config)}") from error
+    except SourceUnavailableError as error:
+        mark_unreachable(key, str(error))
+        raise NewsSourceError(f"{what}: {error}") from error
 
 
 class RssNewsSource:
@@ -360,8 +387,12 @@ class RssNewsSource:
 
     def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
         url = config.rss_url_template.format(ticker=quote(ticker, safe=""))
+        host = httpx.URL(url).host
+        what = f"RSS feed {url}"
+        key = _unreachable_key(self.name, host)
+        _skip_if_unreachable(key, what)
         client = self._client or http_client()
-        limiter = limiter_for(config, service_for_host(httpx.URL(url).host))
+        limiter = limiter_for(config, service_for_host(host))
 
         def attempt() -> httpx.Response:
             limiter.acquire()
@@ -372,6 +403,8 @@ class RssNewsSource:
                     f"timed out after {config.timeout_seconds:g} s"
                 ) from error
             except httpx.TransportError as error:
+                if is_name_resolution_error(error):
+                    raise SourceUnavailableError(DNS_FAILED.format(host=host)) from error
                 raise TransientSourceError(f"connection failed ({error})") from error
             status = response.status_code
             if status == 429 or status >= 500:
@@ -383,7 +416,7 @@ class RssNewsSource:
                 raise TransientSourceError(f"HTTP {status}", retry_after)
             return response
 
-        response = _with_retries(config, f"RSS feed {url}", attempt)
+        response = _with_retries(config, what, key, attempt)
         if response.status_code >= 400:
             raise NewsSourceError(f"RSS feed {url}: HTTP {response.status_code}")
         return self._parse(response, url, config)
@@ -462,6 +495,35 @@ class YahooNewsSession(curl_requests.Session):
         return getattr(self._news_state, "retry_after", None)
 
 
+# The host yfinance posts news requests to (its cookie comes from fc.yahoo.com).
+YAHOO_NEWS_HOST = "finance.yahoo.com"
+
+
+class _YFinanceCookieNoise(logging.Filter):
+    """Drops yfinance's "Cookie/crumb fetch failed (DNSError), continuing without crumb"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (
+            message.startswith(("Cookie/crumb fetch failed", "Cookie fetch from fc.yahoo.com"))
+            or message.startswith("Crumb fetch rate-limited")
+        )
+
+
+_COOKIE_NOISE = _YFinanceCookieNoise()
+
+
+@contextlib.contextmanager
+def _quiet_yfinance_cookie_log() -> Iterator[None]:
+    """yfinance's cookie/crumb warnings silenced for one call (hold YFINANCE_LOCK)."""
+    logger = logging.getLogger("yfinance")
+    logger.addFilter(_COOKIE_NOISE)
+    try:
+        yield
+    finally:
+        logger.removeFilter(_COOKIE_NOISE)
+
+
 @functools.cache
 def _default_yahoo_session() -> YahooNewsSession:
     return YahooNewsSession()
@@ -516,14 +578,19 @@ class YFinanceNewsSource:
         import yfinance  # slow import (~0.5 s): only when this source is used
         from yfinance.exceptions import YFException, YFRateLimitError
 
+        what = f"Yahoo news for {ticker}"
+        key = _unreachable_key(self.name, YAHOO_NEWS_HOST)
+        _skip_if_unreachable(key, what)
         session = self._session or _default_yahoo_session()
         session.timeout_cap = config.timeout_seconds
         session.limiter = limiter_for(config, "yahoo")
-        what = f"Yahoo news for {ticker}"
 
         def attempt() -> list:
             try:
-                with YFINANCE_LOCK:  # yfinance's one session per process (see network.py)
+                # yfinance's one session per process (see network.py); its log lines about
+                # the cookie and crumb it does without are noise, the news request says what
+                # went wrong.
+                with YFINANCE_LOCK, _quiet_yfinance_cookie_log():
                     stream = yfinance.Ticker(ticker, session=session).get_news(
                         count=config.max_articles
                     )
@@ -536,6 +603,8 @@ class YFinanceNewsSource:
                     f"timed out after {config.timeout_seconds:g} s"
                 ) from error
             except curl_exceptions.RequestException as error:
+                if is_name_resolution_error(error):
+                    raise SourceUnavailableError(DNS_FAILED.format(host=YAHOO_NEWS_HOST)) from error
                 raise TransientSourceError(f"connection failed ({error})") from error
             except YFException as error:
                 raise NewsSourceError(f"{what}: {error}") from error
@@ -553,7 +622,7 @@ class YFinanceNewsSource:
                 _check_yahoo_news_body(response, what)
             return stream
 
-        stream = _with_retries(config, what, attempt)
+        stream = _with_retries(config, what, key, attempt)
         if not isinstance(stream, list):
             raise NewsSourceError(
                 f"{what}: expected a list of stories, got {type(stream).__name__}"

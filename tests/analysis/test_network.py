@@ -3,11 +3,15 @@ reported the same way by a price source and a news source."""
 
 from __future__ import annotations
 
+import socket
 from datetime import date
 
+import httpx
 import numpy as np
 import pytest
+from curl_cffi import requests as curl_requests
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.network import TransientSourceError, is_name_resolution_error
 from portfolio_analysis.sentiment import NewsSourceError, RssNewsSource
 from portfolio_analysis.sources import fetch_histories
 
@@ -49,3 +53,29 @@ def test_a_503_is_retried_alike_by_a_price_source_and_a_news_source(tmp_path):
         assert all(
             low - 0.02 <= gap <= low + 0.5 for gap, low in zip(gaps, (0.1, 0.2), strict=True)
         )
+
+
+def _raised(call) -> BaseException:
+    try:
+        call()
+    except Exception as error:  # the library's own exception, whatever it is
+        return error
+    raise AssertionError("expected the request to fail")
+
+
+def test_a_name_that_does_not_resolve_is_told_apart_from_a_refused_connection():
+    """httpx (news RSS, Stooq) and curl (yfinance) each say "no DNS" their own way; a refused
+    port is a different, possibly passing, failure. name.invalid (RFC 2606) resolves nowhere."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with httpx.Client() as client:
+        no_dns = _raised(lambda: client.get("http://name.invalid/", timeout=5))
+        refused = _raised(lambda: client.get(f"http://127.0.0.1:{closed_port}/", timeout=5))
+    curl_no_dns = _raised(lambda: curl_requests.get("https://name.invalid/", timeout=5))
+
+    assert isinstance(no_dns, httpx.ConnectError) and isinstance(refused, httpx.ConnectError)
+    assert is_name_resolution_error(no_dns)
+    assert is_name_resolution_error(curl_no_dns)
+    assert not is_name_resolution_error(refused)
+    assert not is_name_resolution_error(TransientSourceError("HTTP 503"))

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import json
+import logging
+import socket
 import time
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from urllib.parse import urlsplit
 from xml.sax.saxutils import escape
 
+import httpx
 import pytest
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.network import forget_unreachable
 from portfolio_analysis.sentiment import (
     EmbeddedNewsSource,
     NewsSourceError,
+    NewsUnavailableError,
     RssNewsSource,
     YahooNewsSession,
     YFinanceNewsSource,
@@ -380,3 +386,95 @@ def test_yahoo_failure_or_no_news_falls_back_to_the_next_source(yahoo):
     assert fetch_headlines("MSFT", config, sources=sources) == embedded
     server.route("/xhr/ncp", Reply.json(news_payload(STORIES)))
     assert {a.source for a in fetch_headlines("MSFT", config, sources=sources)} == {"yfinance"}
+
+
+# --- no network: a host name that does not resolve -----------------------------------------
+# "name.invalid" (RFC 2606) resolves nowhere, with or without a network: the lookup fails the
+# way it does on an offline machine, and no packet leaves for a real service.
+
+OFFLINE_TICKERS = ("AAPL", "MSFT", "IBM", "GOOG", "FB")
+# The retries an offline run used to spend on every ticker: 4 (AnalysisConfig's default).
+OFFLINE = {**FAST, "max_retries": 4}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_network_memory():
+    """Each test starts with no host remembered as unreachable, and leaves none behind."""
+    forget_unreachable()
+    yield
+    forget_unreachable()
+
+
+def _warnings(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def _news_failures(config: AnalysisConfig, sources: dict) -> dict[str, str]:
+    failures = {}
+    for ticker in OFFLINE_TICKERS:
+        with pytest.raises(NewsUnavailableError) as info:
+            fetch_headlines(ticker, config, sources=sources)
+        failures[ticker] = str(info.value)
+    return failures
+
+
+def test_rss_host_that_does_not_resolve_is_asked_once_per_run_and_logged_once(caplog):
+    sent: list[httpx.Request] = []
+    client = httpx.Client(event_hooks={"request": [sent.append]})
+    config = AnalysisConfig(
+        news_sources=("rss",), rss_url_template="http://name.invalid/rss?s={ticker}", **OFFLINE
+    )
+    with client, caplog.at_level(logging.WARNING):
+        failures = _news_failures(config, {"rss": RssNewsSource(client)})
+
+    # One request for the whole run: no retries, and the later tickers skip the host.
+    assert len(sent) == 1
+    assert all("DNS lookup of name.invalid failed" in why for why in failures.values())
+    assert "gave up" not in " ".join(failures.values())
+    assert _warnings(caplog) == [
+        "news source rss (name.invalid): DNS lookup of name.invalid failed (no network, or a "
+        "proxy is needed); not asked again in this run"
+    ]
+
+
+class NameInvalidYahooSession(LocalYahooSession, YahooNewsSession):
+    """yfinance's real requests (cookie, crumb, news), each sent to the host name.invalid."""
+
+    def __init__(self) -> None:
+        super().__init__("https://name.invalid")
+        self.paths: list[str] = []
+
+    def request(self, method, url, **kwargs):  # type: ignore[override]
+        self.paths.append(urlsplit(url).path)
+        return super().request(method, url, **kwargs)
+
+
+def test_yahoo_news_offline_is_one_attempt_one_log_line_and_no_cookie_noise(tmp_path, caplog):
+    config = AnalysisConfig(news_sources=("yfinance",), **OFFLINE)
+    with local_yahoo(tmp_path):  # yfinance's process-wide caches reset, moved to tmp_path
+        session = NameInvalidYahooSession()
+        with session, caplog.at_level(logging.DEBUG, logger="yfinance"):
+            caplog.set_level(logging.WARNING)
+            failures = _news_failures(config, {"yfinance": YFinanceNewsSource(session)})
+
+    # One news request for the run (yfinance's cookie and crumb requests come before it).
+    assert session.paths.count("/xhr/ncp") == 1
+    assert all("DNS lookup of finance.yahoo.com failed" in why for why in failures.values())
+    assert "gave up" not in " ".join(failures.values())
+    assert _warnings(caplog) == [
+        "news source yfinance (finance.yahoo.com): DNS lookup of finance.yahoo.com failed (no "
+        "network, or a proxy is needed); not asked again in this run"
+    ]
+
+
+def test_a_refused_connection_is_still_retried_as_transient(server):
+    """Only a name that does not resolve is final: a refused port may be a restarting server."""
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sent: list[httpx.Request] = []
+    client = httpx.Client(event_hooks={"request": [sent.append]})
+    config = AnalysisConfig(rss_url_template=f"http://127.0.0.1:{port}/rss?s={{ticker}}", **FAST)
+    with client, pytest.raises(NewsSourceError, match="gave up after 3 attempts"):
+        RssNewsSource(client).fetch("AAPL", config)
+    assert len(sent) == 3
