@@ -26,9 +26,10 @@ except ModuleNotFoundError as missing:  # a laptop install, without the operator
 
 from portfolio_operator.config import LOG_LEVELS, OperatorConfig
 from portfolio_operator.health import HealthServer
-from portfolio_operator.kube import load_api_client
+from portfolio_operator.kube import KubeApi, load_api_client
 from portfolio_operator.leader import LeaderElector, exit_on_lost_lease
 from portfolio_operator.metrics import OperatorMetrics
+from portfolio_operator.reports import ReportPages
 
 
 def parse_args(argv: Sequence[str] | None = None) -> OperatorConfig:
@@ -90,6 +91,8 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
     elector: LeaderElector | None = None
     if config.leader_election:
         elector = LeaderElector.from_config(config, load_api_client(config.kubeconfig))
+    # Its own client: the reports are served by standbys too, before kopf (and its client) runs.
+    report_api = KubeApi(load_api_client(config.kubeconfig), threads=2)
     health = HealthServer(
         metrics,
         ready,
@@ -98,10 +101,11 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
         port=config.health_port,
         metrics_port=config.metrics_port,
         standby=elector.standby_reason if elector is not None else None,
+        reports=ReportPages(report_api),
     )
     await health.start()
     logging.getLogger("portfolio_operator").info(
-        "health on :%d (/healthz, /readyz, /metrics)", health.port
+        "health on :%d (/healthz, /readyz, /metrics, /reports/<namespace>/<name>)", health.port
     )
     try:
         if elector is not None:
@@ -123,6 +127,7 @@ async def serve(config: OperatorConfig, stop_flag: asyncio.Event | None = None) 
         if elector is not None:  # after kopf has stopped: the next leader may start at once
             await asyncio.to_thread(elector.release)
         await health.stop()
+        report_api.close()
 
 
 async def _standby(elector: LeaderElector, stop_flag: asyncio.Event | None) -> bool:

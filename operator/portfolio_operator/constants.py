@@ -52,3 +52,7 @@ PHASES = (PENDING, PROVISIONING, RUNNING, SUCCEEDED, FAILED)
 TERMINAL_PHASES = frozenset({SUCCEEDED, FAILED})
 # status.conditions types (Kubernetes API conventions: one condition per aspect).
 CONDITION_TYPES = ("ClusterReady", "Running", "Complete", "Failed")
+
+# The operator's HTTP server serves each analysis's HTML report at REPORTS_PATH/<namespace>/<name>
+# (status.reportURL, relative to the operator's Service).
+REPORTS_PATH = "/reports"

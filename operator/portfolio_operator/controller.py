@@ -51,6 +51,7 @@ from portfolio_operator.reconcile import (
     observe,
 )
 from portfolio_operator.runs import RunRegistry, RunState
+from portfolio_operator.spec import configmap_ref
 from portfolio_operator.status import get_condition, parse_time, report_configmap, utcnow
 
 logger = logging.getLogger("portfolio_operator")
@@ -155,6 +156,9 @@ class AnalysisController:
         # The generation whose Failed status the API server refused: left alone until the
         # spec changes (a new generation).
         self.refused_generation: int | None = None
+        # (generation, data) of the ConfigMap spec.tickersFrom/holdingsFrom names, once read:
+        # a run and its retries use the securities read when it started.
+        self.inputs: tuple[int, dict[str, str]] | None = None
         self.log = ResourceLog(logger, {"resource": f"{namespace}/{name}"})
 
     def _wake_threadsafe(self) -> None:
@@ -235,18 +239,51 @@ class AnalysisController:
         generation = obj["metadata"].get("generation") or 1
         if self.refused_generation == generation:
             return Decision()
+        inputs = await self._inputs(obj, generation)
         failure = None
         if self.failure is not None and self.failure[0] == generation:
             failure = self.failure[1:]
         run = self.ctx.runs.view(self.uid)
         if run is not None and run.state == RunState.FAILED:
             self.log.warning("the analysis run failed: %s", run.error)
-        obs = observe(obj, utcnow(), self.ctx.config, view, run, failure)
+        obs = observe(obj, utcnow(), self.ctx.config, view, run, failure, inputs)
         if status.get("phase"):  # resources finished before a restart count in the gauge too
             self.ctx.metrics.set_phase(self.uid, status["phase"])
         decision = decide(obs)
         await self.execute(obs, decision)
         return decision
+
+    async def _inputs(self, obj: Mapping[str, Any], generation: int) -> dict[str, str] | None:
+        """The data of the ConfigMap that spec.tickersFrom/holdingsFrom names (None: missing).
+
+        Read from this resource's namespace only, until the key is found for this generation;
+        not read at all once the generation has finished.
+        """
+        ref = configmap_ref(obj.get("spec") or {})
+        if ref is None:
+            return None
+        if self.inputs is not None and self.inputs[0] == generation:
+            return self.inputs[1]
+        status = obj.get("status") or {}
+        if status.get("observedGeneration") == generation and status.get("phase") in (
+            TERMINAL_PHASES
+        ):
+            return None
+        try:
+            found = await self.ctx.api.get_configmap(self.namespace, ref.name)
+        except KubeError as exc:
+            if exc.temporary:
+                raise
+            # e.g. RBAC: the operator may not read ConfigMaps here. decide() fails it.
+            self.failure = (generation, "ConfigMapUnreadable", f"{ref.describe()}: {exc}")
+            return None
+        if found is None:
+            return None
+        data = dict(found.get("data") or {})
+        if ref.key in data:
+            self.inputs = (generation, {ref.key: data[ref.key]})
+            return self.inputs[1]
+        return data  # the key is missing: the message lists the keys there are
 
     async def execute(self, obs: Observation, decision: Decision) -> None:
         """Perform the actions in order. A temporary API error propagates (the pass is retried

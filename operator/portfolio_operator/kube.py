@@ -187,6 +187,11 @@ class KubeApi:
 
     # ConfigMaps ---------------------------------------------------------------------------
 
+    async def get_configmap(self, namespace: str, name: str) -> dict | None:
+        """A ConfigMap as a plain dict, None when there is none of that name."""
+        found = await self._get_or_none(self.core.read_namespaced_config_map, name, namespace)
+        return None if found is None else self.api_client.sanitize_for_serialization(found)
+
     async def put_configmap(self, body: Mapping[str, Any], owner_uid: str) -> None:
         """Create the ConfigMap, or replace the one an earlier run of the same owner left.
 

@@ -28,13 +28,21 @@ from portfolio_operator.constants import (
     TERMINAL_PHASES,
 )
 from portfolio_operator.runs import RunState, RunView
-from portfolio_operator.spec import AnalysisRequest, SpecError, parse_spec
+from portfolio_operator.spec import (
+    INPUT_RETRY_MAX_SECONDS,
+    INPUT_WAIT_SECONDS,
+    AnalysisRequest,
+    InputMissing,
+    SpecError,
+    parse_spec,
+)
 from portfolio_operator.status import (
     format_time,
     get_condition,
     outcome,
     parse_time,
     report_configmap_name,
+    report_url,
     result_fields,
     set_conditions,
 )
@@ -123,6 +131,9 @@ class Observation:
     # An action of an earlier pass that failed for good, as (reason, message): for example
     # the API server refusing the DaskCluster. Reported by failing the resource.
     failure: tuple[str, str] | None = None
+    # Why the securities are not known yet: the ConfigMap (or key) that spec.tickersFrom or
+    # spec.holdingsFrom names is missing. `request` then holds the rest of the spec.
+    input_missing: str | None = None
 
     @property
     def meta(self) -> Mapping[str, Any]:
@@ -148,13 +159,18 @@ def observe(
     cluster: clusters.ClusterView | None = None,
     run: RunView | None = None,
     failure: tuple[str, str] | None = None,
+    configmap_data: Mapping[str, str] | None = None,
 ) -> Observation:
-    """An Observation with the spec parsed (a bad spec becomes spec_error)."""
+    """An Observation with the spec parsed (a bad spec becomes spec_error); `configmap_data`
+    is the data of the ConfigMap spec.tickersFrom/holdingsFrom names (None: not found)."""
+    missing = None
     try:
-        request, error = parse_spec(obj.get("spec") or {}), None
+        request, error = parse_spec(obj.get("spec") or {}, configmap_data), None
+    except InputMissing as exc:
+        request, error, missing = exc.request, None, str(exc)
     except SpecError as exc:
         request, error = None, str(exc)
-    return Observation(obj, now, config, request, error, cluster, run, failure)
+    return Observation(obj, now, config, request, error, cluster, run, failure, missing)
 
 
 # --------------------------------------------------------------------------------------------
@@ -192,6 +208,8 @@ def decide(obs: Observation) -> Decision:
             f"{obs.request.active_deadline_seconds}; it was cancelled",
         )
     run = obs.run if obs.run is not None and obs.run.generation == obs.generation else None
+    if obs.input_missing is not None and run is None:
+        return _wait_for_input(obs, until_deadline)
     if run is not None and not run.active:
         return _after_run(obs, run)
     if run is not None:
@@ -199,6 +217,25 @@ def decide(obs: Observation) -> Decision:
     if obs.request.cluster.scheduler_address:
         return _start_external(obs)
     return _provision(obs, until_deadline)
+
+
+def _wait_for_input(obs: Observation, until_deadline: float | None) -> Decision:
+    """The securities' ConfigMap is missing: look again with a growing pause (at most
+    INPUT_RETRY_MAX_SECONDS) for INPUT_WAIT_SECONDS from the start, then fail saying what to
+    create. It may just not be applied yet (`kubectl apply -f dir/` goes in name order)."""
+    assert obs.input_missing is not None
+    started = parse_time(obs.status.get("startTime")) or obs.now
+    waited = (obs.now - started).total_seconds()
+    if waited >= INPUT_WAIT_SECONDS:
+        return _fail(
+            obs, "ConfigMapNotFound", f"{obs.input_missing} (waited {INPUT_WAIT_SECONDS}s)"
+        )
+    message = f"waiting for the securities: {obs.input_missing}"
+    pause = min(INPUT_RETRY_MAX_SECONDS, max(obs.config.poll_seconds, waited / 2))
+    return Decision(
+        _patch(obs, {}, Running=(False, "WaitingForConfigMap", message)),
+        requeue=_soonest(pause, INPUT_WAIT_SECONDS - waited, until_deadline),
+    )
 
 
 def _seconds_to_deadline(obs: Observation) -> float | None:
@@ -245,7 +282,7 @@ def _accept(obs: Observation) -> Decision:
         "attempts": 0,
         "nextAttemptTime": None,
         "progress": None,
-        "tickerCount": len(request.tickers) if request else None,
+        "tickerCount": len(request.tickers) if request and request.tickers else None,
         "workers": _workers_label(request),
         "securitiesAnalyzed": None,
         "securitiesFailed": None,
@@ -255,6 +292,7 @@ def _accept(obs: Observation) -> Decision:
         "results": None,
         "resultsTruncated": None,
         "reportConfigMap": None,
+        "reportURL": None,
     }
     owned_name = obs.dask.get("name") if obs.dask.get("owned") else None
     if request and not request.cluster.scheduler_address and not owned_name:
@@ -268,7 +306,10 @@ def _accept(obs: Observation) -> Decision:
     if obs.run is not None:
         actions += [CancelRun(), ForgetRun()]
     actions += _patch(obs, fields, **conditions)
-    what = f"{len(request.tickers)} securities" if request else "an invalid spec"
+    if obs.input_missing is not None:
+        what = "the securities of a ConfigMap that is not there yet"
+    else:
+        what = f"{len(request.tickers)} securities" if request else "an invalid spec"
     actions.append(
         PostEvent("Normal", "Accepted", f"generation {obs.generation}: analysing {what}")
     )
@@ -310,6 +351,7 @@ def _after_run(obs: Observation, run: RunView) -> Decision:
             "durationSeconds": round((obs.now - started).total_seconds(), 3),
             "progress": None,
             "reportConfigMap": report_configmap_name(obs.meta["name"]),
+            "reportURL": report_url(obs.meta["namespace"], obs.meta["name"]),
         }
         ok = phase == SUCCEEDED
         actions: list[Action] = [WriteReport()]
@@ -390,7 +432,13 @@ def _start(obs: Observation, address: str, extra: Mapping[str, Any], **conds: tu
                 f"{attempts + 1}",
             )
         )
-    started = {**extra, "attempts": attempts + 1, "nextAttemptTime": None}
+    assert obs.request is not None
+    started = {
+        **extra,
+        "attempts": attempts + 1,
+        "nextAttemptTime": None,
+        "tickerCount": len(obs.request.tickers),  # known only now when read from a ConfigMap
+    }
     actions += _patch(obs, started, **conds)
     actions.append(StartRun(address))
     return Decision(actions, requeue=0)

@@ -13,7 +13,13 @@ import sys
 from typing import Any
 
 import yaml
-from portfolio_analysis.vocabulary import ANALYSES, NEWS_SOURCES, PRICE_SOURCES, TICKER_PATTERN
+from portfolio_analysis.vocabulary import (
+    ANALYSES,
+    EMBEDDED_DATASETS,
+    NEWS_SOURCES,
+    PRICE_SOURCES,
+    TICKER_PATTERN,
+)
 
 from portfolio_operator.constants import (
     APP_NAME_LABEL,
@@ -24,6 +30,7 @@ from portfolio_operator.constants import (
     KIND,
     PHASES,
     PLURAL,
+    REPORTS_PATH,
     SHORT_NAMES,
     SINGULAR,
     VERSION,
@@ -31,19 +38,25 @@ from portfolio_operator.constants import (
 from portfolio_operator.spec import (
     CLUSTER_DEFAULTS,
     CLUSTER_POLICIES,
+    CONFIGMAP_KEY_PATTERN,
+    CONFIGMAP_NAME_PATTERN,
     LOOKBACK_DAYS_RANGE,
+    MAX_CONFIGMAP_NAME,
     MAX_DATE_LENGTH,
     MAX_TICKER_LENGTH,
     MAX_TICKERS,
     MAX_WORKERS,
     MIN_STARTUP_DEADLINE,
+    ONE_SECURITY_FIELD,
     PULL_POLICIES,
     QUANTITY_PATTERN,
     RISK_FREE_RATE_RANGE,
     SCHEDULER_ADDRESS_PATTERN,
+    SECURITY_FIELDS,
+    UNIVERSES,
     analysis_default,
 )
-from portfolio_operator.status import MAX_STATUS_ROWS
+from portfolio_operator.status import MAX_COVERAGE_EXAMPLES, MAX_STATUS_ROWS
 
 # --------------------------------------------------------------------------------------------
 # Schema helpers: every property carries a description so `kubectl explain` teaches the resource.
@@ -249,8 +262,36 @@ def _spec_schema() -> dict[str, Any]:
         },
         required=["ticker", "shares"],
     )
+
+    def configmap_source(what: str) -> dict[str, Any]:
+        return _object(
+            f"{what} from a key of a ConfigMap in this namespace (no 2000-entry limit; a "
+            "ConfigMap holds up to 1 MiB). The operator reads it when the analysis starts.",
+            {
+                "configMapKeyRef": _object(
+                    "The ConfigMap and key.",
+                    {
+                        "name": _string(
+                            "Name of the ConfigMap (in this resource's namespace).",
+                            pattern=CONFIGMAP_NAME_PATTERN,
+                            maxLength=MAX_CONFIGMAP_NAME,
+                        ),
+                        "key": _string(
+                            "Key in the ConfigMap's data.",
+                            pattern=CONFIGMAP_KEY_PATTERN,
+                            maxLength=MAX_CONFIGMAP_NAME,
+                        ),
+                    },
+                    required=["name", "key"],
+                )
+            },
+            required=["configMapKeyRef"],
+        )
+
     return _object(
-        "What to analyse and where. Give exactly one of tickers or holdings.",
+        "What to analyse and where. Give exactly one of "
+        + ", ".join(SECURITY_FIELDS[:-1])
+        + f" or {SECURITY_FIELDS[-1]}.",
         {
             "tickers": {
                 "type": "array",
@@ -271,6 +312,20 @@ def _spec_schema() -> dict[str, Any]:
                 "x-kubernetes-list-type": "map",
                 "x-kubernetes-list-map-keys": ["ticker"],
             },
+            "universe": _string(
+                "A named universe, as the CLI's --universe: sample (the sample portfolio's "
+                "holdings) or sp500 (every ticker of the embedded S&P 500 set, 2009-2010, equal "
+                "weights). Its own embedded data set then serves its tickers first.",
+                enum=list(UNIVERSES),
+            ),
+            "tickersFrom": configmap_source(
+                "Ticker symbols separated by commas, spaces or newlines (lines starting with # "
+                "are comments), read like the CLI's --tickers,"
+            ),
+            "holdingsFrom": configmap_source(
+                "Holdings as the CLI's --holdings file: CSV (header ticker,shares) when the key "
+                "ends in .csv, YAML (TICKER: shares) when it ends in .yaml or .yml,"
+            ),
             "analyses": {
                 "type": "array",
                 "description": "Which analyses to run. Indicators need prices, and the "
@@ -287,6 +342,16 @@ def _spec_schema() -> dict[str, Any]:
                 "items": _string("One price source.", enum=list(PRICE_SOURCES)),
                 "minItems": 1,
                 "default": list(analysis_default("price_sources")),
+                "x-kubernetes-list-type": "set",
+            },
+            "embeddedDatasets": {
+                "type": "array",
+                "description": "Embedded data sets the 'embedded' price source reads, in this "
+                "order; the first holding a ticker serves it. Default: the universe's own set "
+                f"first, else {', '.join(analysis_default('embedded_datasets'))}. Put sp500 "
+                "first to price a list of S&P tickers on the same dates as universe sp500.",
+                "items": _string("One embedded data set.", enum=list(EMBEDDED_DATASETS)),
+                "minItems": 1,
                 "x-kubernetes-list-type": "set",
             },
             "newsSources": {
@@ -333,8 +398,10 @@ def _spec_schema() -> dict[str, Any]:
         **{
             "x-kubernetes-validations": [
                 {
-                    "rule": "has(self.tickers) != has(self.holdings)",
-                    "message": "give exactly one of spec.tickers or spec.holdings",
+                    "rule": "["
+                    + ", ".join(f"has(self.{name})" for name in SECURITY_FIELDS)
+                    + "].filter(given, given).size() == 1",
+                    "message": ONE_SECURITY_FIELD,
                 }
             ]
         },
@@ -487,6 +554,39 @@ def _status_schema() -> dict[str, Any]:
                     "cvar95": _figure("Historical one-day 95% conditional VaR."),
                     "beta": _figure("Beta against spec.benchmark."),
                     "marketValue": _figure("Market value of the holdings."),
+                    "coverage": _object(
+                        "Which securities the portfolio figures cover, over which window "
+                        "(empty when the analysis library reports no coverage).",
+                        {
+                            "tickers": _string(
+                                "Tickers used / asked, e.g. 492/523.", nullable=True
+                            ),
+                            "tickersAsked": _integer("Tickers requested.", nullable=True),
+                            "tickersUsed": _integer(
+                                "Tickers the portfolio figures use.", nullable=True
+                            ),
+                            "start": _string("First date of the window.", nullable=True),
+                            "end": _string("Last date of the window.", nullable=True),
+                            "returns": _integer("Daily returns in the window.", nullable=True),
+                            "rule": _string(
+                                "How the window was chosen and gaps handled.", nullable=True
+                            ),
+                            "excluded": _integer("Tickers left out of the portfolio figures."),
+                            "excludedExamples": {
+                                "type": "array",
+                                "description": f"The first {MAX_COVERAGE_EXAMPLES} tickers left "
+                                "out, with the reason (the report ConfigMap lists all).",
+                                "items": _object(
+                                    "A ticker left out.",
+                                    {
+                                        "ticker": _string("Ticker symbol."),
+                                        "reason": _string("Why it was left out."),
+                                    },
+                                ),
+                            },
+                        },
+                        nullable=True,
+                    ),
                 },
             ),
             "results": {
@@ -501,6 +601,12 @@ def _status_schema() -> dict[str, Any]:
             },
             "reportConfigMap": _string(
                 "ConfigMap (owned by this resource) holding the full JSON report.",
+                nullable=True,
+            ),
+            "reportURL": _string(
+                f"Path of the HTML report on the operator's HTTP server ({REPORTS_PATH}/"
+                "<namespace>/<name>, relative to the operator's Service; "
+                "`kubectl port-forward` to it, see docs/operator.md).",
                 nullable=True,
             ),
         },
@@ -528,6 +634,12 @@ def crd_manifest() -> dict[str, Any]:
             "type": "number",
             "jsonPath": ".status.summary.avgSentiment",
             "description": "Average news sentiment",
+        },
+        {
+            "name": "Coverage",
+            "type": "string",
+            "jsonPath": ".status.portfolio.coverage.tickers",
+            "description": "Tickers the portfolio figures use / tickers asked",
         },
         {
             "name": "Duration",

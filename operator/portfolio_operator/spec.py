@@ -16,8 +16,10 @@ from datetime import date
 from typing import Any
 
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.embedded import UNIVERSE_DATASET_ORDER
 from portfolio_analysis.vocabulary import (
     ANALYSES,
+    EMBEDDED_DATASETS,
     NEWS_SOURCES,
     PRICE_SOURCES,
     TICKER_PATTERN,
@@ -58,10 +60,76 @@ _LABEL_KEY_RE = re.compile(
 RESERVED_LABEL_PREFIX = "dask.org/"
 MAX_DATE_LENGTH = 10  # YYYY-MM-DD
 MIN_STARTUP_DEADLINE = 30
+# The CLI's --universe choices: each embedded data set is also a universe (vocabulary.py).
+UNIVERSES = tuple(UNIVERSE_DATASET_ORDER)
+# The ways a spec names its securities; exactly one is given.
+SECURITY_FIELDS = ("tickers", "holdings", "universe", "tickersFrom", "holdingsFrom")
+# ConfigMap names and keys as Kubernetes accepts them (DNS subdomain; [-._a-zA-Z0-9]+).
+CONFIGMAP_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+ONE_SECURITY_FIELD = (
+    f"give exactly one of {', '.join(f'spec.{n}' for n in SECURITY_FIELDS[:-1])} "
+    f"or spec.{SECURITY_FIELDS[-1]}"
+)
+_CONFIGMAP_NAME_RE = re.compile(CONFIGMAP_NAME_PATTERN)
+_CONFIGMAP_KEY_RE = re.compile(CONFIGMAP_KEY_PATTERN)
+MAX_CONFIGMAP_NAME = 253
+# How long a missing ConfigMap (or key) of tickersFrom/holdingsFrom is waited for, counted from
+# status.startTime, before the analysis fails: `kubectl apply -f dir/` may create the
+# PortfolioAnalysis a moment before its ConfigMap. Between looks the wait grows to at most
+# INPUT_RETRY_MAX_SECONDS.
+INPUT_WAIT_SECONDS = 120
+INPUT_RETRY_MAX_SECONDS = 10.0
 
 
 class SpecError(ValueError):
     """A PortfolioAnalysis spec that cannot run; the message says which field to fix."""
+
+
+class InputMissing(SpecError):
+    """The ConfigMap (or its key) that tickersFrom/holdingsFrom names is not there (yet).
+
+    `request` is the rest of the spec, parsed (no securities), so that the cluster policy, the
+    deadline and the TTL still apply while the operator waits or after it gave up.
+    """
+
+    request: AnalysisRequest | None = None
+
+
+@dataclass(frozen=True)
+class ConfigMapKeyRef:
+    """Where tickersFrom/holdingsFrom points: a key of a ConfigMap in the resource's namespace."""
+
+    field: str  # "tickersFrom" or "holdingsFrom"
+    name: str
+    key: str
+
+    @property
+    def where(self) -> str:
+        return f"spec.{self.field}.configMapKeyRef"
+
+    def describe(self) -> str:
+        return f"ConfigMap {self.name} (key {self.key})"
+
+
+def configmap_ref(spec: Mapping[str, Any]) -> ConfigMapKeyRef | None:
+    """The ConfigMap key the spec takes its securities from, or None (also when malformed:
+    parse_spec then says what to fix)."""
+    for field_name in ("tickersFrom", "holdingsFrom"):
+        source = spec.get(field_name)
+        ref = source.get("configMapKeyRef") if isinstance(source, Mapping) else None
+        if not isinstance(ref, Mapping):
+            continue
+        name, key = ref.get("name"), ref.get("key")
+        if (
+            isinstance(name, str)
+            and isinstance(key, str)
+            and len(name) <= MAX_CONFIGMAP_NAME
+            and _CONFIGMAP_NAME_RE.match(name)
+            and _CONFIGMAP_KEY_RE.match(key)
+        ):
+            return ConfigMapKeyRef(field_name, name, key)
+    return None
 
 
 @dataclass(frozen=True)
@@ -148,12 +216,21 @@ def _optional_int(spec: Mapping[str, Any], key: str, low: int) -> int | None:
     return None if spec.get(key) is None else _check_int(spec[key], f"spec.{key}", low)
 
 
-def _securities(spec: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, float] | None]:
+def _securities(
+    spec: Mapping[str, Any], configmap_data: Mapping[str, str] | None
+) -> tuple[tuple[str, ...], dict[str, float] | None]:
     """The tickers, and the holdings (ticker -> shares) when the spec gives holdings."""
-    has_tickers, has_holdings = spec.get("tickers") is not None, spec.get("holdings") is not None
-    if has_tickers == has_holdings:
-        raise SpecError("give exactly one of spec.tickers or spec.holdings")
-    if has_tickers:
+    given = [name for name in SECURITY_FIELDS if spec.get(name) is not None]
+    if len(given) != 1:
+        raise SpecError(ONE_SECURITY_FIELD + (
+            f" (got {' and '.join(f'spec.{g}' for g in given)})" if given else ""
+        ))  # fmt: skip
+    (chosen,) = given
+    if chosen == "universe":
+        return _universe(spec["universe"])
+    if chosen in ("tickersFrom", "holdingsFrom"):
+        return _from_configmap(spec, chosen, configmap_data)
+    if chosen == "tickers":
         raw = spec["tickers"]
         if not isinstance(raw, list) or not raw:
             raise SpecError("spec.tickers must be a non-empty list of ticker symbols")
@@ -181,14 +258,107 @@ def _securities(spec: Mapping[str, Any]) -> tuple[tuple[str, ...], dict[str, flo
             holdings[ticker] = float(shares)
         tickers = tuple(holdings)
     if len(tickers) > MAX_TICKERS:
-        raise SpecError(f"{len(tickers)} securities requested: at most {MAX_TICKERS} per resource")
+        raise SpecError(
+            f"{len(tickers)} securities requested: at most {MAX_TICKERS} in spec.{chosen}; "
+            "name more with spec.universe, spec.tickersFrom or spec.holdingsFrom (a ConfigMap)"
+        )
     return tickers, holdings
+
+
+def _universe(name: object) -> tuple[tuple[str, ...], dict[str, float] | None]:
+    """A universe as the CLI's ``--universe`` runs it: sample is the sample portfolio's
+    holdings, sp500 every ticker of the embedded S&P set at equal weights."""
+    from portfolio_analysis import embedded, pipeline
+
+    if name not in UNIVERSES:
+        raise SpecError(f"spec.universe is {_shown(name)}: choose from {', '.join(UNIVERSES)}")
+    if name == "sample":  # what the CLI runs for --universe sample (and with no request)
+        _, holdings = pipeline.resolve_request(None, None)
+        assert holdings is not None
+        return tuple(holdings), holdings
+    return tuple(embedded.universe_tickers(str(name))), None
+
+
+def _from_configmap(
+    spec: Mapping[str, Any], field_name: str, data: Mapping[str, str] | None
+) -> tuple[tuple[str, ...], dict[str, float] | None]:
+    """Tickers or holdings from the text of a ConfigMap key (data: the ConfigMap's data, None
+    when it does not exist). A ConfigMap holds up to 1 MiB, so no count limit applies here."""
+    where = f"spec.{field_name}.configMapKeyRef"
+    ref = configmap_ref({field_name: spec[field_name]})
+    if ref is None or ref.field != field_name:
+        raise SpecError(
+            f"{where} needs the name of a ConfigMap in this namespace and one of its keys, "
+            "e.g. {configMapKeyRef: {name: my-tickers, key: tickers.txt}}"
+        )
+    if data is None:
+        raise InputMissing(
+            f"{ref.describe()} named by {where} does not exist in this namespace: create it"
+        )
+    if ref.key not in data:
+        keys = ", ".join(sorted(data)) or "none"
+        raise InputMissing(
+            f"ConfigMap {ref.name} has no key {ref.key} (its keys: {keys}): add the key or "
+            f"fix {where}.key"
+        )
+    text = data[ref.key]
+    if field_name == "tickersFrom":
+        return _tickers_from_text(text, ref), None
+    holdings = _holdings_from_text(text, ref)
+    for ticker in holdings:
+        _check_ticker(ticker, f"{ref.describe()}: holding")
+    return tuple(holdings), holdings
+
+
+def _tickers_from_text(text: str, ref: ConfigMapKeyRef) -> tuple[str, ...]:
+    """Tickers separated by commas, spaces or newlines, read like the CLI's --tickers
+    (upper-cased, duplicates kept once); lines starting with # are comments."""
+    from portfolio_analysis.pipeline import normalize_tickers
+
+    lines = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    tickers = normalize_tickers(re.split(r"[,\s]+", "\n".join(lines)))
+    if not tickers:
+        raise SpecError(
+            f"{ref.describe()} lists no tickers: write them like AAPL,MSFT or one a line"
+        )
+    for i, ticker in enumerate(tickers):
+        _check_ticker(ticker, f"{ref.describe()}: ticker {i + 1}")
+    return tuple(tickers)
+
+
+def _holdings_from_text(text: str, ref: ConfigMapKeyRef) -> dict[str, float]:
+    """Holdings read by the CLI's own reader (``--holdings FILE``): a CSV ``ticker,shares``
+    when the key ends in .csv, YAML ``TICKER: shares`` when it ends in .yaml/.yml; any other key
+    is read as CSV when its first line names a ticker and a shares column, else as YAML."""
+    import tempfile
+    from pathlib import Path
+
+    from portfolio_analysis.cli import UsageError, read_holdings
+
+    suffix = Path(ref.key).suffix.lower()
+    if suffix not in (".csv", ".yaml", ".yml"):
+        header = {c.strip().lower() for c in (text.lstrip().splitlines() or [""])[0].split(",")}
+        csv_like = header & {"ticker", "symbol"} and header & {"shares", "quantity"}
+        suffix = ".csv" if csv_like else ".yaml"
+    with tempfile.TemporaryDirectory(prefix="pfa-holdings-") as folder:
+        path = Path(folder) / f"holdings{suffix}"
+        path.write_text(text, encoding="utf-8")
+        try:
+            return read_holdings(path)
+        except UsageError as exc:  # the CLI's message, naming the ConfigMap instead of the file
+            message = str(exc).replace(f"holdings file {path}", ref.describe())
+            raise SpecError(message.replace(str(path), ref.describe())) from None
 
 
 def _analysis_config(spec: Mapping[str, Any]) -> AnalysisConfig:
     """The library's settings for the spec's sources, period and portfolio options."""
     low, high = LOOKBACK_DAYS_RANGE
+    universe = spec.get("universe")
+    datasets = spec.get("embeddedDatasets")
+    if datasets is None:  # as the CLI: a universe's own data set serves its tickers first
+        datasets = UNIVERSE_DATASET_ORDER.get(universe, analysis_default("embedded_datasets"))
     options: dict[str, Any] = {
+        "embedded_datasets": _check_choices(datasets, EMBEDDED_DATASETS, "spec.embeddedDatasets"),
         "price_sources": _check_choices(
             spec.get("priceSources", analysis_default("price_sources")),
             PRICE_SOURCES,
@@ -323,17 +493,25 @@ def _shown(value: object, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[: limit - 3]}..."
 
 
-def parse_spec(spec: Mapping[str, Any]) -> AnalysisRequest:
+def parse_spec(
+    spec: Mapping[str, Any], configmap_data: Mapping[str, str] | None = None
+) -> AnalysisRequest:
     """Validate a PortfolioAnalysis spec and turn it into an AnalysisRequest.
 
     Fills the same defaults as the CRD, so objects stored under an older schema behave the
-    same. Raises SpecError naming the field to fix.
+    same. `configmap_data` is the data of the ConfigMap that spec.tickersFrom/holdingsFrom
+    names (None: it does not exist). Raises SpecError naming the field to fix, InputMissing
+    when that ConfigMap or key is not there.
     """
-    tickers, holdings = _securities(spec)
+    missing: InputMissing | None = None
+    try:
+        tickers, holdings = _securities(spec, configmap_data)
+    except InputMissing as exc:  # the rest is still checked (and a bad rest reported first)
+        missing, tickers, holdings = exc, (), None
     analyses = _check_choices(spec.get("analyses", list(ANALYSES)), ANALYSES, "spec.analyses")
     if {"technicals", "portfolio"} & set(analyses) and "pricing" not in analyses:
         analyses = ("pricing", *analyses)
-    return AnalysisRequest(
+    request = AnalysisRequest(
         tickers=tickers,
         holdings=holdings,
         analyses=analyses,
@@ -342,3 +520,7 @@ def parse_spec(spec: Mapping[str, Any]) -> AnalysisRequest:
         active_deadline_seconds=_optional_int(spec, "activeDeadlineSeconds", 1),
         ttl_seconds_after_finished=_optional_int(spec, "ttlSecondsAfterFinished", 0),
     )
+    if missing is not None:
+        missing.request = request
+        raise missing
+    return request

@@ -19,6 +19,7 @@ from portfolio_operator.constants import (
     CONDITION_TYPES,
     FAILED,
     GENERATION_ANNOTATION,
+    REPORTS_PATH,
     SUCCEEDED,
     TRUNCATED_ANNOTATION,
 )
@@ -173,18 +174,58 @@ def _failure(item: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+# Excluded tickers named in status.portfolio.coverage (the report ConfigMap lists all).
+MAX_COVERAGE_EXAMPLES = 5
+
+
+def coverage_fields(coverage: Any) -> dict[str, Any] | None:
+    """status.portfolio.coverage from the report's portfolio coverage (None when the library
+    gave none): tickers used of asked, the window, how many were left out and why."""
+    if not isinstance(coverage, Mapping):
+        return None
+    asked, used = (
+        clean_count(coverage.get("tickers_asked")),
+        clean_count(coverage.get("tickers_used")),
+    )
+    excluded = coverage.get("excluded")
+    excluded = excluded if isinstance(excluded, Mapping) else {}
+    return {
+        "tickers": f"{used}/{asked}" if used is not None and asked is not None else None,
+        "tickersAsked": asked,
+        "tickersUsed": used,
+        "start": str(coverage["start"]) if coverage.get("start") else None,
+        "end": str(coverage["end"]) if coverage.get("end") else None,
+        "returns": clean_count(coverage.get("returns")),
+        "rule": str(coverage["rule"])[:512] if coverage.get("rule") else None,
+        "excluded": len(excluded),
+        "excludedExamples": [
+            {"ticker": str(ticker), "reason": str(reason)[:256]}
+            for ticker, reason in list(excluded.items())[:MAX_COVERAGE_EXAMPLES]
+        ],
+    }
+
+
+def report_url(namespace: str, name: str) -> str:
+    """Where the operator's HTTP server serves this analysis's HTML report."""
+    return f"{REPORTS_PATH}/{namespace}/{name}"
+
+
 def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) -> dict[str, Any]:
     """Status fields from a run_combined_analysis result: summary, portfolio, short tables."""
     report = result.get("report") or {}
     rows = list(result.get("combined_analysis") or [])
     failures = list(result.get("failed") or [])
     analyzed = report.get("securities_analyzed")
+    portfolio = report.get("portfolio") or {}
     return {
         "securitiesAnalyzed": clean_count(analyzed) if analyzed is not None else len(rows),
         "securitiesFailed": len({f.get("ticker") for f in failures}),
         "failures": [_failure(f) for f in failures[:max_rows]],
         "summary": _figures(report.get("summary") or {}, _SUMMARY_FIELDS),
-        "portfolio": _figures(report.get("portfolio") or {}, _PORTFOLIO_FIELDS),
+        "portfolio": {
+            **_figures(portfolio, _PORTFOLIO_FIELDS),
+            "coverage": coverage_fields(portfolio.get("coverage")),
+        },
         "results": [_row(r) for r in rows[:max_rows]],
         "resultsTruncated": len(rows) > max_rows or len(failures) > max_rows,
     }

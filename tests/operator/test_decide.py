@@ -456,3 +456,62 @@ def test_an_image_outside_the_policy_fails_before_any_cluster_exists() -> None:
 )
 def test_the_image_policy(allowed: tuple[str, ...], image: str, ok: bool) -> None:
     assert CONFIG.with_changes(allowed_images=allowed).image_allowed(image) is ok
+
+
+# --- securities from a ConfigMap ----------------------------------------------------------------
+
+FROM_CONFIGMAP = {
+    "tickersFrom": {"configMapKeyRef": {"name": "desk", "key": "tickers"}},
+    "cluster": {"schedulerAddress": "tcp://10.0.0.1:8786"},
+}
+
+
+def test_a_missing_configmap_is_waited_for_then_fails_saying_what_to_create() -> None:
+    from portfolio_operator.spec import INPUT_RETRY_MAX_SECONDS, INPUT_WAIT_SECONDS
+
+    obj = make_pfa(FROM_CONFIGMAP)
+    first = decide(observe(obj, NOW, CONFIG))
+    assert "ConfigMap that is not there yet" in of(first, PostEvent)[0].message
+    obj = apply(obj, first)
+    assert obj["status"]["phase"] == "Pending" and "tickerCount" not in obj["status"]
+    pauses = []
+    for seconds in (1, 10, 40):
+        later = NOW + timedelta(seconds=seconds)
+        decision = decide(observe(obj, later, CONFIG))
+        assert not of(decision, StartRun)
+        obj = apply(obj, decision)
+        running = condition(obj["status"], "Running")
+        assert running["reason"] == "WaitingForConfigMap"
+        assert "ConfigMap desk (key tickers)" in running["message"]
+        pauses.append(decision.requeue)
+    assert pauses == sorted(pauses) and pauses[-1] == INPUT_RETRY_MAX_SECONDS, pauses
+    late = NOW + timedelta(seconds=INPUT_WAIT_SECONDS)
+    failed = apply(obj, decide(observe(obj, late, CONFIG)))
+    assert failed["status"]["phase"] == "Failed"
+    reason = condition(failed["status"], "Failed")
+    assert reason["reason"] == "ConfigMapNotFound"
+    assert "does not exist in this namespace: create it" in reason["message"]
+
+
+def test_a_configmap_that_appears_starts_the_run_with_its_tickers() -> None:
+    obj = apply(make_pfa(FROM_CONFIGMAP), decide(observe(make_pfa(FROM_CONFIGMAP), NOW, CONFIG)))
+    obj = apply(obj, decide(observe(obj, NOW, CONFIG)))  # waiting
+    later = NOW + timedelta(seconds=5)
+    decision = decide(observe(obj, later, CONFIG, configmap_data={"tickers": "AAPL,IBM"}))
+    assert of(decision, StartRun)
+    assert patched(decision)["tickerCount"] == 2
+
+
+def test_a_finished_analysis_keeps_its_ttl_when_its_configmap_is_gone() -> None:
+    spec = {**FROM_CONFIGMAP, "ttlSecondsAfterFinished": 10}
+    obj = make_pfa(spec, {"phase": "Succeeded", "observedGeneration": 1,
+                          "completionTime": format_time(NOW - timedelta(seconds=11))})  # fmt: skip
+    assert of(decide(observe(obj, NOW, CONFIG)), DeleteResource)
+
+
+def test_a_finished_run_gives_the_report_url() -> None:
+    obj = accepted()
+    run = run_view(RunState.SUCCEEDED, result=RESULT)
+    fields = patched(decide(observe(obj, NOW, CONFIG, run=run)))
+    assert fields["reportURL"] == "/reports/team-a/demo"
+    assert fields["reportConfigMap"] == "demo-report"

@@ -57,8 +57,17 @@ def test_status_declares_every_field_the_operator_writes() -> None:
             assert set(value) <= set(status[key]["properties"]), key
     row = written["results"][0]
     assert set(row) <= set(status["results"]["items"]["properties"])
+    coverage = result_fields(
+        {"report": {"portfolio": {"coverage": {"tickers_asked": 2, "excluded": {"B": "x"}}}}}
+    )["portfolio"]["coverage"]
+    declared = status["portfolio"]["properties"]["coverage"]["properties"]
+    assert set(coverage) <= set(declared)
+    assert set(coverage["excludedExamples"][0]) <= set(
+        declared["excludedExamples"]["items"]["properties"]
+    )
     for key in ("phase", "conditions", "startTime", "completionTime", "durationSeconds",
-                "daskCluster", "reportConfigMap", "attempts", "progress", "observedGeneration",
+                "daskCluster", "reportConfigMap", "reportURL", "attempts", "progress",
+                "observedGeneration",
                 "tickerCount", "workers"):  # fmt: skip
         assert key in status, key
 
@@ -66,5 +75,5 @@ def test_status_declares_every_field_the_operator_writes() -> None:
 def test_printer_columns_cover_what_kubectl_get_should_show() -> None:
     columns = crd_manifest()["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in columns] == [
-        "Phase", "Tickers", "Workers", "Sentiment", "Duration", "Reason", "Age"
+        "Phase", "Tickers", "Workers", "Sentiment", "Coverage", "Duration", "Reason", "Age"
     ]  # fmt: skip

@@ -61,7 +61,18 @@ def test_holdings_become_the_run_arguments() -> None:
 @pytest.mark.parametrize(
     ("spec", "fix"),
     [
-        ({}, "exactly one of spec.tickers or spec.holdings"),
+        (
+            {},
+            "give exactly one of spec.tickers, spec.holdings, spec.universe, spec.tickersFrom "
+            "or spec.holdingsFrom",
+        ),
+        ({"tickers": ["A"], "universe": "sp500"}, "(got spec.tickers and spec.universe)"),
+        ({"universe": "nasdaq"}, "spec.universe is 'nasdaq': choose from sample, sp500"),
+        ({"tickers": ["A"], "embeddedDatasets": ["crsp"]}, "unknown value(s) ['crsp']"),
+        (
+            {"tickersFrom": {"configMapKeyRef": {"name": "Bad_Name", "key": "t"}}},
+            "spec.tickersFrom.configMapKeyRef needs the name of a ConfigMap",
+        ),
         ({"tickers": []}, "non-empty list"),
         ({"tickers": ["AAPL", "msft"]}, "spec.tickers[1] is 'msft': use an upper-case ticker"),
         ({"tickers": ["AAPL", "AAPL"]}, "lists a ticker twice"),
@@ -91,6 +102,7 @@ def test_bad_specs_say_what_to_fix(spec: dict[str, Any], fix: str) -> None:
         {"tickers": ["AAPL"]},
         {"holdings": [{"ticker": "AAPL", "shares": 3}], "cluster": {"maxWorkers": 9}},
         {"tickers": ["IBM"], "cluster": {"schedulerAddress": "tcp://dask:8786"}},
+        {"universe": "sp500", "embeddedDatasets": ["sp500"]},
     ],
 )
 def test_the_api_servers_defaults_and_the_parsers_agree(spec: dict[str, Any]) -> None:
@@ -143,3 +155,100 @@ def test_every_string_in_the_spec_has_a_length_limit() -> None:
         return found
 
     assert strings(spec_schema(), "spec") == []
+
+
+# --- universes and data sets: the CLI's request, one for one ------------------------------------
+
+
+@pytest.mark.parametrize("universe", ["sample", "sp500"])
+def test_a_universe_is_the_clis_universe_request_and_data_sets(universe: str) -> None:
+    from portfolio_analysis import cli, pipeline
+
+    args = cli.parse_args(["--universe", universe])
+    tickers, holdings = pipeline.resolve_request(*cli._request(args))
+    request = parse_spec({"universe": universe})
+    assert list(request.tickers) == tickers
+    assert request.holdings == holdings
+    assert request.config.embedded_datasets == cli._config(args).embedded_datasets
+    assert request.config.price_sources == cli._config(args).price_sources
+    if universe == "sp500":
+        assert len(request.tickers) > 500 and request.config.embedded_datasets[0] == "sp500"
+
+
+def test_a_ticker_list_chooses_its_embedded_data_sets() -> None:
+    default = parse_spec({"tickers": ["AAPL"]}).config.embedded_datasets
+    chosen = parse_spec({"tickers": ["AAPL"], "embeddedDatasets": ["sp500", "sample"]})
+    assert default == AnalysisConfig().embedded_datasets
+    assert chosen.config.embedded_datasets == ("sp500", "sample")
+    # An explicit order wins over the universe's own.
+    mixed = parse_spec({"universe": "sp500", "embeddedDatasets": ["sample", "sp500"]})
+    assert mixed.config.embedded_datasets == ("sample", "sp500")
+
+
+# --- tickers and holdings from a ConfigMap ----------------------------------------------------
+
+TICKERS_FROM = {"tickersFrom": {"configMapKeyRef": {"name": "universe", "key": "tickers.txt"}}}
+HOLDINGS_FROM = {"holdingsFrom": {"configMapKeyRef": {"name": "book", "key": "holdings.csv"}}}
+
+
+def test_tickers_from_a_configmap_are_read_like_the_clis_list_and_may_exceed_2000() -> None:
+    text = "# the desk's list\naapl, MSFT\nIBM AAPL\n"
+    request = parse_spec(TICKERS_FROM, {"tickers.txt": text})
+    assert request.tickers == ("AAPL", "MSFT", "IBM")
+    assert request.run_kwargs()["tickers"] == ["AAPL", "MSFT", "IBM"]
+    many = "\n".join(f"T{i:05d}" for i in range(5000))
+    assert len(parse_spec(TICKERS_FROM, {"tickers.txt": many}).tickers) == 5000
+
+
+@pytest.mark.parametrize(
+    ("key", "text"),
+    [
+        ("holdings.csv", "ticker,shares\nAAPL,10\nIBM,2.5\n"),
+        ("holdings.yaml", "AAPL: 10\nIBM: 2.5\n"),
+        ("book", "ticker,shares\nAAPL,10\nIBM,2.5\n"),  # no suffix: the header says CSV
+        ("book", "holdings:\n  - {ticker: AAPL, shares: 10}\n  - {ticker: IBM, shares: 2.5}\n"),
+    ],
+)
+def test_holdings_from_a_configmap_are_read_by_the_clis_reader(key: str, text: str) -> None:
+    from pathlib import Path
+
+    from portfolio_analysis.cli import read_holdings
+
+    spec = {"holdingsFrom": {"configMapKeyRef": {"name": "book", "key": key}}}
+    request = parse_spec(spec, {key: text})
+    assert request.holdings == {"AAPL": 10.0, "IBM": 2.5}
+    suffix = ".csv" if "ticker,shares" in text else ".yaml"
+    folder = Path(__import__("tempfile").mkdtemp())
+    (folder / f"h{suffix}").write_text(text)
+    assert request.holdings == read_holdings(folder / f"h{suffix}")
+
+
+def test_a_missing_configmap_or_key_is_input_missing_with_the_rest_of_the_spec_parsed() -> None:
+    from portfolio_operator.spec import InputMissing
+
+    spec = {**TICKERS_FROM, "ttlSecondsAfterFinished": 60, "cluster": {"onCompletion": "Keep"}}
+    with pytest.raises(InputMissing) as missing:
+        parse_spec(spec, None)
+    assert "ConfigMap universe (key tickers.txt) named by spec.tickersFrom" in str(missing.value)
+    assert "does not exist in this namespace: create it" in str(missing.value)
+    rest = missing.value.request
+    assert rest is not None and rest.ttl_seconds_after_finished == 60
+    assert rest.cluster.on_completion == "Keep" and rest.tickers == ()
+    with pytest.raises(InputMissing, match=r"has no key tickers.txt \(its keys: a, b\)"):
+        parse_spec(spec, {"b": "", "a": ""})
+
+
+@pytest.mark.parametrize(
+    ("spec", "data", "fix"),
+    [
+        (TICKERS_FROM, {"tickers.txt": "AAPL, $$$"}, "ConfigMap universe (key tickers.txt)"),
+        (TICKERS_FROM, {"tickers.txt": "# nothing\n"}, "lists no tickers"),
+        (HOLDINGS_FROM, {"holdings.csv": "ticker,shares\nAAPL,ten\n"}, "line 2: shares"),
+        (HOLDINGS_FROM, {"holdings.csv": "AAPL 10\n"}, "expected a CSV header 'ticker,shares'"),
+    ],
+)
+def test_bad_configmap_contents_say_what_to_fix(spec: dict, data: dict, fix: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec, data)
+    assert fix in str(caught.value)
+    assert "/tmp" not in str(caught.value), "the message names the ConfigMap, not a temp file"

@@ -93,3 +93,35 @@ def test_the_report_configmap_is_owned_by_the_resource() -> None:
     assert cm["metadata"]["ownerReferences"][0]["controller"] is True
     assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "true"
     assert json.loads(cm["data"][REPORT_KEY])["truncated"]
+
+
+COVERAGE = {
+    "tickers_asked": 523,
+    "tickers_used": 492,
+    "start": "2009-11-05",
+    "end": "2010-08-20",
+    "returns": 200,
+    "rule": "the window that keeps the most tickers; gaps are not daily returns",
+    "excluded": {f"X{i}": f"no prices before 2010 ({i})" for i in range(31)},
+}
+
+
+def test_portfolio_coverage_is_summarised_in_status_and_absent_coverage_is_null() -> None:
+    result = {"report": {"portfolio": {"sharpe_ratio": 1.0, "coverage": COVERAGE}}}
+    coverage = result_fields(result)["portfolio"]["coverage"]
+    assert coverage["tickers"] == "492/523"
+    assert (coverage["tickersUsed"], coverage["tickersAsked"]) == (492, 523)
+    assert (coverage["start"], coverage["end"], coverage["returns"]) == (
+        "2009-11-05", "2010-08-20", 200,
+    )  # fmt: skip
+    assert coverage["excluded"] == 31
+    assert coverage["excludedExamples"][0] == {
+        "ticker": "X0",
+        "reason": "no prices before 2010 (0)",
+    }
+    assert len(coverage["excludedExamples"]) == 5
+    assert coverage["rule"].startswith("the window")
+    assert (
+        result_fields({"report": {"portfolio": {"sharpe_ratio": 1.0}}})["portfolio"]["coverage"]
+        is None
+    )

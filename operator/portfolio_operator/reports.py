@@ -1,0 +1,95 @@
+"""Each analysis's HTML report, for the operator's HTTP server (`/reports/<namespace>/<name>`).
+
+The page is the analysis library's own HTML report (``portfolio_analysis.report.render_html``),
+rendered from the JSON stored in the analysis's report ConfigMap, so a cluster user sees the
+same report as a laptop user of the CLI (without the price charts, which need the price frames
+that only the run had). Only report ConfigMaps this operator wrote are read: the ConfigMap must
+carry the operator's managed-by label and a controller ownerReference to the PortfolioAnalysis
+of that name (its uid), else the answer is 404, exactly as for a name that does not exist, so
+the server never shows another object's data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any
+
+from portfolio_operator.constants import COMPONENT, MANAGED_BY_LABEL
+from portfolio_operator.kube import KubeApi, KubeError
+from portfolio_operator.owners import controlled_by
+from portfolio_operator.status import REPORT_KEY, report_configmap_name
+
+# Namespaces are DNS labels, PortfolioAnalysis names DNS subdomains.
+_NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+# Rendered pages kept, by ConfigMap uid and resourceVersion (a new report is a new version).
+CACHED_PAGES = 16
+# The page is self-contained (inline styles, data: images): the browser may load nothing else.
+CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+class ReportUnavailable(Exception):
+    """The report exists but cannot be shown now (API server unreachable, unreadable JSON)."""
+
+
+def is_own_report(configmap: Mapping[str, Any] | None, owner_uid: str) -> bool:
+    """Whether `configmap` is a report this operator wrote for the analysis `owner_uid`."""
+    if configmap is None:
+        return False
+    labels = (configmap.get("metadata") or {}).get("labels") or {}
+    return labels.get(MANAGED_BY_LABEL) == COMPONENT and controlled_by(configmap, owner_uid)
+
+
+class ReportPages:
+    """Finds an analysis's own report ConfigMap and renders its HTML page."""
+
+    def __init__(self, api: KubeApi) -> None:
+        self.api = api
+        self._pages: OrderedDict[tuple[str, str], str] = OrderedDict()
+        # matplotlib's pyplot, which the renderer draws with, is not thread-safe.
+        self._render_lock = asyncio.Lock()
+
+    async def html(self, namespace: str, name: str) -> str | None:
+        """The page, or None (404) when there is no such analysis or no report of its own."""
+        if not _NAMESPACE_RE.match(namespace) or not _NAME_RE.match(name):
+            return None
+        try:
+            analysis = await self.api.get_analysis(namespace, name)
+            if analysis is None:
+                return None
+            uid = analysis["metadata"]["uid"]
+            configmap = await self.api.get_configmap(namespace, report_configmap_name(name))
+        except KubeError as exc:
+            raise ReportUnavailable(str(exc)) from exc
+        if not is_own_report(configmap, uid):
+            return None
+        assert configmap is not None
+        text = (configmap.get("data") or {}).get(REPORT_KEY)
+        if not text:
+            return None
+        meta = configmap["metadata"]
+        key = (str(meta.get("uid")), str(meta.get("resourceVersion")))
+        if key in self._pages:
+            self._pages.move_to_end(key)
+            return self._pages[key]
+        try:
+            result = json.loads(text)
+        except ValueError as exc:
+            raise ReportUnavailable(f"the stored report is not valid JSON: {exc}") from exc
+        async with self._render_lock:
+            page = await asyncio.to_thread(_render, result)
+        self._pages[key] = page
+        while len(self._pages) > CACHED_PAGES:
+            self._pages.popitem(last=False)
+        return page
+
+
+def _render(result: Mapping[str, Any]) -> str:
+    """The analysis library's HTML report of a stored (JSON) result."""
+    from portfolio_analysis.report import render_html
+
+    return render_html(result)
