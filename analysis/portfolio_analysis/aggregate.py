@@ -94,7 +94,11 @@ def aggregate_technical_results(technical_results: Iterable[dict | None]) -> pd.
 
 
 def aggregate_news_results(news_results: Iterable[dict | None]) -> pd.DataFrame:
-    """One row per ticker with its sentiment figures (the article list itself is left out)."""
+    """One row per ticker with its sentiment figures (the article list itself is left out).
+
+    A result's ``illustrative`` flag becomes the column ``news_illustrative``, so that next to
+    prices in the combined rows it cannot be read as a remark about the prices.
+    """
     rows = []
     for result in _results(news_results):
         scalars = {
@@ -102,8 +106,56 @@ def aggregate_news_results(news_results: Iterable[dict | None]) -> pd.DataFrame:
             for k, v in result.items()
             if k != "articles" and not isinstance(v, (list, dict, tuple))
         }
+        if "illustrative" in scalars:
+            scalars["news_illustrative"] = bool(scalars.pop("illustrative"))
         rows.append(scalars)
     return _frame(rows, ["ticker", "article_count", "avg_sentiment"])
+
+
+def illustrative_note(tickers: Sequence[str], total: int) -> str | None:
+    """The sentence every report shows when some headlines are invented sample data."""
+    if not tickers:
+        return None
+    which = (
+        "All headlines"
+        if len(tickers) == total
+        else (f"The headlines of {len(tickers)} of {total} tickers ({_listed(tickers)})")
+    )
+    return (
+        f"{which} are invented sample data (the embedded news source), not real news: "
+        "their sentiment only illustrates the method."
+    )
+
+
+def _listed(tickers: Sequence[str], at_most: int = 10) -> str:
+    shown = ", ".join(tickers[:at_most])
+    return shown if len(tickers) <= at_most else f"{shown} and {len(tickers) - at_most} more"
+
+
+def news_section(news_results: Iterable[dict | None]) -> dict:
+    """``report["news"]``: each ticker's headlines with score and source, and whether any are
+    invented sample data (with the sentence saying so), for the terminal, HTML and JSON."""
+    results = _results(news_results)
+    headlines = {
+        r["ticker"]: [
+            {
+                "title": a.get("title"),
+                "score": a.get("sentiment"),
+                "source": a.get("source"),
+                "illustrative": bool(a.get("illustrative", False)),
+            }
+            for a in r.get("articles") or ()
+        ]
+        for r in results
+    }
+    invented = [t for t, items in headlines.items() if any(i["illustrative"] for i in items)]
+    return jsonable(
+        {
+            "illustrative": bool(invented),
+            "note": illustrative_note(invented, len(headlines)),
+            "headlines": headlines,
+        }
+    )
 
 
 def combine_analysis(
@@ -198,7 +250,8 @@ def technical_report(technicals: pd.DataFrame, failed: Iterable[Mapping] | None 
 
 
 def news_report(news: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> dict:
-    """The reference guide's news analysis flow result, plus ``failed``."""
+    """The reference guide's news analysis flow result, plus ``failed``, and ``illustrative``
+    and ``note`` saying whether any headline was invented sample data."""
     failed = _failed(failed)
     sentiment = (
         pd.to_numeric(news["avg_sentiment"], errors="coerce")
@@ -211,6 +264,11 @@ def news_report(news: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> 
         else pd.Series(dtype="float64")
     )
     with_news = news[counts.to_numpy() > 0] if len(news) else news
+    invented = (
+        list(news.loc[news["news_illustrative"].fillna(False).astype(bool), "ticker"])
+        if "news_illustrative" in news.columns
+        else []
+    )
     return jsonable(
         {
             "status": run_status(len(news), failed),
@@ -219,6 +277,8 @@ def news_report(news: pd.DataFrame, failed: Iterable[Mapping] | None = None) -> 
             "sentiment_by_ticker": dict(zip(news.get("ticker", []), sentiment, strict=True)),
             "positive_sentiment": int((sentiment >= POSITIVE_SENTIMENT).sum()),
             "negative_sentiment": int((sentiment <= NEGATIVE_SENTIMENT).sum()),
+            "illustrative": bool(invented),
+            "note": illustrative_note(invented, len(news)),
             "failed": failed,
             "timestamp": utc_timestamp(),
         }

@@ -767,8 +767,20 @@ def assemble_report(
             "batches": gathered.batches,
             "price_sources": list(config.price_sources),
             "news_sources": list(config.news_sources),
+            # Each ticker's headlines, and whether they are invented (aggregate.news_section).
+            **(
+                {"news": _news_section([r for r in gathered.news if r["ticker"] in tickers])}
+                if "news" in stages
+                else {}
+            ),
         },
     )
+
+
+def _news_section(news_results: list[dict]) -> dict:
+    from portfolio_analysis.aggregate import news_section
+
+    return news_section(news_results)
 
 
 def fetch_list(

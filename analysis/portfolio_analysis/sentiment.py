@@ -157,13 +157,18 @@ def classify(score: float) -> str:
 
 @dataclass(frozen=True)
 class Article:
-    """One headline. ``published`` is a timezone-aware UTC datetime, or None if unknown."""
+    """One headline. ``published`` is a timezone-aware UTC datetime, or None if unknown.
+
+    ``illustrative`` marks an invented sample headline (the embedded source), so every report
+    can say its sentiment is a demonstration, not news.
+    """
 
     title: str
     published: datetime | None
     source: str
     url: str | None = None
     publisher: str | None = None
+    illustrative: bool = False
 
     def __post_init__(self) -> None:
         if not isinstance(self.title, str) or not self.title.strip():
@@ -217,25 +222,32 @@ def _parse_published(value: object) -> datetime:
 
 
 class EmbeddedNewsSource:
-    """Invented sample headlines from ``data/headlines.yaml`` (clearly marked as such).
+    """Invented sample headlines from ``data/headlines.yaml``, each marked ``illustrative``.
 
     The sample tickers have hand-written headlines; any other ticker gets a few headlines
     from generic templates, picked and dated deterministically from a hash of the ticker so a
-    run is repeatable.
+    run is repeatable. The publisher says which of the two a headline is.
     """
 
     name = "embedded"
 
     def fetch(self, ticker: str, config: AnalysisConfig) -> list[Article]:
         data = _embedded_headlines()
-        publisher = data["publisher"]
         written = data["tickers"].get(ticker.upper())
         if written is not None:
+            publisher = data["publisher"]
             items = [(_parse_published(i["published"]), i["title"]) for i in written]
         else:
+            publisher = data["templates"]["publisher"]
             items = self._from_templates(ticker.upper(), data["templates"])
         articles = [
-            Article(title=title, published=published, source=self.name, publisher=publisher)
+            Article(
+                title=title,
+                published=published,
+                source=self.name,
+                publisher=publisher,
+                illustrative=True,
+            )
             for published, title in sorted(items, key=lambda item: item[0], reverse=True)
         ]
         return articles[: config.max_articles]
@@ -307,7 +319,8 @@ def summarize_sentiment(
     """Per-ticker sentiment in the seed's shape plus class counts and a recency-weighted score.
 
     Duplicate headlines (same text after normalising case, whitespace and punctuation) count
-    once. With no articles the averages are None and the counts 0.
+    once. With no articles the averages are None and the counts 0. ``illustrative`` is true
+    when any headline counted is invented sample data; each article says whether it is.
     """
     now = datetime.now(UTC) if now is None else now
     if now.tzinfo is None:
@@ -326,6 +339,7 @@ def summarize_sentiment(
         "negative_count": classes.count("negative"),
         "neutral_count": classes.count("neutral"),
         "duplicates_removed": len(articles) - len(unique),
+        "illustrative": any(a.illustrative for a in unique),
         "articles": [
             {
                 "title": a.title,
@@ -334,6 +348,7 @@ def summarize_sentiment(
                 "publisher": a.publisher,
                 "url": a.url,
                 "sentiment": float(s),
+                "illustrative": a.illustrative,
             }
             for a, s in zip(unique, scores, strict=True)
         ],

@@ -123,6 +123,7 @@ def test_rss_feed_becomes_articles(server):
     assert articles[0].url == ITEMS[0]["link"]
     assert articles[0].publisher == "Reuters" and articles[1].publisher is None
     assert {a.source for a in articles} == {"rss"}
+    assert not any(a.illustrative for a in articles)  # real headlines, not sample data
     (request,) = server.requests
     assert request.query == {"s": "AAPL", "region": "US", "lang": "en-US"}
     assert "portfolio-operator" in request.headers["user-agent"]

@@ -242,6 +242,7 @@ def test_sample_tickers_have_varied_dated_sample_headlines(ticker):
     articles = EmbeddedNewsSource().fetch(ticker, AnalysisConfig())
     assert 6 <= len(articles) <= 10
     assert all("not real news" in a.publisher for a in articles)
+    assert all(a.illustrative and a.source == "embedded" for a in articles)
     dates = [a.published for a in articles]
     assert dates == sorted(dates, reverse=True)  # newest first
     # Dated within the embedded price data, which ends 2013-03-01.

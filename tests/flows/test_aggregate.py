@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
 import pytest
-from portfolio_analysis import aggregate
+from portfolio_analysis import aggregate, pipeline, workers
+from portfolio_analysis.sentiment import Article, score_headlines, summarize_sentiment
 
 
 def _price(ticker: str, close: float, source: str = "embedded") -> dict:
@@ -176,3 +178,63 @@ def test_comprehensive_report_is_strict_json_with_nan_as_null() -> None:
     assert back["report"]["workers"] == 2
     assert back["combined_analysis"][0]["rsi_14"] is None
     assert back["report"]["summary"]["avg_rsi"] is None
+
+
+# --- report["news"]: each ticker's headlines, labelled when they are invented --------------
+
+
+def _real_news(ticker: str, titles: list[str]) -> dict:
+    """A ticker's news result as a live source (RSS) gives it."""
+    articles = [Article(title, datetime(2024, 3, 1, tzinfo=UTC), "rss") for title in titles]
+    return summarize_sentiment(ticker, articles, now=datetime(2024, 3, 2, tzinfo=UTC))
+
+
+def test_news_section_lists_headlines_with_score_and_source_and_says_which_are_invented() -> None:
+    (sample,) = workers.news_batch(["AAPL"]).results  # the embedded, invented headlines
+    live = _real_news("MSFT", ["Microsoft shares jump", "Microsoft to hold investor day"])
+    section = aggregate.news_section([sample, live, None])
+
+    assert section["illustrative"] is True
+    assert "AAPL" in section["note"] and "MSFT" not in section["note"]
+    assert "not real news" in section["note"]
+    assert section["headlines"]["MSFT"] == [
+        {"title": t, "score": s, "source": "rss", "illustrative": False}
+        for t, s in zip(
+            ["Microsoft shares jump", "Microsoft to hold investor day"],
+            score_headlines(["Microsoft shares jump", "Microsoft to hold investor day"]),
+            strict=True,
+        )
+    ]
+    aapl = section["headlines"]["AAPL"]
+    assert len(aapl) == sample["article_count"]
+    assert [h["score"] for h in aapl] == score_headlines([h["title"] for h in aapl])
+    assert all(h["illustrative"] and h["source"] == "embedded" for h in aapl)
+    json.dumps(section, allow_nan=False)
+
+    only_live = aggregate.news_section([live])
+    assert only_live["illustrative"] is False and only_live["note"] is None
+
+
+def test_news_flow_result_and_combined_rows_say_when_headlines_are_invented() -> None:
+    results = workers.news_batch(["AAPL"]).results + [_real_news("MSFT", ["Microsoft slips"])]
+    frame = aggregate.aggregate_news_results(results)
+    assert dict(zip(frame["ticker"], frame["news_illustrative"], strict=True)) == {
+        "AAPL": True,
+        "MSFT": False,
+    }
+    report = aggregate.news_report(frame)
+    assert report["illustrative"] is True and "AAPL" in report["note"]
+    assert report["sentiment_by_ticker"].keys() == {"AAPL", "MSFT"}  # the guide's keys stay
+
+
+def test_the_run_report_carries_the_news_section() -> None:
+    gathered = pipeline.StageResults(
+        tickers=["AAPL", "SPY"], news=workers.news_batch(["AAPL", "SPY"]).results
+    )
+    result = pipeline.assemble_report(
+        gathered, ["AAPL"], None, pipeline.RunOptions(analyses=("news",)), started=0.0
+    )
+    # The benchmark's (SPY's) headlines are not the portfolio's.
+    assert result["report"]["news"] == aggregate.news_section(gathered.news[:1])
+    assert result["report"]["news"]["illustrative"] is True
+    assert result["combined_analysis"][0]["news_illustrative"] is True

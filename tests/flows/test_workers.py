@@ -54,3 +54,19 @@ def test_news_batch_turns_an_unreachable_news_source_into_error_records() -> Non
     # The reference guide's one-ticker API answers None instead of raising.
     assert workers.fetch_news_for_ticker("AAPL", config) is None
     assert workers.fetch_news_for_ticker("") is None
+
+
+def test_embedded_news_is_labelled_illustrative_with_each_headline_sourced() -> None:
+    """The embedded headlines are invented: each result and each headline says so, and a
+    ticker without hand-written sample headlines says its headlines come from templates."""
+    out = workers.news_batch(["AAPL", "XOM"])  # XOM has no hand-written sample headlines
+    aapl, xom = out.results
+    for result in (aapl, xom):
+        # The reference guide's news shape is kept; the labels are added keys.
+        assert {"ticker", "article_count", "avg_sentiment", "articles"} <= set(result)
+        assert result["illustrative"] is True
+        assert all(a["illustrative"] and a["source"] == "embedded" for a in result["articles"])
+        assert all("not real news" in a["publisher"] for a in result["articles"])
+    assert all("template" in a["publisher"] for a in xom["articles"])
+    assert not any("template" in a["publisher"] for a in aapl["articles"])
+    assert workers.fetch_news_for_ticker("AAPL")["illustrative"] is True
