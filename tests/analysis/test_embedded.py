@@ -8,7 +8,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from portfolio_analysis import embedded
+from portfolio_analysis import corporate_actions, embedded, technicals
 from portfolio_analysis.vocabulary import OHLCV_COLUMNS
 
 
@@ -53,9 +53,11 @@ def test_sample_covers_the_documented_tickers_and_years():
         assert (frame.dtypes == np.float64).all()
 
 
-def test_sp500_universe_has_524_tickers_over_one_year_with_sectors():
+def test_sp500_universe_has_523_tickers_over_one_year_with_sectors():
     universe = embedded.sp500_histories()
-    assert len(universe) == 524
+    # 524 symbols as published; ETFCD (E*TRADE after its reverse split) is folded into ETFC.
+    assert len(embedded.sp500_raw_histories()) == 524
+    assert len(universe) == 523 and "ETFCD" not in universe
     assert min(f.index[0] for f in universe.values()) == pd.Timestamp("2009-08-21")
     assert max(f.index[-1] for f in universe.values()) == pd.Timestamp("2010-08-20")
     # First data row of the package's CSV: 20090821,A,25.6,25.61,25.22,25.55,34758
@@ -76,7 +78,7 @@ def test_sp500_universe_has_524_tickers_over_one_year_with_sectors():
 def test_universe_tickers():
     assert embedded.universe_tickers("sample") == list(embedded.SAMPLE_TICKERS)
     sp500 = embedded.universe_tickers("sp500")
-    assert len(sp500) == 524 and sp500 == sorted(sp500) and "XOM" in sp500
+    assert len(sp500) == 523 and sp500 == sorted(sp500) and "XOM" in sp500
     with pytest.raises(ValueError, match="choose from sample, sp500"):
         embedded.universe_tickers("nasdaq")
 
@@ -123,3 +125,101 @@ def test_synthetic_histories_look_like_daily_ohlcv():
 def test_synthetic_histories_empty_inputs():
     assert embedded.synthetic_histories([], date(2020, 1, 1), date(2020, 2, 1)) == {}
     assert embedded.synthetic_histories(["A"], date(2020, 1, 5), date(2020, 1, 4)) == {}
+
+
+# --- corporate actions of the S&P 500 set (corporate_actions.py) ---------------------------
+
+# Day moves beyond 40% that the market really made (checked against the news of the day).
+REAL_MOVES = {
+    ("ARG", "2010-02-05"): "Air Products' hostile bid for Airgas, +40%",
+    ("MFE", "2010-08-19"): "Intel agrees to buy McAfee, +57%",
+}
+
+
+def test_sp500_keeps_no_day_move_beyond_40_percent_but_the_named_real_ones():
+    found = {
+        (ticker, day.date().isoformat())
+        for ticker, frame in embedded.sp500_histories().items()
+        for day in corporate_actions.large_moves(frame, 0.40).index
+    }
+    assert found == set(REAL_MOVES)
+    # The raw data had them all: splits, a reverse split, spin-offs, a special dividend.
+    raw = {
+        (ticker, day.date().isoformat())
+        for ticker, frame in embedded.sp500_raw_histories().items()
+        for day in corporate_actions.large_moves(frame, 0.40).index
+    }
+    assert {("DHR", "2010-06-14"), ("GIS", "2010-06-09"), ("STR", "2010-07-01")} <= raw
+    assert ("ETFC", "2010-06-30") in raw  # +732%: the reverse split, across a month gap
+
+
+def test_no_split_like_overnight_move_is_left_unadjusted():
+    raw, adjusted = embedded.sp500_raw_histories(), embedded.sp500_histories()
+    listed = {(a.ticker, a.date) for a in corporate_actions.SP500_ACTIONS}
+    for ticker, frame in raw.items():
+        for day in corporate_actions.detect_splits(frame, tolerance=0.05).index:
+            assert (ticker, day.date().isoformat()) in listed
+    assert all(corporate_actions.detect_splits(f, 0.05).empty for f in adjusted.values())
+
+
+def test_splits_divide_earlier_prices_and_multiply_earlier_volume_like_auto_adjust():
+    raw, adjusted = embedded.sp500_raw_histories(), embedded.sp500_histories()
+    before = slice(None, "2010-06-11")
+    for column in ("open", "high", "low", "close"):
+        np.testing.assert_allclose(
+            adjusted["DHR"].loc[before, column], raw["DHR"].loc[before, column] / 2.0
+        )
+    np.testing.assert_allclose(
+        adjusted["DHR"].loc[before, "volume"], raw["DHR"].loc[before, "volume"] * 2.0
+    )
+    after = slice("2010-06-14", None)
+    pd.testing.assert_frame_equal(adjusted["DHR"].loc[after], raw["DHR"].loc[after])
+    # E*TRADE: 1-for-10 reverse split, and its 20 sessions as ETFCD back in ETFC.
+    etfc = adjusted["ETFC"]
+    assert etfc.loc["2010-06-01", "close"] == pytest.approx(14.2)
+    assert etfc.loc["2010-06-02", "close"] == pytest.approx(14.99)
+    assert len(etfc) == len(raw["ETFC"]) + len(raw["ETFCD"])
+    # Spin-off: the ex-date's opening gap is the distribution; its intraday move stays.
+    str_ = adjusted["STR"]
+    assert str_.loc["2010-06-30", "close"] == pytest.approx(str_.loc["2010-07-01", "open"])
+
+
+def test_applied_adjustments_are_listed_with_their_ratios():
+    applied = {(a["ticker"], a["date"]): a for a in embedded.sp500_adjustments()}
+    assert applied[("GIS", "2010-06-09")]["ratio"] == 2.0
+    assert applied[("ETFC", "2010-06-02")]["ratio"] == 0.1
+    assert applied[("STR", "2010-07-01")]["ratio"] == pytest.approx(45.49 / 15.31)
+    assert {a["kind"] for a in applied.values()} == {"split", "spinoff", "special_dividend"}
+    # Only what changed a window's rows: DHR's split scales any window that starts before it.
+    assert embedded.adjustments_for("sp500", "DHR", pd.Timestamp("2009-08-21")) == [
+        {"ticker": "DHR", "date": "2010-06-14", "ratio": 2.0, "kind": "split"}
+    ]
+    assert embedded.adjustments_for("sp500", "DHR", pd.Timestamp("2010-07-01")) == []
+    assert embedded.adjustments_for("sample", "AAPL", pd.Timestamp("2000-01-01")) == []
+
+
+def test_split_artefacts_no_longer_make_false_signals():
+    tickers = ["DHR", "ESRX", "GIS", "ETFC", "STR", "WY"]
+    histories = embedded.sp500_histories()
+    panel = technicals.build_panel({t: histories[t] for t in tickers})
+    summary = technicals.summarize(panel, technicals.compute_indicators(panel))
+    # Before: DHR closed at 36.33 "vs SMA200 67.43"; ETFC's SMA200 was 3.64 against 13.62.
+    ratio = summary["close"] / summary["sma_200"]
+    assert ratio.between(0.85, 1.15).all(), ratio
+    crosses = summary["ma_cross"].to_dict()
+    assert crosses["DHR"] is None and crosses["ESRX"] is None and crosses["STR"] is None
+    # WY's death cross of 2010-07-08 is real: both averages lie wholly before its special
+    # dividend of 2010-07-20 (the raw data has the same cross), the stock fell from 49.5 to 35.
+    assert crosses["WY"] == "death_cross" and summary.loc["WY", "ma_cross_date"] == "2010-07-08"
+    assert summary.loc["STR", "rsi_signal"] != "oversold"  # was RSI 17.5
+    assert summary.loc["WY", "rsi_signal"] != "oversold"
+
+
+def test_the_adjustment_costs_little_at_load():
+    import time
+
+    raw = embedded.sp500_raw_histories()
+    started = time.perf_counter()
+    corporate_actions.adjust(corporate_actions.merge_symbol_changes(raw))
+    # Measured: 3-7 ms, against 120-250 ms to parse the CSV (which happens once a process).
+    assert time.perf_counter() - started < 0.1
