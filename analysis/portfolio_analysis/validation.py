@@ -23,7 +23,10 @@ Decisions (each tested in tests/analysis/test_validation.py):
   overlap pages); duplicate dates with different values are an error (which one is right?).
 * Timestamps with a time zone or a time of day (Yahoo's 09:30 New York bars) become the
   exchange-local calendar date, at microsecond resolution (``datetime64[us]``) whatever the
-  source's resolution.
+  source's resolution. Text timestamps with a UTC offset (yfinance's CSVs:
+  ``2011-12-19 00:00:00-05:00``, then ``-04:00`` once daylight saving starts) are read at
+  their own wall-clock time, which is the exchange's local time, so offsets that change
+  within a file are fine.
 * Fewer than ``min_rows`` rows after cleaning is an error.
 """
 
@@ -69,10 +72,27 @@ def _normalise_columns(ticker: str, frame: pd.DataFrame) -> pd.DataFrame:
     return renamed[list(OHLCV_COLUMNS)]
 
 
+# A text timestamp's UTC offset after its time of day: "... 00:00:00-05:00", "...T14:30Z".
+_UTC_OFFSET = r"^(.*\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)\s*(?:Z|[+-]\d{2}:?\d{2})$"
+
+
+def _local_wall_time(index: pd.Index) -> pd.Index:
+    """Text timestamps without their UTC offsets: the wall-clock time each was written in.
+
+    yfinance writes a New York bar as ``2011-12-19 00:00:00-05:00`` in winter and ``-04:00``
+    in summer; pandas refuses such a mix ("Mixed timezones detected"), and converting to UTC
+    would move midnight bars to the previous day's 04:00/05:00 only by luck of the offset.
+    """
+    if not (pd.api.types.is_object_dtype(index.dtype) or pd.api.types.is_string_dtype(index)):
+        return index
+    text = pd.Series(index, dtype="string").str.strip()
+    return pd.Index(text.str.replace(_UTC_OFFSET, r"\1", regex=True).to_numpy(dtype=object))
+
+
 def _dates(ticker: str, index: pd.Index) -> pd.DatetimeIndex:
     if not isinstance(index, pd.DatetimeIndex):
         try:
-            index = pd.DatetimeIndex(pd.to_datetime(index, format="ISO8601"))
+            index = pd.DatetimeIndex(pd.to_datetime(_local_wall_time(index), format="ISO8601"))
         except (ValueError, TypeError) as error:
             raise PriceDataError(
                 ticker, f"dates could not be read ({error}); use ISO dates like 2024-01-31"

@@ -438,6 +438,29 @@ def test_local_folder_reads_csv_and_parquet(tmp_path):
     assert failures == {"IBM": f"local: no file IBM.csv or IBM.parquet in {folder}"}
 
 
+def test_local_folder_reads_a_yfinance_csv_whose_offset_changes_with_daylight_saving(tmp_path):
+    # What yf.Ticker("SPY").history(...).to_csv() writes: New York midnight bars, -05:00 in
+    # winter, -04:00 from 2011-03-13 on. pandas alone refuses the mix ("Mixed timezones").
+    folder = tmp_path / "yahoo"
+    folder.mkdir()
+    days = pd.bdate_range("2011-02-01", "2011-04-29", tz="America/New_York", name="Date")
+    frame = ohlcv(3, days=len(days)).rename(columns=str.title).set_axis(days)
+    frame["Dividends"], frame["Stock Splits"] = 0.0, 0.0
+    frame.to_csv(folder / "SPY.csv")
+    text = (folder / "SPY.csv").read_text()
+    assert "2011-03-11 00:00:00-05:00" in text and "2011-03-14 00:00:00-04:00" in text
+    cfg = config(
+        tmp_path, "local", local_data_dir=folder, start=date(2011, 2, 1), end=date(2011, 4, 29)
+    )
+    histories, failures = fetch_histories(["SPY"], cfg)
+
+    assert failures == {}
+    got = histories["SPY"].frame
+    # Each bar on its exchange-local date, none moved to the day before.
+    assert list(got.index) == list(pd.bdate_range("2011-02-01", "2011-04-29"))
+    np.testing.assert_allclose(got["close"], frame["Close"])
+
+
 def test_embedded_data_is_the_default_and_offline():
     histories, failures = fetch_histories(["AAPL", "NOPE"], AnalysisConfig(cache_dir=None))
     assert histories["AAPL"].source == "embedded"
