@@ -64,6 +64,8 @@ class ReportPages:
             uid = analysis["metadata"]["uid"]
             configmap = await self.api.get_configmap(namespace, report_configmap_name(name))
         except KubeError as exc:
+            if exc.status in (403, 404):  # a namespace it may not read is no report either
+                return None
             raise ReportUnavailable(str(exc)) from exc
         if not is_own_report(configmap, uid):
             return None

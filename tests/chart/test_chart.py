@@ -264,12 +264,32 @@ def test_leader_election_timings_reach_the_operator(helm: Helm) -> None:
 
 
 def test_metrics_service_targets_the_metrics_port(helm: Helm) -> None:
-    assert not by_kind(helm.template(), "Service")
-    service = one(helm.template("metrics.service.enabled=true"), "Service")
+    assert not [s for s in by_kind(helm.template(), "Service") if s["metadata"]["name"].endswith(
+        "-metrics")]  # fmt: skip
+    service = one(helm.template("metrics.service.enabled=true"), "Service", f"{FULLNAME}-metrics")
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     deployment = one(helm.template(), "Deployment", FULLNAME)
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_reports_service_exposes_the_port_that_serves_the_html_reports(helm: Helm) -> None:
+    objects = helm.template("operator.healthPort=8181")
+    service = one(objects, "Service", f"{FULLNAME}-reports")
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"], port["targetPort"]) == ("http", 8080, "health")
+    assert service["spec"]["type"] == "ClusterIP"
+    deployment = one(objects, "Deployment", FULLNAME)
+    pod = deployment["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (container,) = [c for c in pod["spec"]["containers"] if c["name"] == "operator"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == 8181
+    # The operator serves the reports on that (health) port.
+    config = OperatorConfig.from_env(_operator_env(objects))
+    assert config.health_port == 8181
+    off = helm.template("reports.service.enabled=false")
+    assert not [s for s in by_kind(off, "Service") if s["metadata"]["name"].endswith("-reports")]
 
 
 # -- security -----------------------------------------------------------------------------------
