@@ -28,8 +28,11 @@ _NAMESPACE_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 # Rendered pages kept, by ConfigMap uid and resourceVersion (a new report is a new version).
 CACHED_PAGES = 16
-# The page is self-contained (inline styles, data: images): the browser may load nothing else.
-CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# The page is self-contained (inline scripts, styles and data, data: images): the browser may
+# load nothing else, and send nothing anywhere.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:"
+)
 
 
 class ReportUnavailable(Exception):
