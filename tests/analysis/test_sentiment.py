@@ -16,11 +16,14 @@ from portfolio_analysis.sentiment import (
     EmbeddedNewsSource,
     NewsSourceError,
     NewsUnavailableError,
+    apply_context_rules,
     classify,
     fetch_headlines,
+    normalize_headline,
     score_headlines,
     summarize_sentiment,
 )
+from portfolio_analysis.vocabulary import NEGATIVE_SENTIMENT
 from vaderSentiment.vaderSentiment import B_INCR, N_SCALAR, SentimentIntensityAnalyzer
 
 LABELLED = Path(__file__).parent / "data" / "labelled_headlines.csv"
@@ -137,6 +140,94 @@ def test_extension_scores_labelled_headlines_better_than_plain_vader(plain):
     assert accuracy(our_scores) >= accuracy(plain_scores) + 0.15
     assert correlation(our_scores) >= correlation(plain_scores) + 0.2
     assert accuracy(our_scores) >= 0.8
+
+
+def _split(part: str) -> list[dict[str, str]]:
+    return [row for row in _labelled() if row["split"] == part]
+
+
+def _accuracy(scores: list[float], rows: list[dict[str, str]]) -> float:
+    return float(np.mean([classify(s) == r["label"] for s, r in zip(scores, rows, strict=True)]))
+
+
+# The headlines issue 14 found misread, as they appear in data/headlines.yaml (the template
+# headline with a ticker filled in).
+MISREAD = (
+    "Analyst cuts Apple price target, citing slowing iPhone growth",  # was +0.103
+    "Facebook stock falls as rising costs squeeze profit margins",  # was +0.402
+    "XOM cuts guidance as costs climb",  # was 0.000 (plain VADER -0.296)
+)
+
+
+def test_context_rules_raise_accuracy_on_headlines_tuning_never_saw(plain, capsys):
+    """Accuracy of plain VADER, VADER + the finance lexicon (the scoring before the context
+    rules) and the scoring now, on the tuning part and on the held-out part of the labelled
+    headlines. docs/sentiment.md quotes the table this prints (pytest -s)."""
+    lexicon_only = SentimentIntensityAnalyzer()
+    lexicon_only.lexicon.update(FINANCE_LEXICON)
+    table = {}
+    for part in ("tune", "holdout"):
+        rows = _split(part)
+        titles = [r["headline"] for r in rows]
+        table[part] = {
+            "plain VADER": _accuracy([plain.polarity_scores(t)["compound"] for t in titles], rows),
+            "finance lexicon": _accuracy(
+                [lexicon_only.polarity_scores(t)["compound"] for t in titles], rows
+            ),
+            "lexicon + context rules": _accuracy(score_headlines(titles), rows),
+            "headlines": len(rows),
+        }
+    with capsys.disabled():
+        print("\naccuracy (share of headlines classified as labelled)")
+        for part, figures in table.items():
+            print(
+                f"  {part:8} "
+                + ", ".join(
+                    f"{k} {v:.3f}" if k != "headlines" else f"{k} {v}" for k, v in figures.items()
+                )
+            )
+
+    holdout = table["holdout"]
+    assert holdout["headlines"] >= 90
+    assert holdout["lexicon + context rules"] > holdout["finance lexicon"] > holdout["plain VADER"]
+    assert table["tune"]["lexicon + context rules"] > table["tune"]["finance lexicon"]
+    assert all(score <= NEGATIVE_SENTIMENT for score in score_headlines(MISREAD))
+
+
+def test_tuning_and_held_out_headlines_do_not_overlap():
+    tune = {normalize_headline(r["headline"]) for r in _split("tune")}
+    holdout = {normalize_headline(r["headline"]) for r in _split("holdout")}
+    assert tune and holdout and not tune & holdout
+    assert {r["split"] for r in _labelled()} == {"tune", "holdout"}
+    assert {r["label"] for r in _split("holdout")} == {"positive", "negative", "neutral"}
+
+
+@pytest.mark.parametrize(
+    ("headline", "label"),
+    [
+        ("Retailer did not cut its guidance", "positive"),  # VADER's negation still applies
+        ("Maker cuts costs, raises forecast", "positive"),  # a rule stays in its clause
+        ("Airline profit climbs as fuel costs fall", "positive"),  # falling costs are good
+        ("Insurer's quarterly losses narrow", "positive"),
+        ("Bank lowers its price target on the insurer", "negative"),
+        ("Guidance lowered at chipmaker", "negative"),  # the passive form
+        ("Brokerage raises price target on the retailer", "positive"),
+        ("Carmaker to lay off 2,000 workers", "negative"),
+        ("Crude oil prices steady ahead of the meeting", "neutral"),
+    ],
+)
+def test_context_rules_read_finance_wording_as_a_reader_would(headline, label):
+    assert classify(score_headlines([headline])[0]) == label
+
+
+def test_context_rules_rewrite_only_the_words_they_apply_to():
+    assert apply_context_rules("Analyst cuts Apple price target") == (
+        "Analyst cuts_cut_target Apple price target"
+    )
+    unchanged = "Apple shares surge after iPhone sales top estimates"
+    assert apply_context_rules(unchanged) == unchanged
+    # Punctuation around a rewritten word is kept for VADER's emphasis rules.
+    assert apply_context_rules("Costs climb!") == "Costs climb_costs_up!"
 
 
 def test_score_headlines_input():
