@@ -1,15 +1,21 @@
-"""Reports of a run: JSON, a self-contained HTML page with charts, and a terminal table.
+"""Reports of a run: the JSON document, a self-contained HTML page, and terminal lines.
 
-The HTML report embeds every chart as a base64 PNG drawn with matplotlib (Agg backend) and
-carries its CSS inline, so opening it fetches nothing from the network.
+The JSON document (``report.json``) is the run's result dict extended with what a program
+or a page needs to redraw the report without the run's frames: ``schema_version``, the
+tool's version, the run's settings, the daily series behind every chart, per-position
+contributions and stage durations. :func:`render_html` (in ``report_html``) draws the page
+from that JSON-able dict alone, so the operator can render a stored report. The fields and
+their units are described in docs/report.md and checked by ``schemas/report.schema.json``.
 """
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
+import math
+import os
+import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,18 +24,51 @@ import numpy as np
 import pandas as pd
 
 from portfolio_analysis.aggregate import jsonable
+from portfolio_analysis.report_html import render_html
 from portfolio_analysis.vocabulary import NEGATIVE_SENTIMENT, POSITIVE_SENTIMENT
 
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from portfolio_analysis.config import AnalysisConfig
     from portfolio_analysis.pipeline import AnalysisRun
 
-# Charts stay readable and the page small on a 500-ticker universe.
+__all__ = [
+    "SCHEMA_VERSION",
+    "build_document",
+    "chart_tickers",
+    "portfolio_lines",
+    "render_html",
+    "schema_path",
+    "summary_table",
+    "write_html_report",
+    "write_json_report",
+    "write_reports",
+]
+
+# Bumped when a field changes meaning or disappears; new fields keep the major version.
+SCHEMA_VERSION = "1.0"
+TOOL_NAME = "portfolio-operator"
+
+# Per-ticker indicator charts: the first MAX_TICKER_CHARTS tickers, holdings first.
 MAX_TICKER_CHARTS = 8
-MAX_HEATMAP_TICKERS = 20
-MAX_SENTIMENT_BARS = 30
 MAX_TABLE_ROWS = 25
+ROLLING_WINDOW_DAYS = 63  # about one quarter of trading days
+PERIODS_PER_YEAR = 252
+# Significant digits kept in the JSON's daily series (a price of 404.3412 -> 404.341).
+SERIES_DIGITS = 6
+# Indicator columns the report keeps per ticker (the rest are derivable or not drawn).
+TICKER_SERIES_COLUMNS = (
+    "close",
+    "sma_20",
+    "sma_50",
+    "sma_200",
+    "bollinger_upper",
+    "bollinger_lower",
+    "rsi_14",
+    "macd",
+    "macd_signal",
+)
 
 _TABLE_COLUMNS = [
     ("ticker", "Ticker"),
@@ -57,6 +96,11 @@ _PORTFOLIO_FIGURES = [
 ]
 
 
+def schema_path() -> Path:
+    """The JSON Schema of ``report.json`` (shipped in the package)."""
+    return Path(__file__).with_name("schemas") / "report.schema.json"
+
+
 def _format(value: Any, kind: str = "num") -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "-"
@@ -73,311 +117,412 @@ def _format(value: Any, kind: str = "num") -> str:
     return str(value)
 
 
-# --- JSON ----------------------------------------------------------------------------------
+def tool_version() -> str:
+    """The installed distribution's version (``0+unknown`` when run from a bare checkout)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(TOOL_NAME)
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
-def write_json_report(result: Mapping, path: str | Path) -> Path:
-    """Write the run's result dict as indented JSON (NaN as null)."""
-    path = Path(path)
+# --- daily series ----------------------------------------------------------------------------
+
+
+def _rounded(values: np.ndarray, digits: int = SERIES_DIGITS) -> list[float | None]:
+    """``values`` rounded to ``digits`` significant digits (by the series' largest magnitude),
+    NaN as None: the JSON stays small and the charts lose nothing visible."""
+    values = np.asarray(values, dtype="float64")
+    finite = np.isfinite(values)
+    if not finite.any():
+        return [None] * len(values)
+    largest = float(np.abs(values[finite]).max())
+    decimals = digits - 1 - (math.floor(math.log10(largest)) if largest > 0 else 0)
+    rounded = np.round(values, max(decimals, 0)) + 0.0  # + 0.0: no -0.0 in the JSON
+    return [float(v) if ok else None for v, ok in zip(rounded.tolist(), finite, strict=True)]
+
+
+def _dates(index: pd.Index) -> list[str]:
+    return [d.isoformat() for d in pd.DatetimeIndex(index).date]
+
+
+def _window_prices(close: pd.DataFrame, portfolio: Mapping) -> pd.DataFrame | None:
+    """The held tickers' closes over the portfolio's window, on dates all of them have."""
+    tickers = [t for t in portfolio.get("tickers") or () if t in close.columns]
+    if not tickers:
+        return None
+    prices = close[tickers].astype("float64")
+    start, end = portfolio.get("start"), portfolio.get("end")
+    if start and end:
+        prices = prices.loc[pd.Timestamp(start) : pd.Timestamp(end)]
+    prices = prices.dropna(how="any")
+    return prices if len(prices) >= 2 else None
+
+
+def _portfolio_values(prices: pd.DataFrame, portfolio: Mapping, holdings: Mapping | None):
+    """(values, positions) of the portfolio as portfolio.py defines them."""
+    from portfolio_analysis.portfolio import portfolio_value_series
+
+    if portfolio.get("mode") == "holdings" and holdings:
+        positions = {t: float(holdings[t]) for t in prices.columns if t in holdings}
+        return portfolio_value_series(prices[list(positions)], holdings=positions), positions
+    weights = portfolio.get("weights") or {}
+    positions = {t: float(weights[t]) for t in prices.columns if t in weights}
+    if not positions or abs(sum(positions.values()) - 1.0) > 1e-6:
+        positions = dict.fromkeys(prices.columns, 1.0 / prices.shape[1])
+    return portfolio_value_series(prices[list(positions)], weights=positions), positions
+
+
+def _reference(
+    close: pd.DataFrame, values: pd.Series, portfolio: Mapping, positions: Mapping[str, float]
+) -> tuple[dict, pd.Series | None]:
+    """The line the equity curve is compared with: the benchmark when it was priced, else
+    the equal-weighted universe of the priced tickers (unless that is the portfolio itself)."""
+    name = portfolio.get("benchmark")
+    if name:
+        if name in close.columns:
+            prices = close[name].astype("float64").reindex(values.index).ffill().dropna()
+            if len(prices) >= 2:
+                line = prices / prices.iloc[0] * values.loc[prices.index[0]]
+                return {
+                    "kind": "benchmark",
+                    "ticker": name,
+                    "label": f"Benchmark {name}",
+                    "note": f"{name}, rebased to the portfolio's value on {_dates(line.index)[0]}.",
+                }, line
+        reference = {"kind": "none", "ticker": name, "label": None}
+        reference["note"] = f"Benchmark {name} could not be priced over the portfolio's window."
+        return reference, None
+    universe = [t for t in close.columns if t in set(portfolio.get("tickers") or ())]
+    equal = dict.fromkeys(universe, 1.0 / len(universe)) if universe else {}
+    same = portfolio.get("mode") != "holdings" and all(
+        abs(positions.get(t, 0.0) - w) < 1e-9 for t, w in equal.items()
+    )
+    if len(universe) < 2 or same:
+        return {
+            "kind": "none",
+            "ticker": None,
+            "label": None,
+            "note": "No benchmark was given (--benchmark) and the portfolio is itself equally "
+            "weighted, so no reference line is drawn.",
+        }, None
+    from portfolio_analysis.portfolio import portfolio_value_series
+
+    growth = portfolio_value_series(close.loc[values.index, universe], weights=equal)
+    line = growth * values.iloc[0]
+    label = f"Equal-weighted holdings ({len(universe)} tickers)"
+    return {
+        "kind": "equal_weight",
+        "ticker": None,
+        "label": label,
+        "note": f"No benchmark was given (--benchmark), so the reference line is the same "
+        f"{len(universe)} tickers equally weighted and rebalanced daily, rebased to the "
+        "portfolio's starting value.",
+    }, line
+
+
+def _rolling(returns: pd.Series, risk_free_rate: float) -> tuple[pd.Series, pd.Series]:
+    """Rolling annualised volatility and Sharpe over ROLLING_WINDOW_DAYS daily returns."""
+    per_period_rf = (1.0 + risk_free_rate) ** (1.0 / PERIODS_PER_YEAR) - 1.0
+    window = returns.rolling(ROLLING_WINDOW_DAYS)
+    spread = window.std(ddof=1)
+    volatility = spread * math.sqrt(PERIODS_PER_YEAR)
+    sharpe = (
+        (window.mean() - per_period_rf) / spread.where(spread > 1e-12) * math.sqrt(PERIODS_PER_YEAR)
+    )
+    return volatility, sharpe
+
+
+def _monthly_returns(values: pd.Series) -> list[dict]:
+    """Return of each calendar month (the first month from the first value)."""
+    month_end = values.groupby(values.index.to_period("M")).last()
+    previous = month_end.shift(1)
+    previous.iloc[0] = values.iloc[0]
+    returns = month_end / previous - 1.0
+    return [
+        {"month": str(period), "return": float(value) + 0.0}
+        for period, value in returns.items()
+        if np.isfinite(value)
+    ]
+
+
+def _positions(
+    prices: pd.DataFrame, values: pd.Series, portfolio: Mapping, positions: Mapping[str, float]
+) -> list[dict]:
+    """Per position: weight, market value, contribution to total return and to risk.
+
+    Contribution to return is exact for both modes: the value's daily change is the sum of
+    the positions' changes (holdings: shares x price change; weights: w x r x the previous
+    value), so the contributions add up to the total return. Contribution to risk is each
+    position's share of the portfolio's daily-return variance at current weights,
+    ``w_i (Cov w)_i / (w' Cov w)``; the shares add up to 1.
+    """
+    tickers = list(positions)
+    levels = prices[tickers].to_numpy()
+    start_value = float(values.iloc[0])
+    amounts = np.array([positions[t] for t in tickers])
+    if portfolio.get("mode") == "holdings":
+        contribution = amounts * (levels[-1] - levels[0]) / start_value
+    else:
+        asset_returns = levels[1:] / levels[:-1] - 1.0
+        previous = values.to_numpy()[:-1, None] / start_value
+        contribution = (asset_returns * previous * amounts).sum(axis=0)
+    weights = portfolio.get("weights") or {}
+    current = np.array([float(weights.get(t, 0.0)) for t in tickers])
+    returns = levels[1:] / levels[:-1] - 1.0
+    risk = np.full(len(tickers), np.nan)
+    if len(returns) > 2:
+        covariance = np.atleast_2d(np.cov(returns, rowvar=False, ddof=1))
+        marginal = covariance @ current
+        variance = float(current @ marginal)
+        if variance > 1e-18:
+            risk = current * marginal / variance
+    market_value = portfolio.get("market_value") or {}
+    rows = [
+        {
+            "ticker": t,
+            "shares": positions[t] if portfolio.get("mode") == "holdings" else None,
+            "weight": float(current[i]),
+            "market_value": market_value.get(t),
+            "contribution_to_return": float(contribution[i]) + 0.0,
+            "contribution_to_risk": float(risk[i]) + 0.0 if np.isfinite(risk[i]) else None,
+        }
+        for i, t in enumerate(tickers)
+    ]
+    rows.sort(key=lambda row: -row["weight"])
+    return rows
+
+
+def portfolio_analytics(
+    close: pd.DataFrame | None, portfolio: Mapping, holdings: Mapping[str, float] | None
+) -> tuple[dict | None, dict | None]:
+    """(analytics, daily series) of the portfolio, or (None, None) when there is none."""
+    if close is None or not portfolio or portfolio.get("error"):
+        return None, None
+    prices = _window_prices(close, portfolio)
+    if prices is None:
+        return None, None
+    from portfolio_analysis.portfolio import drawdown_series
+
+    try:
+        values, positions = _portfolio_values(prices, portfolio, holdings)
+    except ValueError:
+        return None, None
+    reference, line = _reference(close, values, portfolio, positions)
+    returns = values.pct_change().iloc[1:]
+    volatility, sharpe = _rolling(returns, float(portfolio.get("risk_free_rate") or 0.0))
+    series: dict[str, Any] = {
+        "dates": _dates(values.index),
+        "value": _rounded(values.to_numpy()),
+        "reference": _rounded(line.reindex(values.index).to_numpy()) if line is not None else None,
+        "drawdown": _rounded(drawdown_series(values).to_numpy()),
+        "rolling_volatility": [None] + _rounded(volatility.to_numpy()),
+        "rolling_sharpe": [None] + _rounded(sharpe.to_numpy()),
+        "rolling_window_days": ROLLING_WINDOW_DAYS,
+    }
+    excess = None
+    if reference["kind"] == "benchmark" and line is not None:
+        start = line.index[0]
+        excess = float(
+            values.iloc[-1] / values.loc[start] - line.iloc[-1] / line.iloc[0]
+        )  # total return over the dates both have, in fraction points
+        reference["total_return"] = float(line.iloc[-1] / line.iloc[0] - 1.0)
+    elif line is not None:
+        reference["total_return"] = float(line.iloc[-1] / line.iloc[0] - 1.0)
+    correlation = portfolio.get("correlation") or {}
+    analytics = {
+        "reference": reference,
+        "excess_return": excess,
+        "positions": _positions(prices, values, portfolio, positions),
+        "monthly_returns": _monthly_returns(values),
+        "correlation_note": _correlation_note(correlation, portfolio),
+    }
+    return analytics, series
+
+
+def _correlation_note(correlation: Mapping, portfolio: Mapping) -> str | None:
+    if not correlation:
+        return None
+    shown, total = len(correlation), len(portfolio.get("tickers") or ())
+    if shown < total:
+        return (
+            f"Correlation of daily returns between the {shown} largest of {total} positions "
+            "by current weight, over the portfolio's window."
+        )
+    return (
+        f"Correlation of daily returns between all {shown} positions, over the portfolio's window."
+    )
+
+
+def ticker_series(series: Mapping[str, pd.DataFrame] | None) -> dict[str, dict]:
+    """Per charted ticker: dates and the indicator columns the charts draw."""
+    out: dict[str, dict] = {}
+    for ticker, frame in (series or {}).items():
+        if frame is None or frame.empty or "close" not in frame.columns:
+            continue
+        entry: dict[str, Any] = {"dates": _dates(frame.index)}
+        for column in TICKER_SERIES_COLUMNS:
+            if column in frame.columns:
+                entry[column] = _rounded(frame[column].to_numpy())
+        out[str(ticker)] = entry
+    return out
+
+
+# --- the document ----------------------------------------------------------------------------
+
+
+def stage_durations(timings: Mapping[str, float]) -> dict[str, float]:
+    """The pipeline's timings as durations in seconds.
+
+    ``dask_setup`` and ``portfolio`` are durations already. ``pricing``, ``technicals`` and
+    ``news`` are measured from the moment every task was submitted (all at once) to the
+    stage's last batch finishing: each is the stage's elapsed time, and they overlap, so
+    they do not add up to the run's time.
+    """
+    return {str(k): round(float(v), 4) for k, v in timings.items() if v is not None}
+
+
+def as_of(result: Mapping) -> str | None:
+    """The date of the latest price in the report (the data's as-of date)."""
+    report = result.get("report") or {}
+    dates = [r.get("as_of") or r.get("end") for r in result.get("combined_analysis") or ()]
+    dates.append((report.get("portfolio") or {}).get("end"))
+    dates = [d for d in dates if isinstance(d, str)]
+    return max(dates) if dates else None
+
+
+def run_settings(
+    result: Mapping, holdings: Mapping[str, float] | None, config: AnalysisConfig | None
+) -> dict:
+    """What was asked: tickers, holdings as given, sources, dates, lookback, benchmark."""
+    report = result.get("report") or {}
+    portfolio = report.get("portfolio") or {}
+    windows = (report.get("data_notes") or {}).get("windows") or {}
+    settings: dict[str, Any] = {
+        "tickers": list(report.get("tickers") or ()),
+        "holdings": dict(holdings) if holdings else None,
+        "price_sources": list(report.get("price_sources") or ()),
+        "news_sources": list(report.get("news_sources") or ()),
+        "start": None,
+        "end": None,
+        "lookback_days": windows.get("lookback_days"),
+        "benchmark": portfolio.get("benchmark"),
+        "risk_free_rate": portfolio.get("risk_free_rate"),
+        "workers": report.get("workers"),
+    }
+    if config is not None:
+        settings.update(
+            price_sources=list(config.price_sources),
+            news_sources=list(config.news_sources),
+            start=config.start.isoformat() if config.start else None,
+            end=config.end.isoformat() if config.end else None,
+            lookback_days=config.lookback_days,
+            benchmark=config.benchmark,
+            risk_free_rate=config.risk_free_rate,
+        )
+    return settings
+
+
+def build_document(
+    result: Mapping,
+    *,
+    close: pd.DataFrame | None = None,
+    series: Mapping[str, pd.DataFrame] | None = None,
+    holdings: Mapping[str, float] | None = None,
+    config: AnalysisConfig | None = None,
+) -> dict:
+    """The report document: ``result`` plus schema version, tool, settings, daily series,
+    position analytics and stage durations (a new dict; ``result`` is not changed)."""
+    document = dict(jsonable(result))
+    report = dict(document.get("report") or {})
+    analytics, portfolio_series = portfolio_analytics(
+        close, report.get("portfolio") or {}, holdings
+    )
+    report["as_of"] = as_of(document)
+    report["settings"] = run_settings(document, holdings, config)
+    report["stage_durations"] = stage_durations(report.get("timings") or {})
+    if analytics is not None:
+        report["analytics"] = analytics
+    report["series"] = {"portfolio": portfolio_series, "tickers": ticker_series(series)}
+    document["report"] = report
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": TOOL_NAME, "version": tool_version()},
+        **document,
+    }
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _write_atomically(path: Path, text: str) -> Path:
+    """Write ``text`` next to ``path`` and rename it over: a reader never sees half a file.
+    (The temporary name is per process and thread; the file gets the usual umask mode.)"""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(jsonable(result), indent=2) + "\n", encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
-# --- charts --------------------------------------------------------------------------------
+# A list of scalars over several lines as json.dumps(indent=...) writes it: no brackets or
+# braces inside (JSON strings never hold a raw newline, so joining lines leaves them intact).
+_SCALAR_LIST = re.compile(r"\[\n\s+([^\[\]{}]*?)\n\s*\]")
 
 
-def _figure_to_data_uri(figure: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
-    plt.close(figure)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+def to_json(result: Mapping) -> str:
+    """``result`` as JSON text: indented objects, lists of numbers or strings on one line
+    (the daily series would otherwise take one line per number), NaN as null."""
+    text = json.dumps(jsonable(result), indent=2, allow_nan=False)
+    return _SCALAR_LIST.sub(lambda m: "[" + re.sub(r",\n\s+", ", ", m.group(1)) + "]", text) + "\n"
 
 
-def _pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    plt.rcParams.update({"figure.autolayout": True, "axes.grid": True, "grid.alpha": 0.3})
-    return plt
+def write_json_report(result: Mapping, path: str | Path) -> Path:
+    """Write ``result`` (a document or a plain result) as JSON (see :func:`to_json`)."""
+    return _write_atomically(Path(path), to_json(result))
 
 
-def ticker_chart(ticker: str, frame: pd.DataFrame) -> str:
-    """Close with Bollinger bands and SMAs, RSI, and MACD of one ticker, as a data URI."""
-    plt = _pyplot()
-    figure, (price, rsi, macd) = plt.subplots(
-        3, 1, figsize=(9, 6.2), sharex=True, gridspec_kw={"height_ratios": [3, 1.2, 1.4]}
+def write_html_report(result: Mapping, path: str | Path) -> Path:
+    """Write :func:`render_html`'s page of ``result`` to ``path``."""
+    return _write_atomically(Path(path), render_html(result))
+
+
+def write_reports(
+    run: AnalysisRun, output_dir: str | Path, *, config: AnalysisConfig | None = None
+) -> dict[str, Path]:
+    """``report.json`` and ``report.html`` of a run in ``output_dir`` (created if missing).
+
+    ``run.result`` becomes the full document (what report.json holds), so a caller that
+    prints the result prints the same thing. The durations of building, rendering and
+    writing go into ``report.stage_durations``.
+    """
+    output_dir = Path(output_dir)
+    started = time.perf_counter()
+    document = build_document(
+        run.result, close=run.close, series=run.series, holdings=run.holdings, config=config
     )
-    dates = frame.index
-    if {"bollinger_lower", "bollinger_upper"} <= set(frame.columns):
-        price.fill_between(
-            dates,
-            frame["bollinger_lower"],
-            frame["bollinger_upper"],
-            color="tab:blue",
-            alpha=0.12,
-            label="Bollinger 20/2",
-        )
-    price.plot(dates, frame["close"], color="black", linewidth=1.2, label="close")
-    for column, colour in (
-        ("sma_20", "tab:orange"),
-        ("sma_50", "tab:green"),
-        ("sma_200", "tab:red"),
-    ):
-        if column in frame.columns and frame[column].notna().any():
-            price.plot(dates, frame[column], color=colour, linewidth=0.9, label=column.upper())
-    price.set_title(f"{ticker}: close, Bollinger bands and moving averages")
-    price.legend(loc="upper left", fontsize=8, ncols=5)
-    if "rsi_14" in frame.columns:
-        rsi.plot(dates, frame["rsi_14"], color="tab:purple", linewidth=1)
-        rsi.axhline(70, color="tab:red", linewidth=0.8, linestyle="--")
-        rsi.axhline(30, color="tab:green", linewidth=0.8, linestyle="--")
-        rsi.set_ylim(0, 100)
-        rsi.set_ylabel("RSI 14")
-    if "macd" in frame.columns:
-        if "macd_hist" in frame.columns:
-            hist = frame["macd_hist"].fillna(0.0)
-            colours = np.where(hist.to_numpy() >= 0, "tab:green", "tab:red")
-            macd.bar(dates, hist, color=colours, width=1.0, alpha=0.5, label="histogram")
-        macd.plot(dates, frame["macd"], color="tab:blue", linewidth=1, label="MACD")
-        if "macd_signal" in frame.columns:
-            macd.plot(dates, frame["macd_signal"], color="tab:orange", linewidth=1, label="signal")
-        macd.set_ylabel("MACD 12/26/9")
-        macd.legend(loc="upper left", fontsize=8, ncols=3)
-    figure.autofmt_xdate()
-    return _figure_to_data_uri(figure)
-
-
-def sentiment_chart(combined: Sequence[Mapping]) -> str | None:
-    """Mean headline sentiment per ticker as horizontal bars (most extreme first if many)."""
-    rows = [
-        (r["ticker"], r["avg_sentiment"]) for r in combined if r.get("avg_sentiment") is not None
-    ]
-    if not rows:
-        return None
-    rows.sort(key=lambda row: -abs(row[1]))
-    rows = sorted(rows[:MAX_SENTIMENT_BARS], key=lambda row: row[1])
-    plt = _pyplot()
-    figure, axes = plt.subplots(figsize=(9, 0.9 + 0.28 * len(rows)))
-    values = [v for _, v in rows]
-    colours = [
-        "tab:green" if v >= POSITIVE_SENTIMENT else "tab:red" if v <= NEGATIVE_SENTIMENT else "grey"
-        for v in values
-    ]
-    axes.barh([t for t, _ in rows], values, color=colours)
-    axes.axvline(0, color="black", linewidth=0.8)
-    axes.set_xlim(-1, 1)
-    axes.set_xlabel("mean VADER compound score (finance lexicon)")
-    axes.set_title("News sentiment per ticker")
-    return _figure_to_data_uri(figure)
-
-
-def portfolio_chart(values: pd.Series) -> str:
-    """Portfolio value and its drawdown from the running peak."""
-    from portfolio_analysis.portfolio import drawdown_series
-
-    plt = _pyplot()
-    figure, (value_axes, drawdown_axes) = plt.subplots(
-        2, 1, figsize=(9, 4.8), sharex=True, gridspec_kw={"height_ratios": [2, 1]}
-    )
-    value_axes.plot(values.index, values, color="tab:blue", linewidth=1.2)
-    value_axes.set_title("Portfolio value")
-    drawdown = drawdown_series(values)
-    drawdown_axes.fill_between(drawdown.index, drawdown * 100, 0, color="tab:red", alpha=0.4)
-    drawdown_axes.set_ylabel("drawdown %")
-    figure.autofmt_xdate()
-    return _figure_to_data_uri(figure)
-
-
-def correlation_chart(correlation: Mapping[str, Mapping[str, float | None]]) -> str | None:
-    """Heat map of the daily-return correlation matrix."""
-    matrix = pd.DataFrame(correlation).astype("float64")
-    if matrix.empty:
-        return None
-    matrix = matrix.iloc[:MAX_HEATMAP_TICKERS, :MAX_HEATMAP_TICKERS]
-    plt = _pyplot()
-    size = 2.5 + 0.45 * len(matrix)
-    figure, axes = plt.subplots(figsize=(size + 1.2, size))
-    image = axes.imshow(matrix.to_numpy(), cmap="RdBu_r", vmin=-1, vmax=1)
-    axes.set_xticks(range(len(matrix.columns)), matrix.columns, rotation=90)
-    axes.set_yticks(range(len(matrix.index)), matrix.index)
-    axes.grid(False)
-    if len(matrix) <= 12:
-        for (row, col), value in np.ndenumerate(matrix.to_numpy()):
-            if np.isfinite(value):
-                colour = "white" if abs(value) > 0.6 else "black"
-                axes.text(
-                    col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color=colour
-                )
-    figure.colorbar(image, ax=axes, shrink=0.8, label="correlation of daily returns")
-    axes.set_title("Correlation of daily returns")
-    return _figure_to_data_uri(figure)
-
-
-# --- HTML ----------------------------------------------------------------------------------
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;
-max-width:1000px;color:#1d2733;padding:0 1rem}
-h1{margin-bottom:.2rem}.muted{color:#66707a}
-table{border-collapse:collapse;margin:.6rem 0 1.4rem;font-size:.9rem}
-th,td{padding:.28rem .6rem;border-bottom:1px solid #e2e6ea;text-align:right}
-th:first-child,td:first-child{text-align:left}th{background:#f4f6f8}
-.status-success{color:#1a7f37}.status-partial{color:#b35900}.status-failed{color:#c62828}
-img{max-width:100%;margin:.4rem 0 1.2rem}
-.cards{display:flex;flex-wrap:wrap;gap:.6rem;margin:1rem 0}
-.card{background:#f4f6f8;border-radius:6px;padding:.5rem .8rem;min-width:8rem}
-.card b{display:block;font-size:1.15rem}
-"""
-
-
-def _table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str]]) -> str:
-    head = "".join(f"<th>{html.escape(label)}</th>" for _, label in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(_format(row.get(key)))}</td>" for key, _ in columns)
-        + "</tr>"
-        for row in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _image(uri: str | None, alt: str) -> str:
-    return f'<img src="{uri}" alt="{html.escape(alt)}">' if uri else ""
+    built = time.perf_counter()
+    page = render_html(document)
+    rendered = time.perf_counter()
+    html_path = _write_atomically(output_dir / "report.html", page)
+    written = time.perf_counter()
+    durations = document["report"]["stage_durations"]
+    durations["report_build"] = round(built - started, 4)
+    durations["report_render"] = round(rendered - built, 4)
+    durations["report_write_html"] = round(written - rendered, 4)
+    json_path = write_json_report(document, output_dir / "report.json")
+    run.result = document
+    return {"json": json_path, "html": html_path}
 
 
 def chart_tickers(tickers: Sequence[str], holdings: Mapping[str, float] | None) -> list[str]:
     """Which tickers get their own chart: the first MAX_TICKER_CHARTS, holdings first."""
     ordered = list(holdings) + [t for t in tickers if t not in holdings] if holdings else tickers
     return list(ordered)[:MAX_TICKER_CHARTS]
-
-
-def render_html(
-    result: Mapping,
-    *,
-    close: pd.DataFrame | None = None,
-    series: Mapping[str, pd.DataFrame] | None = None,
-    holdings: Mapping[str, float] | None = None,
-) -> str:
-    """The whole HTML report as one string (charts inline, no external resources)."""
-    report = result.get("report", {})
-    combined = result.get("combined_analysis", [])
-    portfolio = report.get("portfolio") or {}
-    status = str(result.get("status", "unknown"))
-    summary = report.get("summary", {})
-    parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>Portfolio analysis report</title>",
-        f"<style>{_CSS}</style></head><body>",
-        "<h1>Portfolio analysis</h1>",
-        f"<p class='muted'>{html.escape(str(report.get('timestamp', '')))} &middot; "
-        f"status <b class='status-{html.escape(status)}'>{html.escape(status)}</b> &middot; "
-        f"{report.get('securities_analyzed', 0)} securities analysed in "
-        f"{_format(report.get('execution_time_seconds'))} s on {report.get('workers', '?')} "
-        f"Dask worker(s) &middot; price sources: "
-        f"{html.escape(', '.join(report.get('price_sources', [])))}</p>",
-        "<div class='cards'>",
-    ]
-    cards = [
-        ("Avg RSI 14", summary.get("avg_rsi"), "num"),
-        ("Avg SMA 20", summary.get("avg_sma_20"), "num"),
-        ("Avg sentiment", summary.get("avg_news_sentiment"), "num"),
-        ("Positive / negative", None, "num"),
-    ]
-    for label, value, kind in cards[:3]:
-        parts.append(f"<div class='card'>{label}<b>{html.escape(_format(value, kind))}</b></div>")
-    parts.append(
-        f"<div class='card'>{cards[3][0]}<b>{summary.get('securities_with_positive_sentiment', 0)}"
-        f" / {summary.get('securities_with_negative_sentiment', 0)}</b></div></div>"
-    )
-    if portfolio and "error" not in portfolio:
-        parts.append("<h2>Portfolio</h2>")
-        parts.append(
-            f"<p class='muted'>{html.escape(str(portfolio.get('start')))} to "
-            f"{html.escape(str(portfolio.get('end')))}, {portfolio.get('periods')} daily "
-            f"returns, {html.escape(str(portfolio.get('mode')))}"
-            + (
-                f", benchmark {html.escape(portfolio['benchmark'])}"
-                if portfolio.get("benchmark")
-                else ""
-            )
-            + "</p>"
-        )
-        figure_rows = [
-            {"figure": label, "value": _format(portfolio.get(key), kind)}
-            for key, label, kind in _PORTFOLIO_FIGURES
-            if portfolio.get(key) is not None
-        ]
-        parts.append(_table(figure_rows, [("figure", "Figure"), ("value", "Value")]))
-        if close is not None:
-            from portfolio_analysis.portfolio import portfolio_value_series
-
-            tickers = [t for t in portfolio.get("tickers", []) if t in close.columns]
-            positions = {t: holdings[t] for t in tickers if t in holdings} if holdings else None
-            try:
-                values = portfolio_value_series(close[tickers], holdings=positions)
-            except ValueError:
-                values = None
-            if values is not None:
-                parts.append(_image(portfolio_chart(values), "portfolio value and drawdown"))
-        if portfolio.get("correlation"):
-            parts.append(
-                _image(correlation_chart(portfolio["correlation"]), "correlation heat map")
-            )
-    elif portfolio.get("error"):
-        parts.append(f"<h2>Portfolio</h2><p>{html.escape(portfolio['error'])}</p>")
-    parts.append("<h2>Securities</h2>")
-    parts.append(_table(combined, _TABLE_COLUMNS))
-    parts.append(_image(sentiment_chart(combined), "sentiment per ticker"))
-    if series:
-        parts.append("<h2>Indicators</h2>")
-        for ticker, frame in series.items():
-            if frame is not None and not frame.empty and "close" in frame.columns:
-                parts.append(_image(ticker_chart(ticker, frame), f"{ticker} indicators"))
-    failed = result.get("failed", [])
-    if failed:
-        parts.append("<h2>Failed</h2>")
-        parts.append(
-            _table(failed, [("ticker", "Ticker"), ("stage", "Stage"), ("reason", "Reason")])
-        )
-    parts.append("</body></html>")
-    return "\n".join(parts)
-
-
-def write_html_report(
-    result: Mapping,
-    path: str | Path,
-    *,
-    close: pd.DataFrame | None = None,
-    series: Mapping[str, pd.DataFrame] | None = None,
-    holdings: Mapping[str, float] | None = None,
-) -> Path:
-    """Write :func:`render_html`'s page to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        render_html(result, close=close, series=series, holdings=holdings), encoding="utf-8"
-    )
-    return path
-
-
-def write_reports(run: AnalysisRun, output_dir: str | Path) -> dict[str, Path]:
-    """``report.json`` and ``report.html`` of a run in ``output_dir`` (created if missing)."""
-    output_dir = Path(output_dir)
-    return {
-        "json": write_json_report(run.result, output_dir / "report.json"),
-        "html": write_html_report(
-            run.result,
-            output_dir / "report.html",
-            close=run.close,
-            series=run.series,
-            holdings=run.holdings,
-        ),
-    }
 
 
 # --- terminal ------------------------------------------------------------------------------
