@@ -31,6 +31,9 @@ OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 # Written as one regular expression that Python and the Kubernetes API server (RE2) both read.
 TICKER_PATTERN = r"^([A-Z0-9][A-Z0-9.=-]{0,14}|\^[A-Z0-9.-]{1,14})$"
 TICKER_RE = re.compile(TICKER_PATTERN)
+# A US share class, written with a dot or a dash: BRK.B = BRK-B, BF.A = BF-A. Only classes
+# A to C, so Yahoo's one-letter exchange suffixes (VOD.L, 7203.T, ABC.V, SAP.F) are not one.
+CLASS_SHARE_RE = re.compile(r"^([A-Z]{1,6})[.-]([A-C])$")
 
 # VADER's convention: a compound score at or beyond +-0.05 is positive or negative.
 POSITIVE_SENTIMENT = 0.05

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from portfolio_analysis import embedded
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.ratelimit import LocalRateLimiter
 from portfolio_analysis.sources import (
@@ -26,6 +27,7 @@ from portfolio_analysis.sources import (
     make_sources,
     stooq_symbol,
 )
+from portfolio_analysis.sources.symbols import yahoo_symbol
 from portfolio_analysis.sources.yahoo import _capture_yfinance_log, _instrument, _YahooResponses
 from portfolio_analysis.workers import fetch_price_batch, fetch_price_from_multiple_sources
 
@@ -165,6 +167,23 @@ def test_yfinance_batch_download_serves_adjusted_prices_and_names_the_source(tmp
     assert request.query["interval"] == "1d"
     assert request.query["crumb"] == "tEsTcRuMb.1"
     assert pd.Timestamp(int(request.query["period1"]), unit="s").date() == START
+
+
+def test_yahoo_is_asked_for_share_classes_with_a_dash_and_answers_under_the_given_spelling(
+    tmp_path,
+):
+    brk = ohlcv(5)
+    cfg = config(tmp_path, "yfinance")
+    with local_yahoo(tmp_path) as (server, session):
+        # Yahoo knows only BRK-B: asked for BRK.B it answers 404 ("possibly delisted").
+        server.route("/v8/finance/chart/", chart_route({"BRK-B": brk}))
+        histories, failures = fetch_histories(["BRK.B", "BRK-B"], cfg, [yahoo_source(cfg, session)])
+
+    assert failures == {}
+    assert set(histories) == {"BRK.B", "BRK-B"}
+    for history in histories.values():
+        np.testing.assert_allclose(history.frame["close"], in_range(brk)["close"], rtol=1e-6)
+    assert server.requests_to(r"^/v8/finance/chart/BRK\.B$") == []
 
 
 def test_unknown_ticker_is_reported_once_as_unknown_without_retries(tmp_path):
@@ -466,6 +485,24 @@ def test_embedded_data_is_the_default_and_offline():
     assert histories["AAPL"].source == "embedded"
     assert histories["AAPL"].frame.index[-1] == pd.Timestamp("2013-03-01")
     assert failures["NOPE"].startswith("embedded: not in the embedded data")
+
+
+def test_share_classes_are_found_in_either_spelling_and_reported_as_given(tmp_path):
+    histories, failures = fetch_histories(["BRK-B", "BF.B"], AnalysisConfig(cache_dir=None))
+    assert failures == {}
+    assert set(histories) == {"BRK-B", "BF.B"}  # the spelling the user gave
+    sp500 = embedded.sp500_histories()
+    pd.testing.assert_frame_equal(histories["BRK-B"].frame, sp500["BRK.B"].loc["2009-08-20":])
+    # A local file named either way serves either spelling; VOD.L is no share class.
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    ohlcv(6).to_csv(folder / "BRK.B.csv")
+    cfg = config(tmp_path, "local", local_data_dir=folder)
+    histories, failures = fetch_histories(["BRK-B", "VOD.L"], cfg)
+    assert set(histories) == {"BRK-B"}
+    assert failures["VOD.L"].startswith("local: no file VOD.L.csv")
+    assert [stooq_symbol(t) for t in ("BRK.B", "BRK-B")] == ["brk-b.us", "brk-b.us"]
+    assert yahoo_symbol("BRK.B") == "BRK-B" and yahoo_symbol("VOD.L") == "VOD.L"
 
 
 def test_invalid_ticker_symbols_are_rejected_before_any_request(tmp_path, stooq):

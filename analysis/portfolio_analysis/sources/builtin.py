@@ -12,6 +12,7 @@ import pandas as pd
 
 from portfolio_analysis import embedded
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.sources import symbols
 from portfolio_analysis.sources.base import network_window, slice_window
 from portfolio_analysis.validation import PriceDataError
 
@@ -27,10 +28,17 @@ class EmbeddedSource:
     def fetch(
         self, tickers: Sequence[str], start: date | None, end: date | None
     ) -> dict[str, pd.DataFrame | Exception]:
-        datasets = [embedded.dataset_histories(name) for name in self.config.embedded_datasets]
+        datasets = [
+            (name, embedded.dataset_histories(name)) for name in self.config.embedded_datasets
+        ]
         result: dict[str, pd.DataFrame | Exception] = {}
+        self.served: dict[str, str] = {}
         for ticker in tickers:
-            frame = next((d[ticker] for d in datasets if ticker in d), None)
+            # BRK-B is the data sets' BRK.B (sources/symbols.py).
+            name, frame = next(
+                ((n, d[s]) for n, d in datasets for s in symbols.spellings(ticker) if s in d),
+                (None, None),
+            )
             if frame is None:
                 result[ticker] = PriceDataError(
                     ticker,
@@ -39,9 +47,18 @@ class EmbeddedSource:
                 continue
             try:
                 result[ticker] = slice_window(ticker, frame, start, end, self.config)
+                self.served[ticker] = name
             except PriceDataError as error:
                 result[ticker] = error
         return result
+
+    def adjustments(self, ticker: str, frame: pd.DataFrame) -> list[dict]:
+        """The corporate-action adjustments that changed ``frame``, a window this source
+        served (corporate_actions.py)."""
+        name = getattr(self, "served", {}).get(ticker)
+        if name is None or frame.empty:
+            return []
+        return embedded.adjustments_for(name, ticker, frame.index[0])
 
 
 class SyntheticSource:

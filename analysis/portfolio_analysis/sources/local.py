@@ -10,6 +10,7 @@ import pandas as pd
 
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.sources.base import slice_window
+from portfolio_analysis.sources.symbols import spellings
 from portfolio_analysis.validation import PriceDataError, validate_ohlcv
 
 
@@ -22,7 +23,8 @@ class LocalFolderSource:
         self.config = config
 
     def _file(self, folder: Path, ticker: str) -> Path | None:
-        for stem in dict.fromkeys((ticker, ticker.upper(), ticker.lower())):
+        names = [n for s in spellings(ticker) for n in (s, s.upper(), s.lower())]
+        for stem in dict.fromkeys(names):  # BRK-B may be saved as BRK.B.csv
             for suffix in (".parquet", ".csv"):
                 path = folder / f"{stem}{suffix}"
                 if path.is_file():

@@ -27,6 +27,7 @@ from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.network import YFINANCE_LOCK, SourceUnavailableError, TransientSourceError
 from portfolio_analysis.ratelimit import RateLimiter, limiter_for, pause_on_429
 from portfolio_analysis.sources.base import network_window
+from portfolio_analysis.sources.symbols import yahoo_symbol
 from portfolio_analysis.validation import PriceDataError
 
 
@@ -336,8 +337,17 @@ class YFinanceSource:
         self, tickers: Sequence[str], start: date | None, end: date | None
     ) -> dict[str, pd.DataFrame | Exception]:
         start, end = network_window(start, end, self.config)
+        # Yahoo spells share classes with a dash (BRK-B); answers go back under the
+        # spelling asked for.
+        asked = {ticker: yahoo_symbol(ticker) for ticker in tickers}
         with YFINANCE_LOCK:
-            return self._fetch_locked(list(tickers), start, end)
+            answers = self._fetch_locked(list(dict.fromkeys(asked.values())), start, end)
+        return {
+            ticker: answers[symbol]
+            if symbol == ticker or not isinstance(answers[symbol], PriceDataError)
+            else PriceDataError(ticker, answers[symbol].reason)
+            for ticker, symbol in asked.items()
+        }
 
     def _fetch_locked(
         self, tickers: list[str], start: date, end: date
