@@ -3,14 +3,16 @@
 Headlines come from sources tried in ``config.news_sources`` order (the first that returns
 articles wins): ``yfinance`` (Yahoo's news stream, through yfinance), ``rss`` (a per-ticker
 finance RSS 2.0 feed, fetched with httpx and parsed with feedparser) and ``embedded``
-(invented sample headlines shipped in ``data/headlines.yaml``, for offline runs).
+(invented sample headlines shipped in ``data/headlines.yaml``, for offline runs; every such
+article is marked ``illustrative`` so reports can say it is not news).
 
 VADER (Hutto & Gilbert, 2014) was built for social-media text. On finance headlines its
 general lexicon misses the words that carry the news ("surge", "plunge", "downgrade",
 "bullish", ...) and misreads others ("demand" -0.5, "shares" +1.2, "strikes" -1.5 as in
 "strikes a deal"). :data:`FINANCE_LEXICON` adds or overrides those entries on VADER's
--4..+4 valence scale; ``tests/analysis/test_sentiment.py`` measures the gain on a labelled
-set of headlines.
+-4..+4 valence scale, and :data:`CONTEXT_RULES` read words by their neighbours ("cuts ...
+price target", "rising costs", "growth slows"). ``tests/analysis/test_sentiment.py``
+measures the gain on a labelled set of headlines with a held-out part (docs/sentiment.md).
 """
 
 from __future__ import annotations
