@@ -241,6 +241,18 @@ class Kube:
         return {}
 
 
+def table_row(table: str, row: int = 0) -> dict[str, str]:
+    """One row of `kubectl get` output by column: cells are cut at the header's column starts,
+    so an empty cell (a printer column without a value yet) stays empty."""
+    import re
+
+    header, *rows = table.splitlines()
+    starts = [m.start() for m in re.finditer(r"\S+", header)]
+    line = rows[row]
+    bounds = [*starts[1:], max(len(line), len(header)) + 1]
+    return {header[a:b].strip(): line[a:b].strip() for a, b in zip(starts, bounds, strict=True)}
+
+
 def phase_is(kube: Kube, name: str, *phases: str) -> Callable[[], bool]:
     """A wait_until condition: the resource's phase is one of `phases`."""
     return lambda: kube.status(name).get("phase") in phases

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from portfolio_operator.spec import parse_spec
 
-from tests.operator.harness import MANIFESTS, Kube, phase_is
+from tests.operator.harness import MANIFESTS, Kube, phase_is, table_row
 from tests.support.control_plane import ControlPlane
 from tests.support.polling import wait_until
 
@@ -70,8 +70,7 @@ def test_external_scheduler_reaches_succeeded_with_real_figures_events_and_repor
     )
 
     table = control_plane.kubectl("get", "pfa", "figures", "-n", kube.namespace).stdout
-    header, row = table.splitlines()[:2]
-    columns = dict(zip(header.split(), row.split(), strict=True))
+    columns = table_row(table)
     assert (columns["PHASE"], columns["WORKERS"], columns["REASON"]) == (
         "Succeeded",
         "external",
