@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from kubernetes import client as k8s
 
-from tests.operator.harness import Kube, phase_is
+from tests.operator.harness import MANIFESTS, Kube, phase_is
 from tests.support.control_plane import ControlPlane
 from tests.support.polling import wait_until
 
@@ -83,6 +83,14 @@ def test_the_api_server_refuses_two_ways_of_naming_the_securities(
     with pytest.raises(k8s.ApiException) as unknown:
         kube.apply_pfa("nasdaq", {"universe": "nasdaq"})
     assert "supported values" in unknown.value.body and "sp500" in unknown.value.body
+
+
+def test_the_universe_and_configmap_samples_are_valid(
+    control_plane: ControlPlane, kube: Kube, operator_config
+) -> None:
+    for sample in ("sp500-universe.yaml", "holdings-from-configmap.yaml"):
+        control_plane.kubectl("apply", "--dry-run=server", "-n", kube.namespace,
+                              "-f", str(MANIFESTS / "samples" / sample))  # fmt: skip
 
 
 def test_tickers_and_holdings_from_configmaps_including_one_created_after_the_analysis(
