@@ -454,8 +454,7 @@ def test_yahoo_news_offline_is_one_attempt_one_log_line_and_no_cookie_noise(tmp_
     config = AnalysisConfig(news_sources=("yfinance",), **OFFLINE)
     with local_yahoo(tmp_path):  # yfinance's process-wide caches reset, moved to tmp_path
         session = NameInvalidYahooSession()
-        with session, caplog.at_level(logging.DEBUG, logger="yfinance"):
-            caplog.set_level(logging.WARNING)
+        with session, caplog.at_level(logging.WARNING):
             failures = _news_failures(config, {"yfinance": YFinanceNewsSource(session)})
 
     # One news request for the run (yfinance's cookie and crumb requests come before it).
