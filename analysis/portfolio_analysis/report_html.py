@@ -185,11 +185,14 @@ def _banners(document: Mapping) -> str:
     report = document.get("report") or {}
     status = str(document.get("status", ""))
     parts: list[str] = []
-    warnings = [w for w in report.get("warnings") or () if w]
+    news = report.get("news") or {}
+    # The illustrative-news warning has its own banner below.
+    note = news.get("note") if news.get("illustrative") else None
+    warnings = [w for w in report.get("warnings") or () if w and not (note and note in w)]
     failed = document.get("failed") or []
     if status in ("partial", "failed") or warnings:
         title = {
-            "partial": "Partial result: some tickers could not be analysed",
+            "partial": "Partial result: some of what was asked for is missing",
             "failed": "Failed: no ticker could be analysed",
         }.get(status, "Warnings")
         items = "".join(f"<li>{_esc(w)}</li>" for w in warnings[:20])
@@ -223,7 +226,6 @@ def _banners(document: Mapping) -> str:
             f"{len(excluded)} ticker(s): {_esc(', '.join(excluded[:12]))}"
             f"{' ...' if len(excluded) > 12 else ''}; reasons under Data notes.</div>"
         )
-    news = report.get("news") or {}
     if news.get("illustrative"):
         parts.append(
             "<div class='banner banner-info'><b>Illustrative headlines.</b> "
@@ -389,15 +391,47 @@ def _monthly_table(monthly: Sequence[Mapping]) -> str:
     )
 
 
+def _equal(weights: Iterable[Any]) -> bool:
+    values = [float(w) for w in weights if _num(w) is not None]
+    return bool(values) and max(values) - min(values) < 1e-12
+
+
 def _positions_table(portfolio: Mapping, positions: Sequence[Mapping]) -> str:
+    """Holdings: the largest positions; with equal weights (where size says nothing) the
+    largest contributors and detractors."""
     if not positions:
         return ""
     holdings = portfolio.get("mode") == "holdings"
     headers = ["Ticker", *(["Shares"] if holdings else []), "Weight"]
     headers += [*(["Market value"] if holdings else []), "Contribution to return"]
     headers += ["Share of risk"]
+    note = (
+        "Weights at the last close. Contribution to return: each position's part of the "
+        "total return (they add up to it). Share of risk: each position's part of the "
+        "portfolio's daily-return variance at current weights (they add up to 100%)."
+    )
+    if _equal(p.get("weight") for p in positions):
+        ordered = sorted(positions, key=lambda p: -float(p.get("contribution_to_return") or 0))
+        shown, hidden = _ends(ordered, MAX_SIGNAL_ROWS_EACH_END)
+        if hidden:
+            note += (
+                f" All weights are equal: the {MAX_SIGNAL_ROWS_EACH_END} largest contributors "
+                f"and the {MAX_SIGNAL_ROWS_EACH_END} largest detractors are shown; the "
+                f"{hidden} between them are in report.json."
+            )
+    else:
+        shown = list(positions[:MAX_TABLE_ROWS])
+        hidden = len(positions) - len(shown)
+        if hidden:
+            note += (
+                f" Largest {MAX_TABLE_ROWS} positions shown; {hidden} smaller ones are in "
+                "report.json."
+            )
     rows = []
-    for p in positions[:MAX_TABLE_ROWS]:
+    for p in shown:
+        if p is None:
+            rows.append([f"<i>{hidden} positions not shown</i>", *[""] * (len(headers) - 1)])
+            continue
         row = [_esc(p["ticker"])]
         if holdings:
             row.append(fmt(p.get("shares"), "shares"))
@@ -407,16 +441,6 @@ def _positions_table(portfolio: Mapping, positions: Sequence[Mapping]) -> str:
         row += [fmt(p.get("contribution_to_return"), "pct", True)]
         row += [fmt(p.get("contribution_to_risk"), "pct")]
         rows.append(row)
-    hidden = len(positions) - min(len(positions), MAX_TABLE_ROWS)
-    note = (
-        "Weights at the last close. Contribution to return: each position's part of the "
-        "total return (they add up to it). Share of risk: each position's part of the "
-        "portfolio's daily-return variance at current weights (they add up to 100%)."
-    )
-    if hidden:
-        note += (
-            f" Largest {MAX_TABLE_ROWS} positions shown; {hidden} smaller ones are in report.json."
-        )
     return "<h3>Holdings</h3>" + _table(rows, headers, cls="positions") + _note(note)
 
 
@@ -443,6 +467,8 @@ def _heatmap(portfolio: Mapping, analytics: Mapping) -> str:
             f" The page shows the {len(shown)} largest by weight of the {len(tickers)} in "
             "report.json."
         )
+    if _equal(weights.get(t) for t in tickers):
+        note += " All weights are equal, so these are the first in the order asked."
     note += " Blue: moving together, vermillion: moving apart; ordered by weight."
     return (
         "<h3>Correlation of daily returns</h3><div class='scroll'><table class='heat'>"

@@ -341,3 +341,27 @@ def test_report_docs_describe_every_schema_field():
     collect(schema)
     missing = sorted(name for name in names if f"`{name}`" not in docs)
     assert not missing, f"docs/report.md does not describe {missing}"
+
+
+def test_the_illustrative_news_warning_is_not_shown_twice(holdings_doc):
+    doc = with_contract_notes(holdings_doc)
+    doc["report"]["warnings"].append(doc["report"]["news"]["note"])
+    doc["status"] = "success"
+    text = text_of(report.render_html(doc))
+    assert text.count(doc["report"]["news"]["note"]) == 1
+    assert "benchmark NOPE could not be priced" in text
+
+
+def test_equal_weights_show_the_largest_contributors_and_detractors(universe_run):
+    doc = document(universe_run)
+    page = report.render_html(doc)
+    table = page[page.index("<table class='positions'>") :]
+    table = table[: table.index("</table>")]
+    shown = re.findall(r"<tr><td>(U\d+)</td>", table)
+    positions = sorted(
+        doc["report"]["analytics"]["positions"], key=lambda p: -p["contribution_to_return"]
+    )
+    tickers = [p["ticker"] for p in positions]
+    assert shown == tickers[:12] + tickers[-12:]
+    assert f"{len(tickers) - 24} positions not shown" in table
+    assert "largest contributors" in text_of(page)

@@ -1,0 +1,128 @@
+"""The HTML report in a real headless Chromium: it loads with no console errors, fetches
+nothing, draws every chart, and a screenshot of it is saved.
+
+The sample and S&P reports come from the real command (``portfolio-analysis run``, its own
+local Dask cluster); a synthetic partial run carries every banner and data note. Screenshots
+go to ``$REPORT_SCREENSHOT_DIR`` when set (to look at them), else to the test's tmp folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from portfolio_analysis import cli, report
+
+from tests.support.chromium import chromium
+from tests.support.report_documents import synthetic_run, with_contract_notes
+
+SAMPLE_HTML_LIMIT = 300_000  # bytes (issue 15)
+SP500_HTML_LIMIT = 1_000_000
+OK_EXIT_CODES = {cli.EXIT_OK, getattr(cli, "EXIT_PARTIAL", cli.EXIT_OK)}
+# Every chart's canvas has this many non-background pixels at least once drawn.
+MIN_INKED_PIXELS = 500
+
+# Counts, per chart container, the canvas pixels that are not transparent or white.
+INKED_PIXELS = """
+Array.from(document.querySelectorAll('[data-chart]')).map(function (el) {
+  var canvas = el.querySelector('canvas');
+  if (!canvas) { return [el.dataset.chart, el.dataset.drawn || null, 0]; }
+  var pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
+  var inked = 0;
+  for (var i = 0; i < pixels.length; i += 4) {
+    if (pixels[i + 3] > 0 && (pixels[i] < 240 || pixels[i + 1] < 240 || pixels[i + 2] < 240)) {
+      inked += 1;
+    }
+  }
+  return [el.dataset.chart, el.dataset.drawn || null, inked];
+})
+"""
+
+
+def run_cli(output: Path, *args: str) -> Path:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "portfolio_analysis.cli",
+            "run",
+            "--output",
+            str(output),
+            "--no-progress",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    # A partial result (the S&P universe leaves some tickers out) still writes its report.
+    assert completed.returncode in OK_EXIT_CODES, completed.stderr
+    return output / "report.html"
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    folder = Path(os.environ.get("REPORT_SCREENSHOT_DIR") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_and_check(page: Path, tmp_path: Path, name: str) -> dict:
+    """Open ``page`` in Chromium and check it; returns what the page reported."""
+    url = page.resolve().as_uri()
+    with chromium(tmp_path / f"profile-{name}") as browser:
+        visit = browser.visit(url)
+        assert visit.errors == []
+        assert [u for u in visit.requests if u != url] == []  # nothing fetched: self-contained
+        containers = browser.evaluate("document.querySelectorAll('[data-chart]').length")
+        drawn = browser.evaluate("document.body.dataset.chartsDrawn || null")
+        error = browser.evaluate("document.body.dataset.chartError || null")
+        assert error is None
+        assert drawn == str(containers)
+        charts = browser.evaluate(INKED_PIXELS)
+        assert all(flag == "1" for _, flag, _ in charts), charts
+        blank = [chart for chart, _, inked in charts if inked < MIN_INKED_PIXELS]
+        assert blank == [], f"charts with nothing drawn: {blank}"
+        shot = browser.screenshot(screenshot_dir(tmp_path) / f"report-{name}.png")
+    assert shot.stat().st_size > 50_000  # a page of charts and tables, not a blank image
+    return {"charts": [chart for chart, _, _ in charts]}
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(400)
+def test_sample_report_opens_in_chromium_with_every_chart_drawn(tmp_path):
+    page = run_cli(tmp_path / "sample")
+    assert page.stat().st_size <= SAMPLE_HTML_LIMIT
+    document = json.loads((tmp_path / "sample" / "report.json").read_text(encoding="utf-8"))
+    tickers = list(document["report"]["series"]["tickers"])
+    assert len(tickers) == 5
+    seen = open_and_check(page, tmp_path, "sample")
+    assert seen["charts"] == ["equity", "drawdown", "volatility", "sharpe"] + [
+        f"{kind}:{t}" for t in tickers for kind in ("price", "rsi", "macd")
+    ]
+
+
+@pytest.mark.dask
+@pytest.mark.timeout(400)
+def test_sp500_report_is_under_a_megabyte_and_opens_in_chromium(tmp_path):
+    page = run_cli(tmp_path / "sp500", "--universe", "sp500")
+    assert page.stat().st_size <= SP500_HTML_LIMIT
+    seen = open_and_check(page, tmp_path, "sp500")
+    assert len(seen["charts"]) == 4 + 3 * report.MAX_TICKER_CHARTS
+
+
+@pytest.mark.timeout(300)
+def test_partial_report_with_every_data_note_opens_in_chromium(tmp_path):
+    holdings = {"AAA": 10.0, "BBB": 20.0, "CCC": 5.0, "DDD": 7.0}
+    run = synthetic_run(
+        list(holdings), holdings, benchmark="SPY", sentiment={"AAA": 0.4, "BBB": -0.3}
+    )
+    document = with_contract_notes(
+        report.build_document(run.result, close=run.close, series=run.series, holdings=holdings)
+    )
+    page = report.write_html_report(document, tmp_path / "partial" / "report.html")
+    seen = open_and_check(page, tmp_path, "partial")
+    assert len(seen["charts"]) == 4 + 3 * 3
