@@ -11,11 +11,21 @@ Conventions, chosen once and used everywhere (reports, CLI, operator status):
   Weights must be non-negative and sum to 1 (within 1e-6): they are never normalised
   silently, because weights summing to 100 or 0.6 usually mean a mistake worth reporting.
 * With neither holdings nor weights, every column of ``close`` gets an equal weight.
-* Only dates on which every held ticker has a price are used (a ticker listed later shortens
-  the window instead of being filled with invented prices).
+* **Daily returns run between consecutive trading sessions** (trading_calendar.py: NYSE
+  sessions plus any date the data has). A move across a missing session (a hole in the
+  data) is not a daily return: it is dropped from every daily statistic (volatility,
+  Sharpe, VaR, CVaR, beta, correlation), never merged into one "day". It still moves the
+  value series and the total return, because it really happened.
+* A portfolio is valued on the dates where positions holding at least
+  ``MIN_DAY_COVERAGE`` (90%) of it have a price (never on invented prices). On a date where
+  a position has no price, the day's return is the weighted mean of the positions that
+  have one (their weights scaled up); a position's own move across its missing day is left
+  out. With complete data this is exactly buy-and-hold (holdings) or daily rebalancing
+  (weights).
 * **Annualised return** is geometric: ``(1 + total_return) ** (periods_per_year / n) - 1``
-  over ``n`` daily returns. **Volatility** is the sample standard deviation (ddof=1) of daily
-  returns times ``sqrt(periods_per_year)``.
+  over the ``n`` sessions the window spans (the daily returns counted plus those dropped).
+  **Volatility** is the sample standard deviation (ddof=1) of daily returns times
+  ``sqrt(periods_per_year)``.
 * **Sharpe ratio**: the annual risk-free rate becomes a per-period rate
   ``(1 + rf) ** (1 / periods_per_year) - 1``; Sharpe is ``mean(excess) / std(excess) *
   sqrt(periods_per_year)``; ``None`` when returns do not vary.
@@ -24,19 +34,28 @@ Conventions, chosen once and used everywhere (reports, CLI, operator status):
   Historical 1-day 95 % VaR is ``-Q(0.05)`` of the daily returns (numpy's linear
   interpolation); CVaR (expected shortfall) is minus the mean of the returns at or below that
   quantile. A negative VaR means even the worst 5 % of days gained.
-* **Beta** is ``cov(r_p, r_b) / var(r_b)`` over the dates both series have returns.
+* **Beta** is ``cov(r_p, r_b) / var(r_b)`` over the sessions on which both have a daily
+  return.
+
+``choose_members`` picks which tickers and which window a portfolio covers when their
+histories differ (``coverage`` in the report says what it chose and why).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
+from portfolio_analysis.trading_calendar import session_numbers
+
 WEIGHT_SUM_TOLERANCE = 1e-6
 VAR_LEVEL = 0.95
+# A date counts for the portfolio when positions holding this share of it have a price.
+MIN_DAY_COVERAGE = 0.9
 
 
 def _json_float(value: float) -> float | None:
@@ -106,20 +125,94 @@ def _resolve_positions(
     return "weights", series
 
 
-def _held_prices(close: pd.DataFrame, positions: pd.Series) -> pd.DataFrame:
-    """Close prices of the held tickers on the dates where all of them have a price."""
+def _coverage_weights(mode: str, positions: pd.Series, prices: pd.DataFrame) -> np.ndarray:
+    """Each position's share of the portfolio, for deciding which dates are valued:
+    the weights, or each holding's value at its median price."""
+    if mode == "weights":
+        weights = positions.to_numpy(dtype=np.float64)
+    else:
+        weights = positions.to_numpy(dtype=np.float64) * prices.median().to_numpy()
+    return weights / weights.sum()
+
+
+def _held_prices(close: pd.DataFrame, positions: pd.Series, mode: str) -> pd.DataFrame:
+    """Close prices of the held tickers on the dates the portfolio is valued (positions
+    holding at least ``MIN_DAY_COVERAGE`` of it have a price); holes stay NaN."""
     prices = close[list(positions.index)].astype("float64")
-    complete = prices.dropna(how="any")
-    if len(complete) < 2:
+    nonpositive = prices.columns[(prices <= 0).any().to_numpy()]
+    if len(nonpositive):
+        raise ValueError(f"close prices must be positive; check {', '.join(map(str, nonpositive))}")
+    present = prices.notna().to_numpy()
+    share = present @ _coverage_weights(mode, positions, prices)
+    valued = prices[share >= MIN_DAY_COVERAGE - 1e-12]
+    if len(valued) < 2:
         counts = prices.notna().sum().sort_values()
         raise ValueError(
             f"fewer than 2 dates on which every held ticker has a price "
             f"(shortest history: {counts.index[0]} with {int(counts.iloc[0])} prices)"
         )
-    nonpositive = complete.columns[(complete <= 0).any().to_numpy()]
-    if len(nonpositive):
-        raise ValueError(f"close prices must be positive; check {', '.join(map(str, nonpositive))}")
-    return complete
+    return valued
+
+
+@dataclass
+class _Steps:
+    """The portfolio's moves from one valued date to the next."""
+
+    values: pd.Series  # portfolio value on each valued date
+    returns: pd.Series  # the daily returns (consecutive sessions), by their end date
+    member_returns: pd.DataFrame  # each position's daily returns, NaN where it has none
+    sessions: int  # trading sessions the window spans
+    dropped: list[str] = field(default_factory=list)  # end dates of dropped moves
+
+
+def _steps(mode: str, positions: pd.Series, prices: pd.DataFrame, calendar: pd.Series) -> _Steps:
+    """Value series and daily returns over ``prices`` (valued dates x positions, NaN holes).
+
+    ``calendar`` numbers the trading sessions (trading_calendar.session_numbers).
+    """
+    levels = prices.to_numpy(dtype=np.float64)
+    filled = prices.ffill().bfill().to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        growth = levels[1:] / levels[:-1] - 1.0
+    have = np.isfinite(growth)
+    if mode == "holdings":
+        weights = filled[:-1] * positions.to_numpy()
+    else:
+        weights = np.broadcast_to(positions.to_numpy(), growth.shape)
+    counted = np.where(have, weights, 0.0)
+    covered = counted.sum(axis=1)
+    complete = have.all()
+    if complete and mode == "holdings":
+        values = filled @ positions.to_numpy()  # exactly sum(shares * close)
+        step = values[1:] / values[:-1] - 1.0
+    elif complete:
+        step = growth @ positions.to_numpy()
+    else:  # the positions priced at both ends, their weights scaled up to the whole
+        with np.errstate(invalid="ignore", divide="ignore"):
+            step = (counted * np.where(have, growth, 0.0)).sum(axis=1) / covered
+        step = np.nan_to_num(step, nan=0.0)
+    numbers = calendar.reindex(prices.index).to_numpy()
+    consecutive = np.diff(numbers) == 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = covered / weights.sum(axis=1)
+    daily = consecutive & (share >= MIN_DAY_COVERAGE - 1e-12)
+    if not (complete and mode == "holdings"):
+        start = float(filled[0] @ positions.to_numpy()) if mode == "holdings" else 1.0
+        values = start * np.concatenate([[1.0], np.cumprod(1.0 + step)])
+    ends = prices.index[1:]
+    member = np.where(have, growth, np.nan)[daily]
+    return _Steps(
+        values=pd.Series(values, index=prices.index, name="portfolio_value"),
+        returns=pd.Series(step[daily], index=ends[daily]),
+        member_returns=pd.DataFrame(member, index=ends[daily], columns=prices.columns),
+        sessions=int(numbers[-1] - numbers[0]),
+        dropped=[d.date().isoformat() for d in ends[~daily]],
+    )
+
+
+def _calendar(close: pd.DataFrame, extra: pd.Index | None = None) -> pd.Series:
+    dates = close.index if extra is None else close.index.union(extra)
+    return session_numbers(pd.DatetimeIndex(dates))
 
 
 def portfolio_value_series(
@@ -134,21 +227,8 @@ def portfolio_value_series(
     """
     _check_close(close)
     mode, positions = _resolve_positions(close, holdings, weights)
-    prices = _held_prices(close, positions)
-    return _value_series(mode, positions, prices)
-
-
-def _value_series(mode: str, positions: pd.Series, prices: pd.DataFrame) -> pd.Series:
-    if mode == "holdings":
-        values = prices.to_numpy() @ positions.to_numpy()
-    else:
-        # pct_change's arithmetic in one array: pandas' version peaks at three panels.
-        levels = prices.to_numpy()
-        asset_returns = levels[1:] / levels[:-1]
-        asset_returns -= 1.0
-        growth = np.concatenate([[1.0], np.cumprod(1.0 + asset_returns @ positions.to_numpy())])
-        values = growth
-    return pd.Series(values, index=prices.index, name="portfolio_value")
+    prices = _held_prices(close, positions, mode)
+    return _steps(mode, positions, prices, _calendar(close)).values
 
 
 def drawdown_series(values: pd.Series) -> pd.Series:
@@ -184,30 +264,38 @@ def _value_at_risk(returns: np.ndarray) -> tuple[float, float]:
     return float(-cutoff), float(-tail.mean())
 
 
-def _beta(values: pd.Series, benchmark_prices: pd.Series) -> float | None:
-    """Beta from returns over the dates both price series share (same intervals for both)."""
-    joined = pd.concat([values, benchmark_prices.astype("float64")], axis=1, join="inner")
-    returns = joined.dropna().pct_change().iloc[1:]
-    if len(returns) < 2:
+def _daily_returns(prices: pd.Series, calendar: pd.Series) -> pd.Series:
+    """One-session returns of a price series, by end date (moves across holes dropped)."""
+    prices = prices.dropna().astype("float64")
+    numbers = calendar.reindex(prices.index).to_numpy()
+    returns = prices.to_numpy()[1:] / prices.to_numpy()[:-1] - 1.0
+    daily = np.diff(numbers) == 1
+    return pd.Series(returns[daily], index=prices.index[1:][daily])
+
+
+def _beta(returns: pd.Series, benchmark_returns: pd.Series) -> float | None:
+    """Beta from the daily returns of the sessions both series have one for."""
+    joined = pd.concat([returns, benchmark_returns], axis=1, join="inner")
+    if len(joined) < 2:
         return None
-    variance = returns.iloc[:, 1].var(ddof=1)
+    variance = joined.iloc[:, 1].var(ddof=1)
     if not variance > 1e-18:
         return None
-    return float(returns.iloc[:, 0].cov(returns.iloc[:, 1], ddof=1) / variance)
+    return float(joined.iloc[:, 0].cov(joined.iloc[:, 1], ddof=1) / variance)
 
 
 def _correlation(
-    prices: pd.DataFrame, weights: pd.Series, limit: int | None
+    returns: pd.DataFrame, weights: pd.Series, limit: int | None
 ) -> dict[str, dict[str, float | None]]:
     """Daily-return correlations of the ``limit`` largest positions (by current weight).
 
     Chosen before the matrix is built: the full matrix of 2,000 tickers is 4 million
     Python floats (~450 MB), which once took an operator pod past its memory limit.
     """
-    if limit is not None and prices.shape[1] > limit:
-        order = np.argsort(-np.abs(weights.reindex(prices.columns).to_numpy()), kind="stable")
-        prices = prices.iloc[:, np.sort(order[:limit])]  # the largest, in position order
-    matrix = prices.pct_change().iloc[1:].corr()
+    if limit is not None and returns.shape[1] > limit:
+        order = np.argsort(-np.abs(weights.reindex(returns.columns).to_numpy()), kind="stable")
+        returns = returns.iloc[:, np.sort(order[:limit])]  # the largest, in position order
+    matrix = returns.corr()
     return {
         str(row): {str(col): _json_float(v) for col, v in matrix.loc[row].items()}
         for row in matrix.index
@@ -258,11 +346,16 @@ def portfolio_figures(
         raise ValueError(f"risk_free_rate is an annual rate above -1, got {risk_free_rate}")
     benchmark_prices = _benchmark_prices(close, benchmark)
     mode, positions = _resolve_positions(close, holdings, weights)
-    prices = _held_prices(close, positions)
-    values = _value_series(mode, positions, prices)
-    returns = values.pct_change().iloc[1:]
-    returns_array = returns.to_numpy()
+    prices = _held_prices(close, positions, mode)
+    calendar = _calendar(close, None if benchmark_prices is None else benchmark_prices.index)
+    steps = _steps(mode, positions, prices, calendar)
+    values = steps.values
+    returns_array = steps.returns.to_numpy()
     periods = len(returns_array)
+    if periods == 0:
+        raise ValueError(
+            "no daily returns: the dates with prices are never consecutive trading sessions"
+        )
 
     total_return = float(values.iloc[-1] / values.iloc[0] - 1.0)
     volatility = (
@@ -274,7 +367,7 @@ def portfolio_figures(
     var_95, cvar_95 = _value_at_risk(returns_array)
 
     if mode == "holdings":
-        last_values = prices.iloc[-1] * positions
+        last_values = prices.ffill().iloc[-1] * positions
         market_value = {str(t): float(v) for t, v in last_values.items()}
         total_market_value = float(last_values.sum())
         current_weights = last_values / total_market_value
@@ -288,11 +381,15 @@ def portfolio_figures(
         "start": prices.index[0].date().isoformat(),
         "end": prices.index[-1].date().isoformat(),
         "periods": periods,
+        "sessions": steps.sessions,
+        "dropped_returns": steps.dropped,
         "market_value": market_value,
         "total_market_value": total_market_value,
         "weights": {str(t): float(w) for t, w in current_weights.items()},
         "total_return": total_return,
-        "annualized_return": _annualized_return(total_return, periods, periods_per_year),
+        "annualized_return": _annualized_return(
+            total_return, max(steps.sessions, 1), periods_per_year
+        ),
         "annualized_volatility": volatility,
         "sharpe_ratio": _sharpe(returns_array, risk_free_rate, periods_per_year),
         "risk_free_rate": float(risk_free_rate),
@@ -301,6 +398,8 @@ def portfolio_figures(
         "max_drawdown_trough": trough.date().isoformat(),
         "var_95": var_95,
         "cvar_95": cvar_95,
-        "beta": None if benchmark_prices is None else _beta(values, benchmark_prices),
-        "correlation": _correlation(prices, current_weights, max_correlation_tickers),
+        "beta": None
+        if benchmark_prices is None
+        else _beta(steps.returns, _daily_returns(benchmark_prices, calendar)),
+        "correlation": _correlation(steps.member_returns, current_weights, max_correlation_tickers),
     }

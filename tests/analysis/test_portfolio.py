@@ -130,14 +130,53 @@ def test_beta_against_a_benchmark_series_by_hand():
     assert figures["beta"] == pytest.approx(expected)
 
 
-def test_beta_only_uses_dates_both_series_have():
-    # The benchmark misses Jan 4: both sides then use the Jan 3 -> Jan 5 return.
-    benchmark = pd.Series([100.0, 102.0, 110.0], index=DATES[[0, 1, 3]])
-    port = [42.0 / 40 - 1, 46.2 / 42 - 1]
-    bench = [0.02, 110 / 102 - 1]
-    expected = _covariance(port, bench) / _sample_stdev(bench) ** 2
-    figures = portfolio_figures(_close(), holdings={"A": 2, "B": 1}, benchmark=benchmark)
+def test_beta_only_uses_sessions_on_which_both_have_a_daily_return():
+    # Tue 2 .. Tue 9 Jan 2024 are six consecutive sessions; the benchmark misses Fri 5.
+    dates = pd.bdate_range("2024-01-02", periods=6)
+    close = pd.DataFrame({"A": [10.0, 10.5, 10.2, 10.8, 10.6, 11.0]}, index=dates)
+    benchmark = pd.Series([100.0, 102.0, 101.0, 104.0, 105.0], index=dates[[0, 1, 2, 4, 5]])
+    port = close["A"].pct_change().iloc[1:]
+    # Its Jan 4 -> Jan 8 move spans two sessions: no daily return, not merged into one.
+    bench = {dates[1]: 0.02, dates[2]: 101 / 102 - 1, dates[5]: 105 / 104 - 1}
+    xs = [port[d] for d in bench]
+    expected = _covariance(xs, list(bench.values())) / _sample_stdev(list(bench.values())) ** 2
+    figures = portfolio_figures(close, holdings={"A": 1}, benchmark=benchmark)
     assert figures["beta"] == pytest.approx(expected)
+
+
+def test_a_missing_session_is_no_daily_return_but_still_moves_the_value():
+    # Sessions Tue 2 .. Fri 12 Jan 2024; the data has no row for Mon 8 and Tue 9.
+    sessions = pd.bdate_range("2024-01-02", "2024-01-12")
+    dates = sessions.delete([4, 5])
+    close = pd.DataFrame({"A": [10.0, 10.2, 10.1, 10.3, 11.5, 11.4, 11.6]}, index=dates)
+    figures = portfolio_figures(close, holdings={"A": 1})
+    daily = [10.2 / 10 - 1, 10.1 / 10.2 - 1, 10.3 / 10.1 - 1, 11.4 / 11.5 - 1, 11.6 / 11.4 - 1]
+    assert figures["periods"] == 5  # Fri 5 -> Wed 10 (three sessions) is dropped
+    assert figures["dropped_returns"] == ["2024-01-10"]
+    assert figures["sessions"] == 8
+    assert figures["annualized_volatility"] == pytest.approx(_sample_stdev(daily) * math.sqrt(252))
+    assert figures["var_95"] == pytest.approx(-np.quantile(daily, 0.05))
+    assert figures["total_return"] == pytest.approx(11.6 / 10 - 1)  # the gap's move counts
+    assert figures["annualized_return"] == pytest.approx((11.6 / 10) ** (252 / 8) - 1)
+
+
+def test_a_position_missing_one_day_leaves_that_days_return_to_the_others():
+    dates = pd.bdate_range("2024-01-02", periods=5)
+    close = pd.DataFrame(
+        {f"T{i}": [10.0, 10.1, 10.2, 10.3, 10.4] for i in range(9)}
+        | {"HOLE": [20.0, 22.0, np.nan, 24.2, 26.62]},
+        index=dates,
+    )
+    figures = portfolio_figures(close)  # equal weights, HOLE 1/10: 90% still priced
+    # Jan 4 and Jan 5: HOLE has no one-day return, the other nine stand for the whole.
+    expected = [
+        0.9 * 0.01 + 0.1 * 0.1,
+        10.2 / 10.1 - 1,
+        10.3 / 10.2 - 1,
+        0.9 * (10.4 / 10.3 - 1) + 0.1 * 0.1,
+    ]
+    assert figures["periods"] == 4 and figures["dropped_returns"] == []
+    assert figures["total_return"] == pytest.approx(np.prod(1 + np.array(expected)) - 1)
 
 
 def test_benchmark_against_itself_has_beta_one():
