@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import socket
+import time
 
 from portfolio_analysis import embedded, workers
 from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.network import forget_unreachable
 
 
 def _closed_port() -> int:
@@ -70,3 +73,26 @@ def test_embedded_news_is_labelled_illustrative_with_each_headline_sourced() -> 
     assert all("template" in a["publisher"] for a in xom["articles"])
     assert not any("template" in a["publisher"] for a in aapl["articles"])
     assert workers.fetch_news_for_ticker("AAPL")["illustrative"] is True
+
+
+def test_news_batch_offline_reports_each_ticker_but_logs_the_source_once(caplog) -> None:
+    """A name that does not resolve (name.invalid, RFC 2606) fails every ticker of the batch
+    at once: one log line for the source, no retries (a 4-retry backoff would take seconds)."""
+    forget_unreachable()
+    config = AnalysisConfig(
+        news_sources=("rss",),
+        rss_url_template="http://name.invalid/rss?s={ticker}",
+        max_retries=4,
+        backoff_base_seconds=1.0,
+    )
+    started = time.monotonic()
+    try:
+        with caplog.at_level(logging.WARNING):
+            out = workers.news_batch(["AAPL", "MSFT", "IBM"], config)
+    finally:
+        forget_unreachable()
+    assert time.monotonic() - started < 1.0
+    assert [f["ticker"] for f in out.failed] == ["AAPL", "MSFT", "IBM"]
+    assert all("DNS lookup of name.invalid failed" in f["reason"] for f in out.failed)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(lines) == 1 and lines[0].startswith("news source rss (name.invalid)")
