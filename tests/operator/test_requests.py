@@ -7,7 +7,6 @@ manifests/rbac.yaml; analyses run on a Dask LocalCluster of this test (an extern
 from __future__ import annotations
 
 import json
-import threading
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ def _configmap(kube: Kube, name: str, data: dict[str, str], **meta: Any) -> None
 
 
 def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
-    kube: Kube, dask_cluster, start_operator
+    kube: Kube, dask_cluster, start_operator, tmp_path
 ) -> None:
     from portfolio_analysis import cli, embedded
 
@@ -45,10 +44,13 @@ def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
               "analyses": ["pricing", "portfolio"], "cluster": scheduler}  # fmt: skip
     kube.apply_pfa("listed", listed)
 
-    # The CLI's own flow for `portfolio-analysis run --universe sp500 --scheduler ...`.
-    args = cli.parse_args(["--universe", "sp500", "--scheduler",
-                           dask_cluster.scheduler_address, "--no-progress"])  # fmt: skip
-    expected = cli._run(args, None, threading.Event()).result["report"]["portfolio"]
+    # The CLI itself: `portfolio-analysis run --universe sp500 --scheduler ... --output DIR`
+    # (its exit code may say "partial": some S&P tickers have too little data).
+    output = tmp_path / "cli"
+    cli.main(["run", "--universe", "sp500", "--scheduler", dask_cluster.scheduler_address,
+              "--output", str(output), "--no-progress"])  # fmt: skip
+    written = json.loads((output / "report.json").read_text())
+    expected = written["report"]["portfolio"]
 
     for name in ("universe", "listed"):
         wait_until(phase_is(kube, name, "Succeeded", "Failed"), 300, f"{name} ends", operator.log)
@@ -71,6 +73,8 @@ def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
         {k: round(expected[k], 4) for k in FIGURES.values()},
         "operator:",
         {f: round(kube.status("universe")["portfolio"][f], 4) for f in FIGURES},
+        "coverage:",
+        (kube.status("universe")["portfolio"].get("coverage") or {}).get("tickers"),
     )
 
 

@@ -164,13 +164,18 @@ def test_every_string_in_the_spec_has_a_length_limit() -> None:
 def test_a_universe_is_the_clis_universe_request_and_data_sets(universe: str) -> None:
     from portfolio_analysis import cli, pipeline
 
-    args = cli.parse_args(["--universe", universe])
-    tickers, holdings = pipeline.resolve_request(*cli._request(args))
+    args = cli.parse_args(["run", "--universe", universe])
+    asked = cli._request(args)  # the CLI's own reading of its arguments (private, in flux)
+    if isinstance(asked, tuple):  # (tickers, holdings); the settings from _config
+        (asked_tickers, asked_holdings), config = asked, cli._config(args)
+    else:  # one object with tickers, holdings and config
+        asked_tickers, asked_holdings, config = asked.tickers, asked.holdings, asked.config
+    tickers, holdings = pipeline.resolve_request(asked_tickers, asked_holdings)
     request = parse_spec({"universe": universe})
     assert list(request.tickers) == tickers
     assert request.holdings == holdings
-    assert request.config.embedded_datasets == cli._config(args).embedded_datasets
-    assert request.config.price_sources == cli._config(args).price_sources
+    assert request.config.embedded_datasets == config.embedded_datasets
+    assert request.config.price_sources == config.price_sources
     if universe == "sp500":
         assert len(request.tickers) > 500 and request.config.embedded_datasets[0] == "sp500"
 
