@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import aiohttp
 import pytest
@@ -144,6 +145,43 @@ def test_a_standby_is_alive_and_ready_saying_it_waits_for_the_lease() -> None:
                                                      "(held by pod-a)\n")  # fmt: skip
                 waiting[0] = None  # leader now; kopf still starting
                 assert await get("/readyz") == (503, "starting\n")
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
+
+
+def test_reports_are_served_with_a_strict_policy_and_404_or_503_say_why_not() -> None:
+    """The report pages (reports.py) through the HTTP server; the lookup is faked here and run
+    on the real API server in test_requests.py."""
+    from portfolio_operator.reports import ReportUnavailable
+
+    class Pages:
+        async def html(self, namespace: str, name: str) -> str | None:
+            if name == "down":
+                raise ReportUnavailable("the API server did not answer")
+            return "<!DOCTYPE html><p>ok</p>" if (namespace, name) == ("team", "done") else None
+
+    async def scenario() -> None:
+        server = HealthServer(OperatorMetrics(), asyncio.Event(), lambda: True, "127.0.0.1", 0,
+                              reports=Pages())  # type: ignore[arg-type]  # fmt: skip
+        port = await server.start()
+        try:
+            async with aiohttp.ClientSession() as http:
+
+                async def get(path: str) -> tuple[int, str, Any]:
+                    async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+                        return response.status, await response.text(), response.headers
+
+                code, page, headers = await get("/reports/team/done")
+                assert (code, page) == (200, "<!DOCTYPE html><p>ok</p>")
+                assert headers["Content-Type"] == "text/html; charset=utf-8"
+                assert "default-src 'none'" in headers["Content-Security-Policy"]
+                code, text, _ = await get("/reports/team/other")
+                assert code == 404 and "no report of a PortfolioAnalysis team/other" in text
+                code, text, _ = await get("/reports/team/down")
+                assert code == 503 and "the API server did not answer" in text
+                assert (await get("/reports/team"))[0] == 404
         finally:
             await server.stop()
 
