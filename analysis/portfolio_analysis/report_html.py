@@ -91,6 +91,15 @@ def _table(
     )
 
 
+def _sentence(text: Any) -> str:
+    """``text`` as a sentence: capital first letter, final full stop."""
+    text = str(text or "").strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 def _note(text: str | None) -> str:
     return f"<p class='note'>{_esc(text)}</p>" if text else ""
 
@@ -212,7 +221,8 @@ def _banners(document: Mapping) -> str:
             f"Portfolio figures cover <b>{_esc(coverage.get('tickers_used'))} of "
             f"{_esc(coverage.get('tickers_asked'))}</b> tickers from "
             f"<b>{_esc(coverage.get('start'))}</b> to <b>{_esc(coverage.get('end'))}</b> "
-            f"({_esc(coverage.get('returns'))} daily returns). {_esc(coverage.get('rule'))}"
+            f"({_esc(coverage.get('returns'))} daily returns). "
+            f"{_esc(_sentence(coverage.get('rule')))}"
         )
         if excluded:
             names = ", ".join(list(excluded)[:12]) + (" ..." if len(excluded) > 12 else "")
@@ -684,13 +694,14 @@ def _data_notes(document: Mapping) -> str:
     coverage = portfolio.get("coverage") or {}
     excluded = coverage.get("excluded") or portfolio.get("excluded_reasons") or {}
     if coverage.get("rule"):
-        parts.append(f"<p><b>Portfolio window.</b> {_esc(coverage['rule'])}</p>")
+        parts.append(f"<p><b>Portfolio window.</b> {_esc(_sentence(coverage['rule']))}</p>")
     if excluded:
         parts.append(
             "<h3>Left out of the portfolio figures</h3>"
             + _table(
                 ([_esc(t), _esc(r)] for t, r in list(excluded.items())[: MAX_TABLE_ROWS * 2]),
                 ("Ticker", "Reason"),
+                cls="text",
             )
             + (
                 _note(f"{len(excluded) - MAX_TABLE_ROWS * 2} more in report.json.")
@@ -718,7 +729,7 @@ def _data_notes(document: Mapping) -> str:
         ]
         parts.append(
             "<h3>Price sources skipped before the one used</h3>"
-            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Source skipped", "Reason"))
+            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Source skipped", "Reason"), cls="text")
         )
     dropped = notes.get("dropped_rows") or {}
     if dropped:
@@ -727,12 +738,17 @@ def _data_notes(document: Mapping) -> str:
         ]
         parts.append(
             "<h3>Rows dropped from price histories</h3>"
-            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Rows", "Reason"))
+            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Rows", "Reason"), cls="text")
         )
     adjustments = notes.get("adjustments") or []
     if adjustments:
         rows = [
-            [_esc(a.get("ticker")), _esc(a.get("date")), fmt(a.get("ratio")), _esc(a.get("kind"))]
+            [
+                _esc(a.get("ticker")),
+                _esc(a.get("date")),
+                fmt(a.get("ratio")),
+                _esc(str(a.get("kind") or "").replace("_", " ")),
+            ]
             for a in adjustments
         ]
         parts.append(
@@ -746,7 +762,8 @@ def _data_notes(document: Mapping) -> str:
     if windows:
         parts.append(
             f"<p><b>Windows.</b> Lookback {_esc(windows.get('lookback_days'))} days, indicator "
-            f"warm-up {_esc(windows.get('warmup_days'))} days. {_esc(windows.get('rule'))}</p>"
+            f"warm-up {_esc(windows.get('warmup_days'))} days. "
+            f"{_esc(_sentence(windows.get('rule')))}</p>"
         )
     failed = document.get("failed") or []
     if failed:
@@ -755,7 +772,7 @@ def _data_notes(document: Mapping) -> str:
         ]
         parts.append(
             "<h3 id='failed'>Failed</h3>"
-            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Stage", "Reason"))
+            + _table(rows[: MAX_TABLE_ROWS * 2], ("Ticker", "Stage", "Reason"), cls="text")
             + (
                 _note(f"{len(failed) - MAX_TABLE_ROWS * 2} more in report.json.")
                 if len(failed) > MAX_TABLE_ROWS * 2
@@ -788,7 +805,7 @@ def _run_details(document: Mapping) -> str:
     timing_rows = [[_esc(k.replace("_", " ")), f"{fmt(v)} s"] for k, v in durations.items()]
     return (
         "<details class='run'><summary>Run settings and timings</summary>"
-        + _table(rows, ("Setting", "Value"))
+        + _table(rows, ("Setting", "Value"), cls="text")
         + _table(timing_rows, ("Stage", "Duration"))
         + _note(
             "Prices, indicators and news run at the same time on the Dask workers: each "
