@@ -365,3 +365,26 @@ def test_equal_weights_show_the_largest_contributors_and_detractors(universe_run
     assert shown == tickers[:12] + tickers[-12:]
     assert f"{len(tickers) - 24} positions not shown" in table
     assert "largest contributors" in text_of(page)
+
+
+def test_a_failed_run_renders_its_failures_and_no_charts(validator):
+    failed = {
+        "status": "failed",
+        "report": {
+            "timestamp": "2026-12-03T12:00:00+00:00",
+            "execution_time_seconds": 0.5,
+            "securities_analyzed": 0,
+            "summary": {},
+            "portfolio": {"error": "no ticker was priced, so there are no portfolio figures"},
+            "timings": {"dask_setup": 0.4},
+            "warnings": ["NOPE: pricing failed: not in the embedded data"],
+        },
+        "combined_analysis": [],
+        "failed": [{"ticker": "NOPE", "stage": "pricing", "reason": "not in the embedded data"}],
+    }
+    doc = report.build_document(failed)
+    validator.validate(json.loads(report.to_json(doc)))
+    text = text_of(report.render_html(doc))
+    assert "Failed: no ticker could be analysed" in text
+    assert "no ticker was priced" in text and "not in the embedded data" in text
+    assert "data-chart='" not in report.render_html(doc)
