@@ -13,6 +13,12 @@ from pathlib import Path
 
 from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, NEWS_SOURCES, PRICE_SOURCES
 
+# An annual risk-free rate as a fraction (0.04 = 4 %): above -1 (a rate of -100 % or less
+# makes no sense for Sharpe) and at most 1 (100 %; anything larger is a typo for a percentage).
+RISK_FREE_RATE_RANGE = (-1.0, 1.0)
+# The longest history a run asks for: a century of days.
+MAX_LOOKBACK_DAYS = 36500
+
 
 def default_cache_dir() -> Path:
     """Where downloads are cached: $PORTFOLIO_CACHE_DIR, else ~/.cache/portfolio-operator."""
@@ -37,6 +43,10 @@ class AnalysisConfig:
     start: date | None = None
     end: date | None = None
     lookback_days: int = 365
+    # Extra calendar days fetched before the lookback so that every indicator is defined
+    # from the lookback's first day (technicals.WARMUP_SESSIONS, the longest indicator
+    # window, in calendar days); None derives it, 0 turns the warm-up off.
+    warmup_days: int | None = None
     min_history_days: int = 30
     local_data_dir: Path | None = None
     embedded_datasets: tuple[str, ...] = EMBEDDED_DATASETS
@@ -84,14 +94,32 @@ class AnalysisConfig:
             )
         if self.cache_ttl_seconds < 0:
             raise ValueError(f"cache_ttl_seconds must be >= 0, got {self.cache_ttl_seconds}")
-        if self.lookback_days < 1:
-            raise ValueError(f"lookback_days must be at least 1, got {self.lookback_days}")
+        if not 1 <= self.lookback_days <= MAX_LOOKBACK_DAYS:
+            raise ValueError(
+                f"lookback_days must be from 1 to {MAX_LOOKBACK_DAYS}, got {self.lookback_days}"
+            )
+        low, high = RISK_FREE_RATE_RANGE
+        if not low < self.risk_free_rate <= high:  # also refuses NaN
+            raise ValueError(
+                f"risk_free_rate is an annual rate above {low:g} and at most {high:g} "
+                f"(0.04 for 4 %), got {self.risk_free_rate}"
+            )
         if self.requests_per_second <= 0:
             raise ValueError(
                 f"requests_per_second must be positive, got {self.requests_per_second}"
             )
         if self.start and self.end and self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")
+
+    def warmup(self) -> int:
+        """Calendar days fetched before the lookback: ``warmup_days``, or what the longest
+        indicator window needs (derived from technicals, the one place it is defined)."""
+        if self.warmup_days is not None:
+            return self.warmup_days
+        from portfolio_analysis.technicals import WARMUP_SESSIONS
+        from portfolio_analysis.trading_calendar import calendar_days
+
+        return calendar_days(WARMUP_SESSIONS)
 
     def with_changes(self, **changes: object) -> AnalysisConfig:
         """A copy with some fields changed (validated again)."""

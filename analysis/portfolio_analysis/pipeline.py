@@ -370,7 +370,10 @@ class RunOptions:
     def __post_init__(self) -> None:
         # Normalised here, once, so that every layer below can rely on the fields.
         object.__setattr__(self, "analyses", tuple(_check_stages(self.analyses)))
-        object.__setattr__(self, "config", self.config or AnalysisConfig())
+        config = self.config or AnalysisConfig()
+        if "technicals" not in self.analyses and config.warmup_days is None:
+            config = config.with_changes(warmup_days=0)  # only indicators need a warm-up
+        object.__setattr__(self, "config", config)
         object.__setattr__(self, "series_tickers", tuple(self.series_tickers))
 
 
@@ -762,6 +765,7 @@ def assemble_report(
         timings=gathered.timings,
         portfolio=portfolio,
         extra={
+            "data_notes": data_notes(gathered.pricing, config),
             "tickers": list(tickers),
             "workers": gathered.workers,
             "batches": gathered.batches,
@@ -783,6 +787,55 @@ def _news_section(news_results: list[dict]) -> dict:
     return news_section(news_results)
 
 
+def data_notes(pricing: Sequence[Mapping], config: AnalysisConfig) -> dict:
+    """The report's ``data_notes``: what happened to the data before any figure was
+    computed (docs/data.md): sources skipped, rows dropped, adjustments, windows."""
+    from portfolio_analysis.technicals import WARMUP_SESSIONS
+
+    fallbacks: dict[str, dict[str, str]] = {}
+    dropped: dict[str, dict] = {}
+    adjustments: list[dict] = []
+    short: dict[str, int] = {}
+    for result in pricing:
+        ticker, notes = result.get("ticker"), result.get("data_notes") or {}
+        reasons = notes.get("fallbacks") or []
+        if reasons:
+            fallbacks[ticker] = dict(reason.split(": ", 1) for reason in reasons if ": " in reason)
+        if notes.get("dropped_rows"):
+            dropped[ticker] = {"rows": notes["dropped_rows"], "reason": notes["dropped_reason"]}
+        adjustments.extend(
+            {**adjustment, "ticker": ticker} for adjustment in notes.get("adjustments") or []
+        )
+        sessions = notes.get("warmup_sessions")
+        if config.warmup() and sessions is not None and sessions < WARMUP_SESSIONS:
+            short[ticker] = sessions
+    warmup = config.warmup()
+    rule = (
+        f"indicators are computed over {warmup} extra calendar days fetched before the "
+        f"{config.lookback_days}-day lookback (the {WARMUP_SESSIONS} sessions of the longest "
+        "indicator, SMA 200), so they are defined from the lookback's first day; figures, "
+        "signals and charts cover the lookback only"
+        if warmup
+        else f"no warm-up: indicators start within the {config.lookback_days}-day lookback"
+    )
+    if short:
+        rule += (
+            f"; {len(short)} ticker(s) have less history before the lookback than that, so "
+            "their slow indicators start late (short_warmup: sessions available)"
+        )
+    return {
+        "price_fallbacks": fallbacks,
+        "dropped_rows": dropped,
+        "adjustments": adjustments,
+        "windows": {
+            "lookback_days": config.lookback_days,
+            "warmup_days": warmup,
+            "rule": rule,
+            "short_warmup": short,
+        },
+    }
+
+
 def fetch_list(
     tickers: Sequence[str], stages: Collection[str], config: AnalysisConfig
 ) -> list[str]:
@@ -793,43 +846,6 @@ def fetch_list(
         if benchmark not in fetch:
             fetch.append(benchmark)
     return fetch
-
-
-# A portfolio is valued on the dates where all its tickers have prices. When that common
-# window is shorter than this fraction of the longest history (a universe with listings
-# and delistings in the period), tickers are left out until it is not.
-MIN_COMMON_WINDOW = 0.5
-
-
-def _overlapping(close: pd.DataFrame, priced: list[str]) -> tuple[list[str], dict[str, str]]:
-    """The tickers to value together, and a reason for each one left out.
-
-    Greedy, longest history first: a ticker joins unless it would shrink the common window
-    below ``MIN_COMMON_WINDOW`` of the longest history. Holdings that overlap well (the
-    usual case) are all kept.
-    """
-    valid = close[priced].notna()
-    counts = valid.sum()
-    longest = int(counts.max())
-    needed = MIN_COMMON_WINDOW * longest
-    if int(valid.all(axis=1).sum()) >= needed:
-        return priced, {}
-    import numpy as np
-
-    common = np.ones(len(valid), dtype=bool)
-    kept: set[str] = set()
-    for ticker in counts.sort_values(ascending=False, kind="stable").index:
-        joined = common & valid[ticker].to_numpy()
-        if joined.sum() >= needed:
-            common = joined
-            kept.add(ticker)
-    window = f"{int(common.sum())} common dates"
-    short = {
-        t: f"its {int(counts[t])} prices overlap too little with the others' {window}"
-        for t in priced
-        if t not in kept
-    }
-    return [t for t in priced if t in kept], short
 
 
 # The report's correlation matrix covers at most this many positions (the largest): a
@@ -851,20 +867,24 @@ def portfolio_section(
     config: AnalysisConfig,
 ) -> dict:
     """Portfolio figures over the tickers that were priced; ``{"error": ...}`` if none can be."""
-    from portfolio_analysis.portfolio import portfolio_figures
+    from portfolio_analysis.portfolio import choose_members, portfolio_figures
 
     priced = [t for t in tickers if close is not None and t in close.columns]
     if not priced:
         return {"error": "no ticker was priced, so there are no portfolio figures"}
     reasons = {t: "not priced" for t in tickers if t not in priced}
-    priced, short = _overlapping(close, priced)
-    reasons.update(short)
+    if holdings is not None:
+        priced = [t for t in priced if t in holdings]
+        if not priced:
+            return {"error": "none of the held tickers was priced"}
+    chosen = choose_members(close[priced], holdings is not None)
+    reasons.update(chosen.excluded)
+    priced = chosen.members
     excluded = [t for t in tickers if t in reasons]
+    window = close.loc[chosen.start : chosen.end]
     positions = None
     if holdings is not None:
         positions = {t: s for t, s in holdings.items() if t in priced}
-        if not positions:
-            return {"error": "none of the held tickers was priced"}
     benchmark = None
     if config.benchmark:
         name = config.benchmark.strip().upper()
@@ -872,7 +892,7 @@ def portfolio_section(
             benchmark = close[name]
     try:
         figures = portfolio_figures(
-            close[priced],
+            window[priced],
             holdings=positions,
             risk_free_rate=config.risk_free_rate,
             benchmark=benchmark,
@@ -882,6 +902,17 @@ def portfolio_section(
         return {"error": str(exc)}
     figures["excluded"] = excluded
     figures["excluded_reasons"] = {t: reasons[t] for t in excluded}
+    figures["coverage"] = {
+        "tickers_asked": len(tickers),
+        "tickers_used": len(figures["tickers"]),
+        "start": figures["start"],
+        "end": figures["end"],
+        "returns": figures["periods"],
+        "sessions": figures["sessions"],
+        "dropped_returns": figures["dropped_returns"],
+        "rule": chosen.rule,
+        "excluded": {t: reasons[t] for t in excluded},
+    }
     _note_correlation_limit(figures)
     if config.benchmark:
         figures["benchmark"] = config.benchmark.strip().upper()

@@ -403,3 +403,122 @@ def portfolio_figures(
         else _beta(steps.returns, _daily_returns(benchmark_prices, calendar)),
         "correlation": _correlation(steps.member_returns, current_weights, max_correlation_tickers),
     }
+
+
+# --- which tickers and which window a portfolio covers ------------------------------------
+
+# Holdings keep a position unless the positions' common window would fall below this share
+# of the longest position's daily returns.
+MIN_COMMON_WINDOW = 0.5
+# A member must have a price on at least this share of the chosen window's dates.
+MIN_PRESENT = 0.9
+
+TICKERS_RULE = (
+    "equal weights: the window and tickers that use the most ticker-days (tickers x daily "
+    "returns) within the lookback; daily returns run between consecutive NYSE sessions, a "
+    "move across a missing session is dropped (not merged into one day), and a ticker "
+    "missing a day is left out of that day's average"
+)
+HOLDINGS_RULE = (
+    "holdings: every position is kept and the window shortened to their common dates, "
+    "unless that leaves less than half of the longest position's daily returns; daily "
+    "returns run between consecutive NYSE sessions, a move across a missing session is "
+    "dropped (not merged into one day), and a position missing a day is left out of that "
+    "day's return"
+)
+
+
+@dataclass
+class Coverage:
+    """What ``choose_members`` chose: members, window (inclusive) and why others are out."""
+
+    members: list[str]
+    start: pd.Timestamp
+    end: pd.Timestamp
+    excluded: dict[str, str]
+    rule: str
+
+
+def _span(index: pd.DatetimeIndex, first: int, last: int) -> str:
+    return f"{index[first].date()} to {index[last].date()}"
+
+
+def choose_members(close: pd.DataFrame, holdings: bool) -> Coverage:
+    """The tickers (columns of ``close``, which all have prices) and the window a portfolio
+    covers, by ``HOLDINGS_RULE`` or ``TICKERS_RULE``.
+
+    Vectorised over candidate windows: an optimal window starts on some ticker's first
+    date and ends on some ticker's last one, so only those pairs are scored.
+    """
+    dates = pd.DatetimeIndex(close.index)
+    valid = close.notna().to_numpy()
+    n = len(dates)
+    first = valid.argmax(axis=0)
+    last = n - 1 - valid[::-1].argmax(axis=0)
+    numbers = session_numbers(dates).to_numpy()
+    daily = np.concatenate([[0], np.cumsum(np.diff(numbers) == 1)])  # daily steps up to row
+
+    def returns(start: np.ndarray | int, end: np.ndarray | int) -> np.ndarray:
+        return np.where(end > start, daily[end] - daily[np.minimum(start, end)], 0)
+
+    tickers = list(close.columns)
+    excluded: dict[str, str] = {}
+    if holdings:
+        order = np.argsort(-(last - first), kind="stable")
+        start, end = int(first[order[0]]), int(last[order[0]])
+        needed = MIN_COMMON_WINDOW * returns(start, end)
+        kept = np.zeros(len(tickers), dtype=bool)
+        kept[order[0]] = True
+        for column in order[1:]:
+            s, e = max(start, int(first[column])), min(end, int(last[column]))
+            if returns(s, e) >= needed and returns(s, e) > 0:
+                start, end, kept[column] = s, e, True
+        for column in np.flatnonzero(~kept):
+            excluded[tickers[column]] = (
+                f"its prices ({_span(dates, first[column], last[column])}) overlap the other "
+                "positions' on less than half of the longest position's daily returns"
+            )
+        rule = HOLDINGS_RULE
+    else:
+        # A ticker counts for a window when it has prices on MIN_PRESENT of its dates, so
+        # one missing day (common in this data) does not cost a whole ticker.
+        counted = np.vstack([np.zeros(len(tickers), dtype=np.int64), np.cumsum(valid, axis=0)])
+        ends = np.unique(last)
+        best = (-1, 0, 0)
+        for s in np.unique(first):  # a loop over start dates, vectorised over ends x tickers
+            width = ends - s + 1
+            present = counted[ends + 1] - counted[s]
+            members = (present >= MIN_PRESENT * width[:, None]) & (width[:, None] > 0)
+            score = members.sum(axis=1) * returns(int(s), ends)
+            j = len(ends) - 1 - int(score[::-1].argmax())  # ties: the latest end
+            if score[j] >= best[0]:  # ties: the latest start
+                best = (int(score[j]), int(s), int(ends[j]))
+        _, start, end = best
+        width = end - start + 1
+        present = counted[end + 1] - counted[start]
+        kept = present >= MIN_PRESENT * width
+        for column in np.flatnonzero(~kept):
+            spans = first[column] <= start and last[column] >= end
+            excluded[tickers[column]] = (
+                f"prices on only {int(present[column])} of the {width} dates of the window "
+                f"chosen, {_span(dates, start, end)}"
+                if spans
+                else f"its prices ({_span(dates, first[column], last[column])}) do not span "
+                f"the window chosen, {_span(dates, start, end)}"
+            ) + ", which uses the most ticker-days"
+        rule = TICKERS_RULE
+    window = valid[start : end + 1]
+    present = window.sum(axis=0)
+    width = int(window.any(axis=1).sum())
+    for column in np.flatnonzero(kept & (present < MIN_PRESENT * width)):
+        kept[column] = False
+        excluded[tickers[column]] = (
+            f"prices on only {int(present[column])} of the window's {width} dates"
+        )
+    return Coverage(
+        members=[t for t, k in zip(tickers, kept, strict=True) if k],
+        start=dates[start],
+        end=dates[end],
+        excluded=excluded,
+        rule=rule,
+    )

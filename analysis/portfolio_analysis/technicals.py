@@ -195,6 +195,9 @@ _FIRST_ROW = tuple(
     }[name]
     for name in _COMPUTED
 )
+# Sessions of history the slowest indicator needs before its first value (SMA 200): what a
+# run fetches before its lookback (AnalysisConfig.warmup), so no indicator starts late.
+WARMUP_SESSIONS = max(_FIRST_ROW) + 1
 # Running window sums are summed afresh every this many rows, so their rounding stays that
 # of one window however long the history (and the Bollinger sums are re-centred on a recent
 # close, so the variance never subtracts two large numbers).

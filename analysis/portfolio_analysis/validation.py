@@ -142,6 +142,10 @@ def _drop_missing(ticker: str, frame: pd.DataFrame) -> pd.DataFrame:
     return frame[~partial]
 
 
+# Why ``validate_ohlcv`` drops a row it keeps the rest of the history for.
+PARTIAL_ROW_REASON = "some of open/high/low/close missing on the day"
+
+
 def _check_values(ticker: str, frame: pd.DataFrame) -> None:
     prices = frame[list(PRICE_COLUMNS)]
     finite = np.isfinite(prices.to_numpy())
@@ -182,6 +186,14 @@ def _sorted_unique(ticker: str, frame: pd.DataFrame) -> pd.DataFrame:
 
 def validate_ohlcv(ticker: str, frame: pd.DataFrame | None, min_rows: int = 1) -> pd.DataFrame:
     """The frame in the shared price-history shape, or ``PriceDataError`` saying what's wrong."""
+    return validate_ohlcv_counting(ticker, frame, min_rows)[0]
+
+
+def validate_ohlcv_counting(
+    ticker: str, frame: pd.DataFrame | None, min_rows: int = 1
+) -> tuple[pd.DataFrame, int]:
+    """``validate_ohlcv``, and how many dated rows it dropped for missing prices
+    (``PARTIAL_ROW_REASON``; rows with no price at all are no trading day, not counted)."""
     if frame is None or not isinstance(frame, pd.DataFrame):
         raise PriceDataError(ticker, f"expected a table of prices, got {type(frame).__name__}")
     if frame.empty:
@@ -189,7 +201,9 @@ def validate_ohlcv(ticker: str, frame: pd.DataFrame | None, min_rows: int = 1) -
     frame = _normalise_columns(ticker, frame)
     frame = frame.set_axis(_dates(ticker, frame.index), axis=0)
     frame = _numeric(ticker, frame)
+    priced = int((~np.isnan(frame[list(PRICE_COLUMNS)].to_numpy()).all(axis=1)).sum())
     frame = _drop_missing(ticker, frame)
+    dropped = priced - len(frame)
     _check_values(ticker, frame)
     frame = _sorted_unique(ticker, frame)
     if len(frame) < min_rows:
@@ -198,4 +212,4 @@ def validate_ohlcv(ticker: str, frame: pd.DataFrame | None, min_rows: int = 1) -
             f"only {len(frame)} daily rows, at least {min_rows} needed; widen the date range "
             "(start/lookback_days) or lower min_history_days",
         )
-    return frame
+    return frame, dropped

@@ -60,9 +60,19 @@ def _reason(exc: BaseException) -> str:
 class PriceBatch:
     """Validated price histories of one batch; stays on the worker that fetched it."""
 
-    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)  # warm-up included
     sources: dict[str, str] = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)
+    # Each history's lookback start (the rows before it are the indicators' warm-up).
+    starts: dict[str, pd.Timestamp] = field(default_factory=dict)
+    # Data notes per ticker: fallbacks, dropped rows, adjustments (docs/data.md).
+    notes: dict[str, dict] = field(default_factory=dict)
+
+    def window(self, ticker: str) -> pd.DataFrame:
+        """A history's lookback rows, without the warm-up."""
+        start = self.starts.get(ticker)
+        frame = self.histories[ticker]
+        return frame if start is None else frame.loc[start:]
 
 
 @dataclass
@@ -93,10 +103,25 @@ def fetch_price_batch(tickers: Sequence[str], config: AnalysisConfig | None = No
         if history is not None:
             batch.histories[key] = history.frame
             batch.sources[key] = history.source
+            if history.window_start is not None:
+                batch.starts[key] = history.window_start
+            batch.notes[key] = _data_notes(history)
         else:
             reason = failures.get(ticker) or failures.get(key) or "no source returned data"
             batch.failed.append(_error(ticker, "pricing", reason))
     return batch
+
+
+def _data_notes(history: Any) -> dict:
+    """What the report's data notes say about one history (pipeline.data_notes)."""
+    warmup = history.frame.index < history.window_start if history.window_start else []
+    return {
+        "fallbacks": list(history.fallback_reasons),
+        "dropped_rows": history.dropped_rows,
+        "dropped_reason": history.dropped_reason,
+        "adjustments": list(history.adjustments),
+        "warmup_sessions": int(np.count_nonzero(warmup)),
+    }
 
 
 def _price_summary(ticker: str, frame: pd.DataFrame, source: str) -> dict:
@@ -114,12 +139,14 @@ def _price_summary(ticker: str, frame: pd.DataFrame, source: str) -> dict:
 
 def price_batch_summary(batch: PriceBatch) -> BatchResult:
     """Last close, date range and source per ticker, plus the batch's close panel."""
-    results = [
-        _price_summary(ticker, frame, batch.sources[ticker])
-        for ticker, frame in batch.histories.items()
-    ]
+    results = []
+    for ticker in batch.histories:
+        result = _price_summary(ticker, batch.window(ticker), batch.sources[ticker])
+        if ticker in batch.notes:
+            result["data_notes"] = batch.notes[ticker]
+        results.append(result)
     close = (
-        pd.DataFrame({t: f["close"] for t, f in batch.histories.items()})
+        pd.DataFrame({t: batch.window(t)["close"] for t in batch.histories})
         if batch.histories
         else None
     )
@@ -149,8 +176,12 @@ def fetch_price_from_multiple_sources(
         if frame is None:
             log.info("no price data for %s: %s", ticker, batch.failed)
             return None
-        result = _price_summary(ticker, frame, batch.sources[ticker])
+        result = _price_summary(ticker, batch.window(ticker), batch.sources[ticker])
+        # The indicators' warm-up rows too, so calculate_security_technicals on this
+        # price_data gives the pipeline's numbers; lookback_start says where figures start.
         result["price_data"]["ohlcv"] = _ohlcv_records(frame)
+        if ticker in batch.starts:
+            result["price_data"]["lookback_start"] = batch.starts[ticker].date().isoformat()
         return result
     except Exception:
         log.warning("pricing %s failed", ticker, exc_info=True)
@@ -162,13 +193,26 @@ def fetch_price_from_multiple_sources(
 
 def _summaries(
     histories: Mapping[str, pd.DataFrame],
+    starts: Mapping[str, pd.Timestamp] | None = None,
 ) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Per-ticker summary rows and the indicator panel for ``histories``."""
+    """Per-ticker summary rows and the indicator panel for ``histories``.
+
+    Indicators are computed on the whole histories (warm-up included); the summary, its
+    crosses and the returned panel cover each ticker's lookback from ``starts`` on.
+    """
     from portfolio_analysis import technicals
 
     panel = technicals.build_panel(histories)
-    indicators = technicals.compute_indicators(panel)
-    return technicals.summarize(panel, indicators), {"close": panel["close"], **indicators}
+    indicators = {"close": panel["close"], **technicals.compute_indicators(panel)}
+    if starts:
+        first = np.array(
+            [np.datetime64(starts.get(t, pd.NaT), "us") for t in panel["close"].columns]
+        )
+        dates = panel["close"].index.to_numpy(dtype="datetime64[us]")
+        keep = ~(dates[:, None] < first[None, :])  # NaT start: keep every row
+        indicators = {name: frame.where(keep) for name, frame in indicators.items()}
+    summary = technicals.summarize({"close": indicators["close"]}, indicators)
+    return summary, indicators
 
 
 def _summary_records(summary: pd.DataFrame) -> list[dict]:
@@ -206,7 +250,7 @@ def technicals_batch(
     if not batch.histories:
         return out
     try:
-        summary, indicators = _summaries(batch.histories)
+        summary, indicators = _summaries(batch.histories, batch.starts)
         groups = [(summary, indicators)]
     except Exception as exc:
         if len(batch.histories) == 1:
@@ -216,7 +260,7 @@ def technicals_batch(
         groups = []
         for ticker, frame in batch.histories.items():
             try:
-                groups.append(_summaries({ticker: frame}))
+                groups.append(_summaries({ticker: frame}, batch.starts))
             except Exception as single:
                 out.failed.append(_error(ticker, "technicals", _reason(single)))
     for summary, indicators in groups:
@@ -246,7 +290,9 @@ def calculate_security_technicals(ticker: str, price_data: Any) -> dict | None:
     """Reference guide API: ``{"ticker", "technical_indicators": [...], "summary": {...}}``.
 
     ``price_data`` is the pricing worker's ``price_data`` dict (with its ``ohlcv`` list) or
-    an OHLCV DataFrame indexed by date. Returns None on unusable data; never raises.
+    an OHLCV DataFrame indexed by date. Indicators use every row; with a ``lookback_start``
+    in ``price_data`` (the rows before it are warm-up) the summary and the indicator rows
+    cover the lookback only. Returns None on unusable data; never raises.
     """
     if not isinstance(ticker, str) or not ticker.strip():
         return None
@@ -254,8 +300,11 @@ def calculate_security_technicals(ticker: str, price_data: Any) -> dict | None:
         from portfolio_analysis.validation import validate_ohlcv
 
         frame = validate_ohlcv(ticker, _frame_from_price_data(price_data))
-        summary, indicators = _summaries({ticker: frame})
+        start = price_data.get("lookback_start") if isinstance(price_data, Mapping) else None
+        starts = {ticker: pd.Timestamp(start)} if start else None
+        summary, indicators = _summaries({ticker: frame}, starts)
         history = pd.DataFrame({name: panel[ticker] for name, panel in indicators.items()})
+        history = history.dropna(subset=["close"])
         history.index = history.index.strftime("%Y-%m-%d")
         history = history.astype("float64").replace([np.inf, -np.inf], np.nan)
         records = history.reset_index(names="date").to_dict(orient="records")

@@ -55,9 +55,12 @@ def test_sample_covers_the_documented_tickers_and_years():
 
 def test_sp500_universe_has_523_tickers_over_one_year_with_sectors():
     universe = embedded.sp500_histories()
-    # 524 symbols as published; ETFCD (E*TRADE after its reverse split) is folded into ETFC.
+    # 524 symbols as published; three old symbols fold into the companies' current ones.
     assert len(embedded.sp500_raw_histories()) == 524
-    assert len(universe) == 523 and "ETFCD" not in universe
+    assert len(universe) == 521 and not {"ETFCD", "AOC", "FPL"} & set(universe)
+    # NextEra's history runs through its renaming from FPL Group (2010-06-23).
+    assert universe["NEE"].index[0] == pd.Timestamp("2009-08-21")
+    assert universe["AON"].loc["2009-11-30", "close"] == 38.73  # AOC's last close
     assert min(f.index[0] for f in universe.values()) == pd.Timestamp("2009-08-21")
     assert max(f.index[-1] for f in universe.values()) == pd.Timestamp("2010-08-20")
     # First data row of the package's CSV: 20090821,A,25.6,25.61,25.22,25.55,34758
@@ -78,7 +81,7 @@ def test_sp500_universe_has_523_tickers_over_one_year_with_sectors():
 def test_universe_tickers():
     assert embedded.universe_tickers("sample") == list(embedded.SAMPLE_TICKERS)
     sp500 = embedded.universe_tickers("sp500")
-    assert len(sp500) == 523 and sp500 == sorted(sp500) and "XOM" in sp500
+    assert len(sp500) == 521 and sp500 == sorted(sp500) and "XOM" in sp500
     with pytest.raises(ValueError, match="choose from sample, sp500"):
         embedded.universe_tickers("nasdaq")
 

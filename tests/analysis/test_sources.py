@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -70,6 +70,7 @@ def config(tmp_path: Path, *sources: str, **changes: object) -> AnalysisConfig:
         "timeout_seconds": 2.0,
         "requests_per_second": 1000.0,
         "min_history_days": 20,
+        "warmup_days": 0,  # the indicators' warm-up has its own test
     }
     return AnalysisConfig(**{**settings, **changes})
 
@@ -478,6 +479,23 @@ def test_local_folder_reads_a_yfinance_csv_whose_offset_changes_with_daylight_sa
     # Each bar on its exchange-local date, none moved to the day before.
     assert list(got.index) == list(pd.bdate_range("2011-02-01", "2011-04-29"))
     np.testing.assert_allclose(got["close"], frame["Close"])
+
+
+def test_sources_are_asked_for_the_indicators_warm_up_before_the_lookback(tmp_path, stooq):
+    stooq.route("/q/d/l/", stooq_route({"AAPL": ohlcv(7, start="2023-01-02", days=350)}))
+    cfg = stooq_config(tmp_path, stooq, warmup_days=None)
+    assert cfg.warmup() == 300  # SMA 200's 200 sessions in calendar days, with holidays
+    histories, _ = fetch_histories(["AAPL"], cfg)
+    (request,) = stooq.requests_to("/q/d/l/")
+    assert request.query["d1"] == (START - timedelta(days=300)).strftime("%Y%m%d")
+    history = histories["AAPL"]
+    assert history.window_start == pd.Timestamp(START)
+    assert history.frame.index[0] < pd.Timestamp(START) <= history.window.index[0]
+    # Embedded data with no start: lookback_days before its newest row, plus the warm-up.
+    histories, _ = fetch_histories(["AAPL"], AnalysisConfig(cache_dir=None))
+    aapl = histories["AAPL"]
+    assert aapl.window_start == pd.Timestamp("2012-03-01")
+    assert aapl.frame.index[0] < pd.Timestamp("2012-03-01") - pd.Timedelta(days=280)
 
 
 def test_embedded_data_is_the_default_and_offline():

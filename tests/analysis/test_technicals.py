@@ -85,7 +85,7 @@ def test_every_indicator_matches_talib_on_the_bokeh_sample_stocks():
 
 
 def test_every_indicator_matches_talib_on_the_sp500_universe():
-    histories = dict(sp500_histories())  # 523 real series, one year each
+    histories = dict(sp500_histories())  # 521 real series, one year each
     indicators = technicals.compute_indicators(technicals.build_panel(histories))  # ragged
     assert_matches_talib(histories, indicators)
     dense = {"AAPL": histories["AAPL"]}

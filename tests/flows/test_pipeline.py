@@ -21,10 +21,12 @@ from portfolio_analysis import (
     fetch_price_from_multiple_sources,
     pipeline,
     sources,
+    technicals,
     workers,
 )
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.portfolio import portfolio_figures
+from portfolio_analysis.sources import fetch_histories
 
 pytestmark = pytest.mark.dask
 
@@ -43,7 +45,7 @@ def _sequential_reference(tickers: list[str]) -> tuple[dict[str, dict], pd.DataF
         ohlcv = pd.DataFrame(priced["price_data"]["ohlcv"])
         closes[ticker] = pd.Series(
             ohlcv["close"].to_numpy(), index=pd.to_datetime(ohlcv["date"]), name=ticker
-        )
+        ).loc[priced["price_data"]["lookback_start"] :]  # before it: the indicators' warm-up
         technical = calculate_security_technicals(ticker, priced["price_data"])
         news = fetch_news_for_ticker(ticker)
         rows[ticker] = {
@@ -354,7 +356,11 @@ def test_portfolio_leaves_out_tickers_whose_history_barely_overlaps() -> None:
     assert figures["periods"] == 69  # returns over LATE's 70 dates
     assert figures["excluded"] == ["GONE", "NOPE"]
     assert figures["excluded_reasons"]["NOPE"] == "not priced"
-    assert "20 prices overlap too little" in figures["excluded_reasons"]["GONE"]
+    assert figures["excluded_reasons"]["GONE"] == (
+        "its prices (2024-01-01 to 2024-01-26) do not span the window chosen, 2024-02-12 to "
+        "2024-05-17, which uses the most ticker-days"
+    )
+    assert figures["coverage"]["tickers_used"] == 3 and figures["coverage"]["returns"] == 69
     # Holdings that overlap well keep every position.
     held = pipeline.portfolio_section(close[["LONG1", "LATE"]], ["LONG1", "LATE"], None, config)
     assert held["tickers"] == ["LONG1", "LATE"] and held["excluded"] == []
@@ -374,3 +380,94 @@ def test_the_correlation_matrix_of_a_large_portfolio_keeps_the_largest_positions
     assert all(list(row) == kept for row in figures["correlation"].values())
     assert figures["correlation_note"] == "the 30 largest positions of 40"
     assert len(figures["weights"]) == 40  # only the matrix is trimmed
+
+
+# --- issue 14: warm-up, coverage, data notes ------------------------------------------------
+
+
+def test_indicators_are_warmed_up_before_the_lookback_and_shown_over_it_only(
+    thread_client,
+) -> None:
+    options = pipeline.RunOptions(client=thread_client, series_tickers=["AAPL"])
+    run = pipeline.run_analysis(["AAPL", "MSFT"], options=options)
+    aapl = run.series["AAPL"]
+    # The chart covers the 365-day lookback, and every indicator is defined from its first
+    # day (before: SMA 200 covered its last ~50 days, RSI and MACD started a month late).
+    assert aapl.index[0] >= pd.Timestamp("2012-03-01")
+    assert aapl.index[0] <= pd.Timestamp("2012-03-05")
+    assert aapl[["sma_200", "rsi_14", "macd", "macd_signal"]].notna().all().all()
+    # Summaries and the close panel cover the lookback; the warm-up is only an input.
+    (priced,) = [r for r in run.stages.pricing if r["ticker"] == "AAPL"]
+    assert priced["price_data"]["start"] == aapl.index[0].date().isoformat()
+    assert run.close.index[0] == aapl.index[0]
+    full = embedded.sample_histories()["AAPL"]
+    expected = technicals.compute_indicators(technicals.build_panel({"AAPL": full}))
+    (row,) = [r for r in run.result["combined_analysis"] if r["ticker"] == "AAPL"]
+    assert row["sma_200"] == pytest.approx(expected["sma_200"]["AAPL"].iloc[-1], rel=1e-9)
+    windows = run.result["report"]["data_notes"]["windows"]
+    assert windows["lookback_days"] == 365
+    assert windows["warmup_days"] == AnalysisConfig().warmup() >= 290
+    assert "SMA 200" in windows["rule"] and windows["short_warmup"] == {}
+
+
+def test_tickers_from_data_sets_with_no_common_dates_say_so_in_the_coverage(
+    thread_client,
+) -> None:
+    result = pipeline.run_combined_analysis(
+        ["AAPL", "BAC"], analyses=("portfolio",), client=thread_client
+    )
+    portfolio = result["report"]["portfolio"]
+    coverage = portfolio["coverage"]
+    assert portfolio["tickers"] == ["AAPL"]  # not silently: the coverage says 1 of 2
+    assert (coverage["tickers_asked"], coverage["tickers_used"]) == (2, 1)
+    assert (coverage["start"], coverage["end"]) == (portfolio["start"], portfolio["end"])
+    assert coverage["returns"] == portfolio["periods"] > 200
+    assert coverage["excluded"]["BAC"] == (
+        "its prices (2009-08-21 to 2010-08-20) do not span the window chosen, 2012-03-01 to "
+        "2013-03-01, which uses the most ticker-days"
+    )
+    assert "NYSE sessions" in coverage["rule"]
+
+
+def test_the_sp500_portfolio_covers_at_least_480_tickers_over_200_daily_returns() -> None:
+    config = AnalysisConfig(embedded_datasets=("sp500",), cache_dir=None)
+    tickers = embedded.universe_tickers("sp500")
+    histories, failures = fetch_histories(tickers, config)
+    close = pd.DataFrame({t: h.window["close"] for t, h in histories.items()})
+    figures = pipeline.portfolio_section(close, tickers, None, config)
+    coverage = figures["coverage"]
+    # Before: 492 of 523 over 132 returns (2009-11-05..2010-05-28), gaps merged into "days".
+    assert coverage["tickers_used"] >= 480 and coverage["returns"] >= 200
+    assert coverage["tickers_asked"] == len(tickers) == 521
+    assert coverage["tickers_used"] + len(coverage["excluded"]) == len(tickers)
+    # The data set has no rows for 2009-10-29..11-04: that move is no daily return.
+    assert "2009-11-05" in coverage["dropped_returns"]
+    assert figures["periods"] + len(figures["dropped_returns"]) < figures["sessions"] + 1
+
+
+def test_data_notes_name_fallbacks_dropped_rows_and_adjustments(tmp_path, thread_client) -> None:
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    mine = embedded.sp500_histories()["XOM"].copy()
+    mine.iloc[5, 1] = float("nan")  # one day without its high
+    mine.rename_axis("date").to_csv(folder / "XOM.csv")
+    config = AnalysisConfig(
+        price_sources=("local", "embedded"),
+        local_data_dir=folder,
+        embedded_datasets=("sp500",),
+        cache_dir=None,
+    )
+    result = pipeline.run_combined_analysis(
+        ["XOM", "DHR"], analyses=("pricing",), config=config, client=thread_client
+    )
+    notes = result["report"]["data_notes"]
+    assert notes["price_fallbacks"] == {
+        "DHR": {"local": f"no file DHR.csv or DHR.parquet in {folder}"}
+    }
+    assert notes["dropped_rows"] == {
+        "XOM": {"rows": 1, "reason": "some of open/high/low/close missing on the day"}
+    }
+    assert notes["adjustments"] == [
+        {"ticker": "DHR", "date": "2010-06-14", "ratio": 2.0, "kind": "split"}
+    ]
+    assert notes["windows"]["warmup_days"] == 0  # no indicators asked for: no warm-up

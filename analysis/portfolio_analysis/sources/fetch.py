@@ -22,12 +22,22 @@ from portfolio_analysis.network import (
     gave_up,
     with_retries,
 )
-from portfolio_analysis.sources.base import PriceHistory, PriceSource, network_window
+from portfolio_analysis.sources.base import (
+    PriceHistory,
+    PriceSource,
+    fetch_start,
+    lookback_start,
+    network_window,
+)
 from portfolio_analysis.sources.builtin import EmbeddedSource, SyntheticSource
 from portfolio_analysis.sources.local import LocalFolderSource
 from portfolio_analysis.sources.stooq import StooqSource
 from portfolio_analysis.sources.yahoo import YFinanceSource
-from portfolio_analysis.validation import PriceDataError, validate_ohlcv
+from portfolio_analysis.validation import (
+    PARTIAL_ROW_REASON,
+    PriceDataError,
+    validate_ohlcv_counting,
+)
 from portfolio_analysis.vocabulary import TICKER_RE
 
 log = logging.getLogger(__name__)
@@ -134,13 +144,11 @@ def fetch_histories(
         if not pending:
             break
         cached = cache is not None and source.name in CACHED_SOURCES
+        # Every source is asked for the warm-up too (base.fetch_start, history_days).
         start, end = (
-            network_window(config.start, config.end, config)
+            network_window(fetch_start(config), config.end, config)
             if cached
-            else (
-                config.start,
-                config.end,
-            )
+            else (fetch_start(config), config.end)
         )
         answers: dict[str, pd.DataFrame | Exception] = {}
         if cached:
@@ -158,7 +166,16 @@ def fetch_histories(
             try:
                 if isinstance(answer, Exception):
                     raise answer
-                frame = validate_ohlcv(ticker, answer, min_rows=config.min_history_days)
+                frame, dropped = validate_ohlcv_counting(
+                    ticker, answer, min_rows=config.min_history_days
+                )
+                window_start = lookback_start(frame, config)
+                if frame.index[-1] < window_start:
+                    raise PriceDataError(
+                        ticker,
+                        f"no rows from {window_start.date()} on (data ends "
+                        f"{frame.index[-1].date()})",
+                    )
             except Exception as error:  # every failure becomes a reason, none escapes
                 reasons[ticker].append(f"{source.name}: {_reason(error, config)}")
                 still_pending.append(ticker)
@@ -172,7 +189,18 @@ def fetch_histories(
                 log.warning(
                     "%s served by %s after: %s", ticker, source.name, "; ".join(reasons[ticker])
                 )
-            histories[ticker] = PriceHistory(ticker, frame, source.name, tuple(reasons[ticker]))
+            dropped += getattr(source, "dropped_rows", {}).get(ticker, 0)
+            adjustments = getattr(source, "adjustments", None)
+            histories[ticker] = PriceHistory(
+                ticker,
+                frame,
+                source.name,
+                tuple(reasons[ticker]),
+                window_start=window_start,
+                dropped_rows=dropped,
+                dropped_reason=PARTIAL_ROW_REASON if dropped else "",
+                adjustments=tuple(adjustments(ticker, frame)) if adjustments else (),
+            )
         pending = still_pending
     for ticker in pending:
         failures[ticker] = "; ".join(reasons[ticker]) or "no price source configured"

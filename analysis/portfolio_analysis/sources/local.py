@@ -11,7 +11,7 @@ import pandas as pd
 from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.sources.base import slice_window
 from portfolio_analysis.sources.symbols import spellings
-from portfolio_analysis.validation import PriceDataError, validate_ohlcv
+from portfolio_analysis.validation import PriceDataError, validate_ohlcv_counting
 
 
 class LocalFolderSource:
@@ -43,6 +43,7 @@ class LocalFolderSource:
             reason = f"folder {folder} does not exist"
             return {t: PriceDataError(t, reason) for t in tickers}
         result: dict[str, pd.DataFrame | Exception] = {}
+        self.dropped_rows: dict[str, int] = {}
         for ticker in tickers:
             path = self._file(folder, ticker)
             if path is None:
@@ -52,8 +53,10 @@ class LocalFolderSource:
                 continue
             try:
                 raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
-                frame = validate_ohlcv(ticker, raw)
+                frame, dropped = validate_ohlcv_counting(ticker, raw)
                 result[ticker] = slice_window(ticker, frame, start, end, self.config)
+                if dropped:  # counted over the whole file, before the window is cut
+                    self.dropped_rows[ticker] = dropped
             except PriceDataError as error:
                 result[ticker] = PriceDataError(ticker, f"{path.name}: {error.reason}")
             except Exception as error:  # unreadable file: say which and why
