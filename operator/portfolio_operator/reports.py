@@ -2,11 +2,11 @@
 
 The page is the analysis library's own HTML report (``portfolio_analysis.report.render_html``),
 rendered from the JSON stored in the analysis's report ConfigMap, so a cluster user sees the
-same report as a laptop user of the CLI (without the price charts, which need the price frames
-that only the run had). Only report ConfigMaps this operator wrote are read: the ConfigMap must
-carry the operator's managed-by label and a controller ownerReference to the PortfolioAnalysis
-of that name (its uid), else the answer is 404, exactly as for a name that does not exist, so
-the server never shows another object's data.
+same page as a laptop user of the CLI, less the charts that need what only the CLI's report
+document holds (the run's price series). Only report ConfigMaps this operator wrote are read:
+the ConfigMap must carry the operator's managed-by label and a controller ownerReference to the
+PortfolioAnalysis of that name (its uid), else the answer is 404, exactly as for a name that
+does not exist, so the server never shows another object's data.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class ReportPages:
     def __init__(self, api: KubeApi) -> None:
         self.api = api
         self._pages: OrderedDict[tuple[str, str], str] = OrderedDict()
-        # matplotlib's pyplot, which the renderer draws with, is not thread-safe.
+        # One render at a time (in a thread): a burst of requests cannot take every core.
         self._render_lock = asyncio.Lock()
 
     async def html(self, namespace: str, name: str) -> str | None:
