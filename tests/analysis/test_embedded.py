@@ -53,7 +53,7 @@ def test_sample_covers_the_documented_tickers_and_years():
         assert (frame.dtypes == np.float64).all()
 
 
-def test_sp500_universe_has_523_tickers_over_one_year_with_sectors():
+def test_sp500_universe_has_521_tickers_over_one_year_with_sectors():
     universe = embedded.sp500_histories()
     # 524 symbols as published; three old symbols fold into the companies' current ones.
     assert len(embedded.sp500_raw_histories()) == 524
