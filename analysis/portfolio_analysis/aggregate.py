@@ -209,11 +209,124 @@ def summarize_combined(combined: pd.DataFrame) -> dict:
     }
 
 
-def run_status(succeeded: int, failed: Sequence[Mapping]) -> str:
-    """``success`` with no failures, ``partial`` with some, ``failed`` when nothing worked."""
+def run_status(succeeded: int, failed: Sequence[Mapping], *, incomplete: bool = False) -> str:
+    """``failed`` when nothing worked; ``partial`` with some failures or when ``incomplete``
+    (a result that lacks something that was asked for, see :func:`run_warnings`);
+    else ``success``."""
     if succeeded == 0:
         return "failed"
-    return "partial" if failed else "success"
+    return "partial" if failed or incomplete else "success"
+
+
+# report["warnings"] names at most this many failed tickers one by one; the rest are counted
+# (every failure stays listed under result["failed"]).
+MAX_FAILURE_WARNINGS = 10
+# Close names suggested for a ticker no embedded data set holds (difflib's ratio).
+SUGGESTION_CUTOFF = 0.75
+
+
+def ticker_suggestions(ticker: str, limit: int = 3) -> list[str]:
+    """Embedded tickers spelled like ``ticker`` (a typo such as MSFTT -> MSFT); none when the
+    embedded data holds ``ticker`` itself."""
+    import difflib
+
+    from portfolio_analysis import embedded
+    from portfolio_analysis.vocabulary import EMBEDDED_DATASETS
+
+    known = sorted({t for name in EMBEDDED_DATASETS for t in embedded.universe_tickers(name)})
+    if ticker in known:
+        return []
+    return difflib.get_close_matches(ticker, known, n=limit, cutoff=SUGGESTION_CUTOFF)
+
+
+def _did_you_mean(ticker: str, price_sources: Sequence[str]) -> str:
+    if "embedded" not in price_sources:
+        return ""
+    close = ticker_suggestions(ticker)
+    return f"; did you mean {' or '.join(close)}?" if close else ""
+
+
+def _failure_warnings(failed: Sequence[Mapping], price_sources: Sequence[str]) -> list[str]:
+    lines = []
+    for record in failed[:MAX_FAILURE_WARNINGS]:
+        ticker, stage = str(record.get("ticker")), record.get("stage")
+        hint = _did_you_mean(ticker, price_sources) if stage == "pricing" else ""
+        lines.append(f"{ticker}: {stage} failed: {record.get('reason')}{hint}")
+    if len(failed) > MAX_FAILURE_WARNINGS:
+        lines.append(
+            f"... and {len(failed) - MAX_FAILURE_WARNINGS} more failures, each listed under "
+            "failed in report.json"
+        )
+    return lines
+
+
+def _left_out(excluded: Mapping[str, Any], at_most: int = 5) -> str:
+    shown = "; ".join(f"{t} ({reason})" for t, reason in list(excluded.items())[:at_most])
+    more = len(excluded) - at_most
+    return shown + (f"; and {more} more (see portfolio.coverage)" if more > 0 else "")
+
+
+def _coverage_warning(portfolio: Mapping[str, Any]) -> str | None:
+    """One line when the portfolio figures leave out tickers that were asked for; from
+    ``portfolio["coverage"]`` when the report has it, else from ``excluded_reasons``."""
+    coverage = portfolio.get("coverage")
+    if isinstance(coverage, Mapping) and coverage.get("tickers_asked") is not None:
+        asked, used = int(coverage["tickers_asked"]), int(coverage.get("tickers_used") or 0)
+        excluded = coverage.get("excluded") or {}
+        window = f" from {coverage.get('start')} to {coverage.get('end')}"
+    else:
+        excluded = portfolio.get("excluded_reasons") or {
+            t: "left out" for t in portfolio.get("excluded") or ()
+        }
+        used = len(portfolio.get("tickers") or ())
+        asked = used + len(excluded)
+        window = f" from {portfolio.get('start')} to {portfolio.get('end')}"
+    if used >= asked:
+        return None
+    return f"portfolio figures cover {used} of {asked} tickers{window}; left out: " + (
+        _left_out(excluded) if excluded else "see report.json"
+    )
+
+
+def beta_reason(portfolio: Mapping[str, Any]) -> str | None:
+    """Why a benchmark was asked for but the portfolio has no beta (None when it has one)."""
+    benchmark = portfolio.get("benchmark")
+    if not benchmark or portfolio.get("beta") is not None or portfolio.get("error"):
+        return None
+    return portfolio.get("beta_reason") or (
+        f"benchmark {benchmark} has no prices on the portfolio's dates (check the ticker "
+        "and the price sources), so the portfolio has no beta"
+    )
+
+
+def run_warnings(report: Mapping[str, Any], failed: Sequence[Mapping]) -> tuple[list[str], bool]:
+    """One-line warnings built from the report's facts, and whether they make the run
+    ``partial``: failed tickers (with close names for unknown ones), tickers the portfolio
+    figures leave out, a benchmark without prices, no portfolio figures at all. Invented
+    sample headlines are a warning that leaves the status alone (the run did all it was
+    asked)."""
+    price_sources = list(report.get("price_sources") or ())
+    warnings = _failure_warnings(failed, price_sources)
+    incomplete = False
+    portfolio = report.get("portfolio")
+    if isinstance(portfolio, Mapping):
+        if portfolio.get("error"):
+            warnings.append(f"no portfolio figures: {portfolio['error']}")
+            incomplete = True
+        coverage = _coverage_warning(portfolio) if not portfolio.get("error") else None
+        if coverage:
+            warnings.append(coverage)
+            incomplete = True
+        reason = beta_reason(portfolio)
+        if reason:
+            warnings.append(reason)
+            incomplete = True
+    news = report.get("news")
+    if isinstance(news, Mapping) and news.get("illustrative"):
+        warnings.append(
+            str(news.get("note") or "some headlines are invented sample data, not real news")
+        )
+    return warnings, incomplete
 
 
 def _failed(failed: Iterable[Mapping] | None) -> list[dict]:
@@ -299,7 +412,9 @@ def comprehensive_report(
 
     ``securities_analyzed`` counts tickers with a result in ``combined_analysis``; a ticker
     that failed one stage but not another appears in both ``combined_analysis`` and
-    ``failed`` (with the failed stage), and the status is then ``partial``.
+    ``failed`` (with the failed stage), and the status is then ``partial``; so it is when
+    the portfolio figures leave out asked tickers or lack the asked benchmark's beta.
+    ``report["warnings"]`` says each of these in one line (:func:`run_warnings`).
     """
     failed = _failed(failed)
     report: dict[str, Any] = {
@@ -313,9 +428,14 @@ def comprehensive_report(
     report["timings"] = {k: round(float(v), 4) for k, v in (timings or {}).items()}
     if extra:
         report.update(extra)
+    warnings, incomplete = run_warnings(report, failed)
+    reason = beta_reason(report.get("portfolio") or {})
+    if reason:
+        report["portfolio"]["beta_reason"] = reason
+    report["warnings"] = warnings
     return jsonable(
         {
-            "status": run_status(len(combined), failed),
+            "status": run_status(len(combined), failed, incomplete=incomplete),
             "report": report,
             "combined_analysis": combined,
             "failed": failed,

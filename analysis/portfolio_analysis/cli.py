@@ -5,29 +5,45 @@ By default it runs the plain-Dask pipeline; ``--prefect`` runs the same pipeline
 ``dask_combined_analysis_flow`` Prefect flow (reporting to ``PREFECT_API_URL`` if set,
 otherwise to a temporary local server, which costs seconds to tens of seconds).
 
-Exit codes: 0 the analysis ran (possibly with some failed tickers, listed), 1 no ticker
-could be analysed, 2 bad input (flags, holdings file, data folder) or a scheduler problem
-(unreachable, no Dask scheduler, lost mid-run, other versions), 130 interrupted.
+Exit codes (``EXIT_CODES``, also in ``run --help``): 0 success, 1 no ticker could be
+analysed, 2 bad input or a scheduler problem, 3 a partial result, 130 interrupted.
+
+The reports of a run appear together or not at all: they are written into a temporary
+folder beside ``--output`` and moved in only when both are complete, while a lock file
+beside ``--output`` keeps other runs out; a failed run leaves the previous reports as they
+were.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import csv
 import dataclasses
+import fcntl
+import glob
 import json
 import logging
 import math
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from portfolio_analysis.config import AnalysisConfig
-from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, NEWS_SOURCES, PRICE_SOURCES
+from portfolio_analysis.config import MAX_LOOKBACK_DAYS, RISK_FREE_RATE_RANGE, AnalysisConfig
+from portfolio_analysis.vocabulary import (
+    EMBEDDED_DATASETS,
+    NEWS_SOURCES,
+    PRICE_SOURCES,
+    TICKER_RE,
+)
 
 if TYPE_CHECKING:
     from portfolio_analysis.pipeline import AnalysisRun, RunOptions
@@ -42,13 +58,35 @@ STAGE_LABELS = {
     "portfolio": "Portfolio figures",
 }
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+EXIT_CODES = {
+    EXIT_OK: "success: every ticker analysed, portfolio figures cover them all",
+    EXIT_FAILED: "no ticker could be analysed (no report is written; a previous one is kept)",
+    EXIT_USAGE: "bad input (an option, ticker, number, holdings file, data folder or --output "
+    "folder, or another run writing to --output) or a problem with --scheduler",
+    EXIT_PARTIAL: "partial result: some tickers failed or were left out of the portfolio "
+    "figures, or the benchmark could not be priced (the PARTIAL line and the report's "
+    "warnings say which)",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
 STOOQ_KEY_ENV = "STOOQ_API_KEY"  # read here, on the client; workers get it in the config
 RUN_EPILOG = (
-    f"Environment: {STOOQ_KEY_ENV} is the Stooq API key (sent as apikey=; the stooq source "
-    "needs one), PORTFOLIO_CACHE_DIR the download cache folder (default "
+    "Tickers are symbols as Yahoo writes them (AAPL, BRK.B or BRK-B, ^GSPC); a ticker given "
+    "twice in --tickers is analysed once, while a holdings file that lists a ticker twice is "
+    "refused (merge the rows into one position). "
+    "Reports appear together or not at all: a failed or interrupted run keeps the previous "
+    "ones, and a second run into the same --output while one is writing there stops at once "
+    "(lock file .NAME.lock beside it). "
+    "Exit codes: "
+    + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
+    + f". Environment: {STOOQ_KEY_ENV} is the Stooq API key (sent as apikey=; the stooq "
+    "source needs one), PORTFOLIO_CACHE_DIR the download cache folder (default "
     "~/.cache/portfolio-operator), PREFECT_API_URL the Prefect server --prefect reports to."
 )
+# The report files a run writes into --output (report.write_reports).
+REPORT_FILES = ("report.json", "report.html")
+# A stopped run shuts its embedded cluster down before exiting; at most this long.
+SHUTDOWN_SECONDS = 60
 
 
 class UsageError(Exception):
@@ -87,21 +125,76 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _lookback_days(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_LOOKBACK_DAYS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_LOOKBACK_DAYS} days, got {value}")
+    return value
+
+
+def _number(text: str) -> float:
+    """A finite number: float() also reads nan and inf, which no option means."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or math.isinf(value):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _number(text)
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
+def _risk_free_rate(text: str) -> float:
+    value = _number(text)
+    low, high = RISK_FREE_RATE_RANGE
+    if not low < value <= high:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not an annual rate above {low:g} and at most {high:g}: write 4 % as 0.04"
+        )
+    return value
+
+
+def _shown(text: str, limit: int = 24) -> str:
+    """``text`` quoted for a message, shortened when long (a 300-character 'ticker')."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def ticker_symbol(text: str) -> str:
+    """``text`` as an upper-case ticker symbol, or ValueError saying how one is written
+    (vocabulary.TICKER_PATTERN: the spellings every price source is asked in)."""
+    ticker = text.strip().upper()
+    if not TICKER_RE.match(ticker):
+        raise ValueError(
+            f"{_shown(text.strip())} is not a ticker symbol: write it as Yahoo does, e.g. "
+            "AAPL, BRK.B or BRK-B, EURUSD=X, ^GSPC (letters, digits, '.', '-', '=')"
+        )
+    return ticker
+
+
+def _benchmark(text: str) -> str:
+    try:
+        return ticker_symbol(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _tickers(text: str) -> list[str]:
-    tickers = [t.strip().upper() for t in text.split(",") if t.strip()]
-    if not tickers:
+    """Comma-separated tickers, checked, each once in the order given."""
+    names = [t for t in text.split(",") if t.strip()]
+    if not names:
         raise argparse.ArgumentTypeError("empty ticker list: give e.g. --tickers AAPL,MSFT")
-    return tickers
+    try:
+        return list(dict.fromkeys(ticker_symbol(t) for t in names))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,12 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=RUN_EPILOG,
     )
     what = run.add_mutually_exclusive_group()
-    what.add_argument("--tickers", type=_tickers, help="comma-separated tickers, e.g. AAPL,MSFT")
+    what.add_argument(
+        "--tickers",
+        type=_tickers,
+        help="comma-separated tickers, e.g. AAPL,MSFT (one given twice is analysed once)",
+    )
     what.add_argument(
         "--holdings",
         type=Path,
         metavar="FILE",
-        help="CSV (columns ticker,shares) or YAML (ticker: shares) file of holdings",
+        help="CSV (columns ticker,shares) or YAML (ticker: shares) file of holdings; a ticker "
+        "listed twice is an error (merge its rows into one position)",
     )
     what.add_argument(
         "--universe",
@@ -181,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=DEFAULT_OUTPUT,
         metavar="DIR",
-        help=f"where report.json and report.html go (default: ./{DEFAULT_OUTPUT})",
+        help=f"where report.json and report.html go (default: ./{DEFAULT_OUTPUT}); checked "
+        "before the analysis starts, replaced only by a run that analysed something",
     )
     run.add_argument("--json", action="store_true", help="print the JSON report to stdout")
     run.add_argument(
@@ -190,10 +289,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run inside the Prefect flow dask_combined_analysis_flow (reports to "
         "PREFECT_API_URL, else starts a temporary local Prefect server)",
     )
-    run.add_argument("--lookback-days", type=_positive_int, help="days of history (default 365)")
-    run.add_argument("--benchmark", metavar="TICKER", help="ticker to compute the beta against")
     run.add_argument(
-        "--risk-free-rate", type=float, default=0.0, help="annual rate for Sharpe, e.g. 0.04"
+        "--lookback-days",
+        type=_lookback_days,
+        help=f"days of history, 1 to {MAX_LOOKBACK_DAYS} (default 365)",
+    )
+    run.add_argument(
+        "--benchmark",
+        type=_benchmark,
+        metavar="TICKER",
+        help="ticker to compute the beta against (a warning and a partial result if it "
+        "cannot be priced)",
+    )
+    run.add_argument(
+        "--risk-free-rate",
+        type=_risk_free_rate,
+        default=0.0,
+        metavar="RATE",
+        help=f"annual rate for Sharpe as a fraction, e.g. 0.04 for 4 %% (above "
+        f"{RISK_FREE_RATE_RANGE[0]:g}, at most {RISK_FREE_RATE_RANGE[1]:g}; default 0)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--debug", action="store_true", help="show tracebacks and Dask logs")
@@ -241,6 +355,33 @@ def _shares(value: Any, where: str) -> float:
     return shares
 
 
+class _Holdings:
+    """Holdings being read, one position per ticker: the one rule for every file form
+    (CSV, YAML mapping, YAML list) is that a ticker listed twice is refused, naming both
+    places, rather than silently added up or overwritten (the operator's spec.holdings
+    refuses them too)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.positions: dict[str, float] = {}
+        self._where: dict[str, str] = {}
+
+    def add(self, ticker: Any, shares: Any, where: str) -> None:
+        place = f"holdings file {self.path}, {where}"
+        try:
+            symbol = ticker_symbol(str(ticker if ticker is not None else ""))
+        except ValueError as exc:
+            raise UsageError(f"{place}: {exc}") from None
+        amount = _shares(shares, place)
+        if symbol in self.positions:
+            raise UsageError(
+                f"{place}: {symbol} is listed twice (also {self._where[symbol]}): merge them "
+                f"into one position of {self.positions[symbol] + amount:g} shares"
+            )
+        self.positions[symbol] = amount
+        self._where[symbol] = where
+
+
 def _holdings_from_csv(path: Path, text: str) -> dict[str, float]:
     rows = list(csv.DictReader(text.splitlines()))
     header = {name.strip().lower(): name for name in (rows[0].keys() if rows else [])}
@@ -250,42 +391,64 @@ def _holdings_from_csv(path: Path, text: str) -> dict[str, float]:
         raise UsageError(
             f"holdings file {path}: expected a CSV header 'ticker,shares' and one row per holding"
         )
-    holdings: dict[str, float] = {}
+    holdings = _Holdings(path)
     for line, row in enumerate(rows, start=2):
-        ticker = (row.get(ticker_col) or "").strip().upper()
+        ticker = (row.get(ticker_col) or "").strip()
         if not ticker:
             raise UsageError(f"holdings file {path}, line {line}: empty ticker")
-        holdings[ticker] = holdings.get(ticker, 0.0) + _shares(
-            (row.get(shares_col) or "").strip(), f"holdings file {path}, line {line}"
+        holdings.add(ticker, (row.get(shares_col) or "").strip(), f"line {line}")
+    return holdings.positions
+
+
+class _Pairs(list):
+    """A YAML mapping as its (key, value) pairs in file order, duplicates kept (PyYAML's
+    safe_load keeps only the last of two equal keys)."""
+
+
+def _yaml_pairs(text: str) -> Any:
+    import yaml
+
+    class PairsLoader(yaml.SafeLoader):
+        pass
+
+    def pairs(loader: yaml.SafeLoader, node: yaml.MappingNode) -> _Pairs:
+        loader.flatten_mapping(node)
+        return _Pairs(
+            (loader.construct_object(key, deep=True), loader.construct_object(value, deep=True))
+            for key, value in node.value
         )
-    return holdings
+
+    PairsLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, pairs)
+    return yaml.load(text, Loader=PairsLoader)  # noqa: S506 (a SafeLoader subclass)
 
 
 def _holdings_from_yaml(path: Path, text: str) -> dict[str, float]:
     import yaml
 
     try:
-        data = yaml.safe_load(text)
+        data = _yaml_pairs(text)
     except yaml.YAMLError as exc:
         raise UsageError(
             f"holdings file {path} is not valid YAML: {str(exc).splitlines()[0]}"
         ) from None
-    if isinstance(data, Mapping) and "holdings" in data:
-        data = data["holdings"]
-    if isinstance(data, list):
-        try:
-            data = {str(item["ticker"]): item["shares"] for item in data}
-        except (TypeError, KeyError):
-            raise UsageError(
-                f"holdings file {path}: list entries need 'ticker' and 'shares'"
-            ) from None
-    if not isinstance(data, Mapping) or not data:
+    if isinstance(data, _Pairs):
+        under = [value for key, value in data if key == "holdings"]
+        data = under[-1] if under else data
+    holdings = _Holdings(path)
+    if isinstance(data, list) and not isinstance(data, _Pairs):
+        for number, item in enumerate(data, start=1):
+            entry = dict(item) if isinstance(item, _Pairs) else None
+            if entry is None or "ticker" not in entry or "shares" not in entry:
+                raise UsageError(f"holdings file {path}: list entries need 'ticker' and 'shares'")
+            holdings.add(entry["ticker"], entry["shares"], f"entry {number}")
+    elif isinstance(data, _Pairs) and data:
+        for ticker, shares in data:
+            holdings.add(ticker, shares, f"key {_shown(str(ticker))}")
+    if not holdings.positions:
         raise UsageError(
             f"holdings file {path}: expected a mapping 'TICKER: shares', e.g. 'AAPL: 10'"
         )
-    return {
-        str(t).strip().upper(): _shares(s, f"holdings file {path}, {t}") for t, s in data.items()
-    }
+    return holdings.positions
 
 
 def read_holdings(path: Path) -> dict[str, float]:
@@ -319,6 +482,139 @@ def data_dir(path: Path) -> Path:
     return path.resolve()
 
 
+# --- the output folder ----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class OutputFolder:
+    """``--output`` claimed for one run: its lock held, a staging folder beside it.
+
+    The reports are written into ``staging`` and moved in by :meth:`publish` only when all
+    are complete, so they appear together or not at all and a run that fails keeps the
+    previous reports. The lock (``flock`` on ``.NAME.lock`` beside the folder, released by
+    the kernel even when the process is killed) keeps a second run out for the whole run.
+    """
+
+    shown: str  # --output as the user wrote it, for messages
+    folder: Path  # absolute
+    staging: Path
+    lock_fd: int
+
+    def publish(self) -> dict[str, Path]:
+        """Move the staged reports into the folder; paths of report.json and report.html."""
+        names = sorted(p.name for p in self.staging.iterdir() if p.is_file())
+        for name in names:
+            _fsync(self.staging / name)
+        if not self.folder.exists():
+            os.rename(self.staging, self.folder)  # the whole folder at once
+        else:
+            _replace_files(self.staging, self.folder, names)
+        _fsync(self.folder.parent, directory=True)
+        return {"json": self.folder / "report.json", "html": self.folder / "report.html"}
+
+    def release(self) -> None:
+        """Remove the staging folder (if still there) and release the lock."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+        os.close(self.lock_fd)
+
+
+def _fsync(path: Path, directory: bool = False) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if directory else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_files(staging: Path, folder: Path, names: Sequence[str]) -> None:
+    """Rename each staged file over its namesake in ``folder`` (other files there are left
+    alone); if one rename fails, the files already replaced get their previous version back."""
+    previous = Path(tempfile.mkdtemp(prefix="previous.", dir=staging))
+    for name in names:
+        if (folder / name).is_file():
+            try:
+                os.link(folder / name, previous / name)
+            except OSError:  # a file system without hard links
+                shutil.copy2(folder / name, previous / name)
+    replaced: list[str] = []
+    try:
+        for name in names:
+            os.replace(staging / name, folder / name)
+            replaced.append(name)
+    except OSError:
+        for name in replaced:
+            if (previous / name).exists():
+                os.replace(previous / name, folder / name)
+            else:
+                (folder / name).unlink(missing_ok=True)
+        raise
+
+
+def _unusable(shown: str, where: Path, exc: OSError) -> str:
+    return (
+        f"--output {shown} cannot be written: creating files in {where} failed "
+        f"({exc.strerror or exc}); choose a folder you can write to"
+    )
+
+
+def claim_output(path: Path) -> OutputFolder:
+    """Check that ``path`` can take the reports and lock it, before any analysis starts;
+    a UsageError says what to fix (a file, a folder that cannot be written, another run)."""
+    shown = str(path)
+    folder = Path(os.path.abspath(path))
+    if folder == folder.parent:
+        raise UsageError(f"--output {shown} is the root folder: give a folder for the reports")
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(
+            f"--output {shown} is a file: give a folder for report.json and report.html "
+            "(it is created if missing)"
+        )
+    for name in REPORT_FILES:
+        if (folder / name).is_dir():
+            raise UsageError(
+                f"--output {shown} holds a folder named {name}: move it away or choose "
+                "another --output"
+            )
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"--output {shown} is not writable: check its permissions or choose another folder"
+        )
+    parent = folder.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        lock_fd = os.open(
+            parent / f".{folder.name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644
+        )
+    except OSError as exc:
+        raise UsageError(_unusable(shown, parent, exc)) from None
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        holder = os.pread(lock_fd, 32, 0).decode(errors="replace").strip()
+        os.close(lock_fd)
+        if not isinstance(exc, BlockingIOError):  # e.g. no locks on this file system
+            raise UsageError(_unusable(shown, parent, exc)) from None
+        raise UsageError(
+            f"another {PROG} run{f' (pid {holder})' if holder.isdigit() else ''} is writing "
+            f"to --output {shown}: wait for it to finish or choose another folder"
+        ) from None
+    try:
+        os.ftruncate(lock_fd, 0)
+        os.pwrite(lock_fd, f"{os.getpid()}\n".encode(), 0)
+        # Staging folders of runs that were killed: no run uses them, as we hold the lock.
+        for stale in parent.glob(f".{glob.escape(folder.name)}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=parent))
+        # mkdtemp makes it private (0700); renamed into place it is the report folder.
+        umask = os.umask(0)
+        os.umask(umask)
+        staging.chmod(0o777 & ~umask)
+    except OSError as exc:
+        os.close(lock_fd)
+        raise UsageError(_unusable(shown, parent, exc)) from None
+    return OutputFolder(shown, folder, staging, lock_fd)
+
+
 # --- running -------------------------------------------------------------------------------
 
 
@@ -339,7 +635,7 @@ def _config(args: argparse.Namespace) -> AnalysisConfig:
     if args.lookback_days:
         changes["lookback_days"] = args.lookback_days
     if args.benchmark:
-        changes["benchmark"] = args.benchmark.strip().upper()
+        changes["benchmark"] = args.benchmark
     if args.universe == "sp500":
         # Serve every ticker from the S&P set first, so they all share the same dates.
         changes["embedded_datasets"] = ("sp500", "sample")
@@ -349,30 +645,39 @@ def _config(args: argparse.Namespace) -> AnalysisConfig:
         raise UsageError(str(exc)) from None
 
 
-def _request(args: argparse.Namespace) -> tuple[list[str] | None, dict[str, float] | None]:
+@dataclasses.dataclass(frozen=True)
+class _Request:
+    """What one run analyses, read and checked before anything starts."""
+
+    tickers: list[str] | None
+    holdings: dict[str, float] | None
+    config: AnalysisConfig
+
+
+def _request(args: argparse.Namespace) -> _Request:
+    config = _config(args)
     if args.holdings is not None:
-        return None, read_holdings(args.holdings)
+        return _Request(None, read_holdings(args.holdings), config)
     if args.tickers:
-        return args.tickers, None
+        return _Request(args.tickers, None, config)
     if args.universe == "sp500":
         from portfolio_analysis import embedded
 
-        return embedded.universe_tickers("sp500"), None
-    return None, None  # the sample portfolio
+        return _Request(embedded.universe_tickers("sp500"), None, config)
+    return _Request(None, None, config)  # the sample portfolio
 
 
 def _run(
     args: argparse.Namespace,
+    request: _Request,
     progress: Callable[[str, int, int], None] | None,
     cancel: threading.Event,
 ) -> AnalysisRun:
     from portfolio_analysis import pipeline, report
 
-    tickers, holdings = _request(args)
-    config = _config(args)
-    chosen, holdings = pipeline.resolve_request(tickers, holdings)
+    chosen, holdings = pipeline.resolve_request(request.tickers, request.holdings)
     options = pipeline.RunOptions(
-        config=config,
+        config=request.config,
         dask_scheduler=args.scheduler,
         n_workers=args.workers,
         progress=progress,
@@ -414,15 +719,45 @@ def _run_flow(
     )
 
 
-def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
-    """Run ``work`` in a thread so Ctrl-C can set ``cancel`` and wait for a clean stop."""
+def _run_in_thread(
+    work: Callable[[], Any],
+    cancel: threading.Event,
+    on_interrupt: Callable[[], None] | None = None,
+) -> Any:
+    """Run ``work`` in a thread so that Ctrl-C can set ``cancel`` and wait for a clean stop.
+
+    Ctrl-C at a terminal signals the whole foreground process group, the embedded cluster's
+    worker processes included, and each would print its own KeyboardInterrupt traceback.
+    So the run's thread blocks SIGINT: a signal mask is inherited by the threads it starts
+    (Dask's) and by the processes those start (the workers; the mask survives fork and
+    exec), while this (main) thread still gets the signal, cancels the run and waits, up to
+    SHUTDOWN_SECONDS, for it to shut its cluster down. Waiting also keeps the interpreter's
+    exit from racing that shutdown (distributed's atexit ``close_clusters`` then raised
+    UnboundLocalError). ``on_interrupt`` runs first (it takes the progress bar away).
+
+    multiprocessing's resource tracker, when a spawn starts it, unblocks SIGINT in the
+    spawning thread (``resource_tracker.ensure_running`` blocks it around its own start,
+    then unblocks it), so that the workers would get the signal after all: it is started
+    here first, once, where that changes nothing.
+    """
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
     outcome: dict[str, Any] = {}
+    # Waited for with an Event, not Thread.join: a KeyboardInterrupt inside join() can leave
+    # the thread marked as stopped while it still runs (CPython 3.11's
+    # Thread._wait_for_tstate_lock releases the running thread's lock), and the interpreter
+    # would then exit in the middle of the cluster's shutdown.
+    finished = threading.Event()
 
     def target() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             outcome["value"] = work()
         except BaseException as exc:  # handed to the main thread
             outcome["error"] = exc
+        finally:
+            finished.set()
 
     # The thread sees this thread's context variables (e.g. a Prefect settings context).
     context = contextvars.copy_context()
@@ -431,15 +766,26 @@ def _run_in_thread(work: Callable[[], Any], cancel: threading.Event) -> Any:
     )
     thread.start()
     try:
-        while thread.is_alive():
-            thread.join(0.1)
+        while not finished.wait(0.1):
+            pass
     except KeyboardInterrupt:
+        if on_interrupt is not None:
+            on_interrupt()
         cancel.set()
-        thread.join(30)
+        _wait_for(finished, SHUTDOWN_SECONDS)
         raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+def _wait_for(finished: threading.Event, seconds: float) -> None:
+    """Wait up to ``seconds`` for ``finished``; another Ctrl-C meanwhile changes nothing (the
+    run is already stopping)."""
+    deadline = time.monotonic() + seconds
+    while not finished.is_set() and time.monotonic() < deadline:
+        with contextlib.suppress(KeyboardInterrupt):
+            finished.wait(0.1)
 
 
 def _cluster_log_level(debug: bool) -> int:
@@ -470,7 +816,9 @@ def _quiet_logs(debug: bool) -> None:
             logging.getLogger(name).setLevel(dask_level)
 
 
-def _with_progress(args: argparse.Namespace, stderr: Any, cancel: threading.Event) -> Any:
+def _with_progress(
+    args: argparse.Namespace, request: _Request, stderr: Any, cancel: threading.Event
+) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     show = not args.no_progress and stderr.is_terminal
@@ -491,47 +839,89 @@ def _with_progress(args: argparse.Namespace, stderr: Any, cancel: threading.Even
                 tasks[stage] = bar.add_task(STAGE_LABELS.get(stage, stage), total=total)
             bar.update(tasks[stage], completed=done, total=total)
 
-        return _run_in_thread(lambda: _run(args, progress, cancel), cancel)
+        def take_bar_away() -> None:
+            # Interrupted: the bar is erased rather than drawn once more, so that the one
+            # line saying so is all a Ctrl-C leaves on the terminal.
+            bar.live.transient = True
+            bar.stop()
+
+        return _run_in_thread(lambda: _run(args, request, progress, cancel), cancel, take_bar_away)
 
 
-def _print_summary(
-    result: Mapping, paths: Mapping[str, Path] | None, stdout: Any, stderr: Any
-) -> None:
+# The terminal lists at most this many warnings (report.json has them all).
+MAX_TERMINAL_WARNINGS = 12
+
+
+def _print_warnings(result: Mapping, stderr: Any) -> None:
+    """The PARTIAL line and the report's warnings, one line each (stderr, so that --json's
+    stdout stays the JSON alone)."""
+    from rich.markup import escape
+
+    report = result.get("report") or {}
+    warnings = report.get("warnings")
+    if warnings is None:  # a result from elsewhere: its failures are what it can say
+        warnings = [f"{f['ticker']}: {f['stage']} failed: {f['reason']}" for f in result["failed"]]
+    if result.get("status") == "partial":
+        stderr.print(
+            f"[bold yellow]PARTIAL[/]: some of what was asked for is missing (exit code "
+            f"{EXIT_PARTIAL}); {len(warnings)} warning(s):",
+            highlight=False,
+            soft_wrap=True,
+        )
+    for line in warnings[:MAX_TERMINAL_WARNINGS]:
+        stderr.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, soft_wrap=True)
+    if len(warnings) > MAX_TERMINAL_WARNINGS:
+        stderr.print(
+            f"[yellow]... and {len(warnings) - MAX_TERMINAL_WARNINGS} more warnings in "
+            "report.json[/]",
+            highlight=False,
+        )
+
+
+def _print_summary(result: Mapping, paths: Mapping[str, Path] | None, stdout: Any) -> None:
     from portfolio_analysis import report
 
     stdout.print(report.summary_table(result))
     for line in report.portfolio_lines(result):
         stdout.print(line, soft_wrap=True)
-    failed = result.get("failed", [])
-    for record in failed[:10]:
-        stderr.print(
-            f"[yellow]failed[/] {record['ticker']} ({record['stage']}): {record['reason']}",
-            highlight=False,
-            soft_wrap=True,  # one line per failure, whatever the width
-        )
-    if len(failed) > 10:
-        stderr.print(f"[yellow]... and {len(failed) - 10} more failures in the report[/]")
     if paths:
         stdout.print(
             f"Reports: {paths['html']} and {paths['json']}", highlight=False, soft_wrap=True
         )
 
 
-def _all_failed_message(result: Mapping) -> str:
+def _all_failed_message(result: Mapping, output: Path) -> str:
     failed = result.get("failed", [])
     reasons = "; ".join(f"{r['ticker']}: {r['reason']}" for r in failed[:3])
     more = f" (and {len(failed) - 3} more)" if len(failed) > 3 else ""
-    return f"no ticker could be analysed: {reasons}{more}. Check the tickers and --source"
+    return (
+        f"no ticker could be analysed: {reasons}{more}. Check the tickers and --source "
+        f"(no report written; {output} is left as it was)"
+    )
+
+
+INTERRUPTED = "interrupted; outstanding Dask tasks were cancelled"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns the exit code."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # before or after the run (during it, _main handles it)
+        return _fail(INTERRUPTED, EXIT_INTERRUPTED)
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
         if args.command is None:
             args = parse_args(["run"])
     except SystemExit as exit_:  # argparse: --help (0) or a one-line usage error (2)
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+    try:
+        request = _request(args)
+    except UsageError as exc:
+        return _fail(f"{exc}", EXIT_USAGE)
     from rich.console import Console
 
     stdout = Console(stderr=False)
@@ -551,17 +941,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The scheduler's problems (unreachable, no Dask scheduler, lost mid-run, other
     # versions) are the user's to fix at --scheduler: one line, exit 2, like bad input.
     scheduler_errors = (SchedulerUnreachableError, SchedulerLostError, VersionMismatchError)
+    paths = None
     try:
-        run = _with_progress(args, stderr, cancel)
-        from portfolio_analysis import report
+        output = claim_output(args.output)
+        try:
+            run = _with_progress(args, request, stderr, cancel)
+            if run.result.get("status") != "failed":
+                from portfolio_analysis import report
 
-        paths = report.write_reports(run, args.output)
+                report.write_reports(run, output.staging, config=request.config)
+                paths = output.publish()
+        finally:
+            output.release()
     except (UsageError, *scheduler_errors, ValueError) as exc:
         if args.debug:
             raise
         return _fail(f"{exc}", EXIT_USAGE)
     except (KeyboardInterrupt, AnalysisCancelled):
-        return _fail("interrupted; outstanding Dask tasks were cancelled", EXIT_INTERRUPTED)
+        return _fail(INTERRUPTED, EXIT_INTERRUPTED)
     except OSError as exc:
         if args.debug:
             raise
@@ -578,10 +975,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2) + "\n")
     else:
-        _print_summary(result, paths, stdout, stderr)
-    if result.get("status") == "failed":
-        return _fail(_all_failed_message(result), EXIT_FAILED)
-    return EXIT_OK
+        _print_summary(result, paths, stdout)
+    _print_warnings(result, stderr)
+    status = result.get("status")
+    if status == "failed":
+        return _fail(_all_failed_message(result, args.output), EXIT_FAILED)
+    return EXIT_PARTIAL if status == "partial" else EXIT_OK
 
 
 def _fail(message: str, code: int) -> int:

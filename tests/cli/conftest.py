@@ -4,6 +4,7 @@ that each test pays for a run, not for starting workers."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,3 +15,10 @@ from tests.support.dask_cluster import local_cluster
 def scheduler_address() -> Iterator[str]:
     with local_cluster(2) as cluster:
         yield cluster.scheduler_address
+
+
+@pytest.fixture(autouse=True)
+def _in_a_temporary_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder: a run without --output claims ./portfolio-report
+    (its lock file beside it) before it fails, and never in the checkout."""
+    monkeypatch.chdir(tmp_path)
