@@ -288,14 +288,16 @@ def _coverage_warning(portfolio: Mapping[str, Any]) -> str | None:
     )
 
 
-def beta_reason(portfolio: Mapping[str, Any]) -> str | None:
-    """Why a benchmark was asked for but the portfolio has no beta (None when it has one)."""
+def beta_reason(portfolio: Mapping[str, Any], price_sources: Sequence[str] = ()) -> str | None:
+    """Why a benchmark was asked for but the portfolio has no beta (None when it has one):
+    the producer's ``beta_reason`` if it gave one, else what the report shows."""
     benchmark = portfolio.get("benchmark")
     if not benchmark or portfolio.get("beta") is not None or portfolio.get("error"):
         return None
     return portfolio.get("beta_reason") or (
         f"benchmark {benchmark} has no prices on the portfolio's dates (check the ticker "
-        "and the price sources), so the portfolio has no beta"
+        f"and the price sources), so the portfolio has no beta"
+        f"{_did_you_mean(str(benchmark), price_sources)}"
     )
 
 
@@ -317,7 +319,7 @@ def run_warnings(report: Mapping[str, Any], failed: Sequence[Mapping]) -> tuple[
         if coverage:
             warnings.append(coverage)
             incomplete = True
-        reason = beta_reason(portfolio)
+        reason = beta_reason(portfolio, price_sources)
         if reason:
             warnings.append(reason)
             incomplete = True
@@ -429,7 +431,7 @@ def comprehensive_report(
     if extra:
         report.update(extra)
     warnings, incomplete = run_warnings(report, failed)
-    reason = beta_reason(report.get("portfolio") or {})
+    reason = beta_reason(report.get("portfolio") or {}, report.get("price_sources") or ())
     if reason:
         report["portfolio"]["beta_reason"] = reason
     report["warnings"] = warnings

@@ -97,6 +97,9 @@ def test_a_benchmark_without_prices_is_partial_with_a_warning_naming_it() -> Non
     assert portfolio["beta"] is None
     assert "benchmark NOPE has no prices" in portfolio["beta_reason"]
     assert result["report"]["warnings"] == [portfolio["beta_reason"]]
+    # A mistyped benchmark gets close names, like a mistyped ticker.
+    typo = _report(_combined("AAPL"), portfolio=_portfolio(benchmark="IBMM"))
+    assert typo["report"]["warnings"][0].endswith("so the portfolio has no beta; did you mean IBM?")
     # With its beta, a benchmark is no warning.
     priced = _report(_combined("AAPL"), portfolio=_portfolio(benchmark="IBM", beta=0.7))
     assert priced["status"] == "success" and "beta_reason" not in priced["report"]["portfolio"]
