@@ -31,6 +31,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -70,18 +71,36 @@ EXIT_CODES = {
     EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
 }
 STOOQ_KEY_ENV = "STOOQ_API_KEY"  # read here, on the client; workers get it in the config
-RUN_EPILOG = (
-    "Tickers are symbols as Yahoo writes them (AAPL, BRK.B or BRK-B, ^GSPC); a ticker given "
-    "twice in --tickers is analysed once, while a holdings file that lists a ticker twice is "
-    "refused (merge the rows into one position). "
-    "Reports appear together or not at all: a failed or interrupted run keeps the previous "
-    "ones, and a second run into the same --output while one is writing there stops at once "
-    "(lock file .NAME.lock beside it). "
-    "Exit codes: "
-    + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_CODES.items())
-    + f". Environment: {STOOQ_KEY_ENV} is the Stooq API key (sent as apikey=; the stooq "
-    "source needs one), PORTFOLIO_CACHE_DIR the download cache folder (default "
-    "~/.cache/portfolio-operator), PREFECT_API_URL the Prefect server --prefect reports to."
+
+
+def _paragraph(text: str, indent: str = "", hang: str = "") -> str:
+    return textwrap.fill(text, width=78, initial_indent=indent, subsequent_indent=hang)
+
+
+RUN_EPILOG = "\n\n".join(
+    [
+        _paragraph(
+            "Tickers are symbols as Yahoo writes them (AAPL, BRK.B or BRK-B, ^GSPC). A ticker "
+            "given twice in --tickers is analysed once; a holdings file that lists a ticker "
+            "twice is refused (merge its rows into one position)."
+        ),
+        _paragraph(
+            "Reports appear together or not at all: a failed or interrupted run keeps the "
+            "previous ones, and a second run into the same --output while one is writing "
+            "there stops at once (lock file .NAME.lock beside the folder)."
+        ),
+        "Exit codes:\n"
+        + "\n".join(
+            _paragraph(f"{code:<4}  {meaning}", indent="  ", hang=" " * 8)
+            for code, meaning in EXIT_CODES.items()
+        ),
+        _paragraph(
+            f"Environment: {STOOQ_KEY_ENV} is the Stooq API key (sent as apikey=; the stooq "
+            "source needs one), PORTFOLIO_CACHE_DIR the download cache folder (default "
+            "~/.cache/portfolio-operator), PREFECT_API_URL the Prefect server --prefect "
+            "reports to."
+        ),
+    ]
 )
 # The report files a run writes into --output (report.write_reports).
 REPORT_FILES = ("report.json", "report.html")
@@ -155,7 +174,7 @@ def _risk_free_rate(text: str) -> float:
     low, high = RISK_FREE_RATE_RANGE
     if not low < value <= high:
         raise argparse.ArgumentTypeError(
-            f"{text} is not an annual rate above {low:g} and at most {high:g}: write 4 % as 0.04"
+            f"{text} is not an annual rate above {low:g} and at most {high:g}: write 4% as 0.04"
         )
     return value
 
@@ -211,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Analyse tickers or holdings. With no options: the embedded sample "
         "portfolio on a local Dask cluster, offline.",
         epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog's lines as written
     )
     what = run.add_mutually_exclusive_group()
     what.add_argument(
@@ -306,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_risk_free_rate,
         default=0.0,
         metavar="RATE",
-        help=f"annual rate for Sharpe as a fraction, e.g. 0.04 for 4 %% (above "
+        help=f"annual rate for Sharpe as a fraction, e.g. 0.04 for 4%% (above "
         f"{RISK_FREE_RATE_RANGE[0]:g}, at most {RISK_FREE_RATE_RANGE[1]:g}; default 0)",
     )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
