@@ -135,6 +135,11 @@ def test_comprehensive_and_combined_flows_equal_the_plain_pipeline(
     assert _without_volatile(combined) == _without_volatile(plain)
     assert combined["status"] == "partial"
     assert combined["report"]["portfolio"]["excluded"] == ["NOPE"]
+    # The flow carries the same coverage and data notes (docs/data.md) as the plain run.
+    coverage = combined["report"]["portfolio"]["coverage"]
+    assert (coverage["tickers_asked"], coverage["tickers_used"]) == (3, 2)
+    assert coverage["excluded"] == {"NOPE": "not priced"}
+    assert combined["report"]["data_notes"]["windows"]["warmup_days"] == 300
 
     comprehensive = dask_comprehensive_portfolio_analysis_flow(
         tickers=["AAPL", "MSFT"], dask_scheduler=address
