@@ -148,7 +148,8 @@ def _dates(index: pd.Index) -> list[str]:
 
 
 def _window_prices(close: pd.DataFrame, portfolio: Mapping) -> pd.DataFrame | None:
-    """The held tickers' closes over the portfolio's window, on dates all of them have."""
+    """The held tickers' closes over the portfolio's window (holes stay NaN: portfolio.py
+    decides which dates are valued and how a missing price is treated)."""
     tickers = [t for t in portfolio.get("tickers") or () if t in close.columns]
     if not tickers:
         return None
@@ -156,12 +157,13 @@ def _window_prices(close: pd.DataFrame, portfolio: Mapping) -> pd.DataFrame | No
     start, end = portfolio.get("start"), portfolio.get("end")
     if start and end:
         prices = prices.loc[pd.Timestamp(start) : pd.Timestamp(end)]
-    prices = prices.dropna(how="any")
+    prices = prices.dropna(how="all")
     return prices if len(prices) >= 2 else None
 
 
 def _portfolio_values(prices: pd.DataFrame, portfolio: Mapping, holdings: Mapping | None):
-    """(values, positions) of the portfolio as portfolio.py defines them."""
+    """(values, positions) of the portfolio, valued by portfolio.py itself, so the series
+    and the figures agree."""
     from portfolio_analysis.portfolio import portfolio_value_series
 
     if portfolio.get("mode") == "holdings" and holdings:
@@ -172,6 +174,14 @@ def _portfolio_values(prices: pd.DataFrame, portfolio: Mapping, holdings: Mappin
     if not positions or abs(sum(positions.values()) - 1.0) > 1e-6:
         positions = dict.fromkeys(prices.columns, 1.0 / prices.shape[1])
     return portfolio_value_series(prices[list(positions)], weights=positions), positions
+
+
+def _consecutive(index: pd.DatetimeIndex) -> np.ndarray:
+    """For each move between neighbouring dates of ``index``: does it span one trading
+    session (the daily returns the figures use), rather than a gap in the data?"""
+    from portfolio_analysis.trading_calendar import session_numbers
+
+    return np.diff(session_numbers(pd.DatetimeIndex(index)).to_numpy()) == 1
 
 
 def _reference(
@@ -210,7 +220,8 @@ def _reference(
     from portfolio_analysis.portfolio import portfolio_value_series
 
     growth = portfolio_value_series(close.loc[values.index, universe], weights=equal)
-    line = growth * values.iloc[0]
+    growth = growth.reindex(values.index).ffill().bfill()
+    line = growth / growth.iloc[0] * values.iloc[0]
     label = f"Equal-weighted holdings ({len(universe)} tickers)"
     return {
         "kind": "equal_weight",
@@ -252,29 +263,38 @@ def _positions(
 ) -> list[dict]:
     """Per position: weight, market value, contribution to total return and to risk.
 
-    Contribution to return is exact for both modes: the value's daily change is the sum of
-    the positions' changes (holdings: shares x price change; weights: w x r x the previous
-    value), so the contributions add up to the total return. Contribution to risk is each
-    position's share of the portfolio's daily-return variance at current weights,
-    ``w_i (Cov w)_i / (w' Cov w)``; the shares add up to 1.
+    Contribution to return is exact: each day's change of the value, ``V_{t-1} x step_t``,
+    is split between the positions priced on both days in proportion to their part of that
+    step (holdings: shares x price change; weights: w x r, scaled as portfolio.py scales a
+    day with a missing price), so the contributions add up to the total return. Contribution
+    to risk is each position's share of the portfolio's daily-return variance at current
+    weights, ``w_i (Cov w)_i / (w' Cov w)``, over consecutive sessions; the shares add up to 1.
     """
     tickers = list(positions)
-    levels = prices[tickers].to_numpy()
-    start_value = float(values.iloc[0])
+    frame = prices.loc[values.index, tickers]
+    levels = frame.to_numpy(dtype=np.float64)
+    filled = frame.ffill().bfill().to_numpy(dtype=np.float64)
     amounts = np.array([positions[t] for t in tickers])
+    with np.errstate(invalid="ignore"):
+        growth = levels[1:] / levels[:-1] - 1.0
+    have = np.isfinite(growth)
     if portfolio.get("mode") == "holdings":
-        contribution = amounts * (levels[-1] - levels[0]) / start_value
+        sizes = filled[:-1] * amounts
     else:
-        asset_returns = levels[1:] / levels[:-1] - 1.0
-        previous = values.to_numpy()[:-1, None] / start_value
-        contribution = (asset_returns * previous * amounts).sum(axis=0)
+        sizes = np.broadcast_to(amounts, growth.shape)
+    counted = np.where(have, sizes, 0.0)
+    covered = counted.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        parts = np.where(covered > 0, counted / covered, 0.0) * np.where(have, growth, 0.0)
+    before = values.to_numpy()[:-1, None] / float(values.iloc[0])
+    contribution = (parts * before).sum(axis=0)
     weights = portfolio.get("weights") or {}
     current = np.array([float(weights.get(t, 0.0)) for t in tickers])
-    returns = levels[1:] / levels[:-1] - 1.0
+    daily = pd.DataFrame(np.where(have, growth, np.nan)[_consecutive(values.index)])
     risk = np.full(len(tickers), np.nan)
-    if len(returns) > 2:
-        covariance = np.atleast_2d(np.cov(returns, rowvar=False, ddof=1))
-        marginal = covariance @ current
+    if len(daily) > 2:
+        covariance = daily.cov().to_numpy()  # pairwise over the days both have
+        marginal = np.nan_to_num(covariance) @ current
         variance = float(current @ marginal)
         if variance > 1e-18:
             risk = current * marginal / variance
@@ -310,15 +330,16 @@ def portfolio_analytics(
     except ValueError:
         return None, None
     reference, line = _reference(close, values, portfolio, positions)
-    returns = values.pct_change().iloc[1:]
-    volatility, sharpe = _rolling(returns, float(portfolio.get("risk_free_rate") or 0.0))
+    daily = values.pct_change().iloc[1:][_consecutive(values.index)]
+    volatility, sharpe = _rolling(daily, float(portfolio.get("risk_free_rate") or 0.0))
+    volatility, sharpe = volatility.reindex(values.index), sharpe.reindex(values.index)
     series: dict[str, Any] = {
         "dates": _dates(values.index),
         "value": _rounded(values.to_numpy()),
         "reference": _rounded(line.reindex(values.index).to_numpy()) if line is not None else None,
         "drawdown": _rounded(drawdown_series(values).to_numpy()),
-        "rolling_volatility": [None] + _rounded(volatility.to_numpy()),
-        "rolling_sharpe": [None] + _rounded(sharpe.to_numpy()),
+        "rolling_volatility": _rounded(volatility.to_numpy()),
+        "rolling_sharpe": _rounded(sharpe.to_numpy()),
         "rolling_window_days": ROLLING_WINDOW_DAYS,
     }
     excess = None

@@ -388,3 +388,30 @@ def test_a_failed_run_renders_its_failures_and_no_charts(validator):
     assert "Failed: no ticker could be analysed" in text
     assert "no ticker was priced" in text and "not in the embedded data" in text
     assert "data-chart='" not in report.render_html(doc)
+
+
+@pytest.mark.parametrize("holdings", [SAMPLE_HOLDINGS, None], ids=["holdings", "weights"])
+def test_series_and_contributions_agree_with_the_figures_when_prices_have_holes(holdings):
+    """A ticker missing a day and sessions missing from the data: the page's series come
+    from the same valuation as the figures (they once dropped such days and disagreed)."""
+    run = synthetic_run(
+        list(SAMPLE_HOLDINGS),
+        holdings,
+        holes={"BBB": [40, 41, 200], "CCC": [120]},
+        missing_sessions=[60, 61, 62, 250],
+    )
+    doc = document(run)
+    portfolio = doc["report"]["portfolio"]
+    series = doc["report"]["series"]["portfolio"]
+    values = np.array(series["value"], dtype=float)
+    assert values[-1] / values[0] - 1 == pytest.approx(portfolio["total_return"], abs=1e-5)
+    assert -min(series["drawdown"]) == pytest.approx(portfolio["max_drawdown"], abs=1e-5)
+    positions = doc["report"]["analytics"]["positions"]
+    assert sum(p["contribution_to_return"] for p in positions) == pytest.approx(
+        portfolio["total_return"], abs=1e-12
+    )
+    assert sum(p["contribution_to_risk"] for p in positions) == pytest.approx(1.0, abs=1e-12)
+    # Rolling volatility counts only moves between consecutive sessions.
+    assert sum(v is not None for v in series["rolling_volatility"]) == (
+        portfolio["periods"] - series["rolling_window_days"] + 1
+    )

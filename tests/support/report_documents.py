@@ -29,8 +29,13 @@ def synthetic_run(
     end: date = date(2022, 6, 30),
     chart_tickers: int = 3,
     sentiment: Mapping[str, float] | None = None,
+    holes: Mapping[str, Sequence[int]] | None = None,
+    missing_sessions: Sequence[int] = (),
 ) -> AnalysisRun:
-    """A finished run over synthetic prices (``benchmark`` priced too, as the pipeline does)."""
+    """A finished run over synthetic prices (``benchmark`` priced too, as the pipeline does).
+
+    ``holes``: ticker -> row numbers where its close is missing; ``missing_sessions``: rows
+    dropped for every ticker (sessions the data set does not have)."""
     tickers = list(tickers)
     fetched = tickers + ([benchmark] if benchmark and benchmark not in tickers else [])
     histories = embedded.synthetic_histories(fetched, start, end)
@@ -48,7 +53,11 @@ def synthetic_run(
         rows.append(record)
     combined = pd.DataFrame(rows)
     config = AnalysisConfig(price_sources=("synthetic",), benchmark=benchmark)
-    portfolio = portfolio_section(panel["close"], tickers, holdings, config)
+    close = panel["close"].copy()
+    for ticker, rows_missing in (holes or {}).items():
+        close.iloc[list(rows_missing), close.columns.get_loc(ticker)] = np.nan
+    close = close.drop(close.index[list(missing_sessions)])
+    portfolio = portfolio_section(close, tickers, holdings, config)
     series = {
         t: pd.DataFrame({c: {**indicators, "close": panel["close"]}[c][t] for c in SERIES_COLUMNS})
         .dropna(subset=["close"])
@@ -70,7 +79,7 @@ def synthetic_run(
         },
     )
     stages = StageResults(tickers=fetched)
-    return AnalysisRun(result, panel["close"], series, dict(holdings) if holdings else None, stages)
+    return AnalysisRun(result, close, series, dict(holdings) if holdings else None, stages)
 
 
 def with_contract_notes(result: Mapping) -> dict:
