@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from portfolio_analysis.config import MAX_LOOKBACK_DAYS, RISK_FREE_RATE_RANGE, AnalysisConfig
 from portfolio_analysis.vocabulary import (
+    CLASS_SHARE_RE,
     EMBEDDED_DATASETS,
     NEWS_SOURCES,
     PRICE_SOURCES,
@@ -205,15 +206,26 @@ def _benchmark(text: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def security(ticker: str) -> str:
+    """One name for the spellings of a security: a share class written with a dash or a dot
+    (BRK-B, BRK.B) is one security, so listing both is listing it twice."""
+    return CLASS_SHARE_RE.sub(r"\1.\2", ticker)
+
+
 def _tickers(text: str) -> list[str]:
-    """Comma-separated tickers, checked, each once in the order given."""
+    """Comma-separated tickers, checked, each security once (in the first spelling given)
+    in the order given."""
     names = [t for t in text.split(",") if t.strip()]
     if not names:
         raise argparse.ArgumentTypeError("empty ticker list: give e.g. --tickers AAPL,MSFT")
     try:
-        return list(dict.fromkeys(ticker_symbol(t) for t in names))
+        tickers = [ticker_symbol(t) for t in names]
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    first: dict[str, str] = {}
+    for ticker in tickers:
+        first.setdefault(security(ticker), ticker)
+    return list(first.values())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -384,7 +396,7 @@ class _Holdings:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.positions: dict[str, float] = {}
-        self._where: dict[str, str] = {}
+        self._first: dict[str, tuple[str, str]] = {}  # security -> (spelling, where)
 
     def add(self, ticker: Any, shares: Any, where: str) -> None:
         place = f"holdings file {self.path}, {where}"
@@ -393,13 +405,15 @@ class _Holdings:
         except ValueError as exc:
             raise UsageError(f"{place}: {exc}") from None
         amount = _shares(shares, place)
-        if symbol in self.positions:
+        if security(symbol) in self._first:
+            spelling, first = self._first[security(symbol)]
+            also = first if spelling == symbol else f"{first}, as {spelling}"
             raise UsageError(
-                f"{place}: {symbol} is listed twice (also {self._where[symbol]}): merge them "
-                f"into one position of {self.positions[symbol] + amount:g} shares"
+                f"{place}: {symbol} is listed twice (also {also}): merge them into one "
+                f"position of {self.positions[spelling] + amount:g} shares"
             )
         self.positions[symbol] = amount
-        self._where[symbol] = where
+        self._first[security(symbol)] = (symbol, where)
 
 
 def _holdings_from_csv(path: Path, text: str) -> dict[str, float]:

@@ -133,8 +133,8 @@ def test_an_invalid_ticker_in_a_holdings_file_names_the_file_and_line(
 
 
 def test_class_shares_are_accepted_in_both_spellings() -> None:
-    args = cli.parse_args(["run", "--tickers", "brk.b,BRK-B,^gspc,EURUSD=X", "--benchmark", "spy"])
-    assert args.tickers == ["BRK.B", "BRK-B", "^GSPC", "EURUSD=X"]
+    args = cli.parse_args(["run", "--tickers", "brk.b,BF-B,^gspc,EURUSD=X", "--benchmark", "spy"])
+    assert args.tickers == ["BRK.B", "BF-B", "^GSPC", "EURUSD=X"]
     assert args.benchmark == "SPY"
 
 
@@ -157,6 +157,19 @@ DUPLICATED_HOLDINGS = {
         "also entry 1",
     ),
 }
+
+
+def test_both_spellings_of_a_share_class_are_one_security(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("ticker,shares\nBRK.B,10\nAAPL,1\nbrk-b,5\n")
+    with pytest.raises(cli.UsageError) as error:
+        cli.read_holdings(path)
+    assert "line 4: BRK-B is listed twice (also line 2, as BRK.B): merge them into one " in str(
+        error.value
+    )
+    assert cli.parse_args(["run", "--tickers", "BRK-B,AAPL,BRK.B"]).tickers == ["BRK-B", "AAPL"]
+    # Yahoo's exchange suffixes are no share classes: VOD.L and VOD-L stay two tickers.
+    assert cli.parse_args(["run", "--tickers", "VOD.L,VOD-L"]).tickers == ["VOD.L", "VOD-L"]
 
 
 @pytest.mark.parametrize("case", list(DUPLICATED_HOLDINGS))
