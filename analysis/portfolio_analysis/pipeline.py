@@ -754,7 +754,10 @@ def assemble_report(
     portfolio = None
     if "portfolio" in stages:
         portfolio_started = time.perf_counter()
-        portfolio = steps.portfolio_section(gathered.close, list(tickers), holdings, config)
+        unpriced = {r["ticker"]: r["reason"] for r in gathered.failed if r["stage"] == "pricing"}
+        portfolio = steps.portfolio_section(
+            gathered.close, list(tickers), holdings, config, unpriced
+        )
         gathered.timings["portfolio"] = time.perf_counter() - portfolio_started
         if options.progress:
             options.progress("portfolio", 1, 1)
@@ -865,14 +868,23 @@ def portfolio_section(
     tickers: Sequence[str],
     holdings: Mapping[str, float] | None,
     config: AnalysisConfig,
+    unpriced: Mapping[str, str] | None = None,
 ) -> dict:
-    """Portfolio figures over the tickers that were priced; ``{"error": ...}`` if none can be."""
+    """Portfolio figures over the tickers that were priced; ``{"error": ...}`` if none can be.
+
+    ``unpriced`` (ticker -> pricing failure) puts the reason into the coverage.
+    """
     from portfolio_analysis.portfolio import choose_members, portfolio_figures
 
     priced = [t for t in tickers if close is not None and t in close.columns]
     if not priced:
         return {"error": "no ticker was priced, so there are no portfolio figures"}
-    reasons = {t: "not priced" for t in tickers if t not in priced}
+    unpriced = unpriced or {}
+    reasons = {
+        t: f"not priced: {unpriced[t]}" if t in unpriced else "not priced"
+        for t in tickers
+        if t not in priced
+    }
     if holdings is not None:
         priced = [t for t in priced if t in holdings]
         if not priced:

@@ -138,7 +138,7 @@ def test_comprehensive_and_combined_flows_equal_the_plain_pipeline(
     # The flow carries the same coverage and data notes (docs/data.md) as the plain run.
     coverage = combined["report"]["portfolio"]["coverage"]
     assert (coverage["tickers_asked"], coverage["tickers_used"]) == (3, 2)
-    assert coverage["excluded"] == {"NOPE": "not priced"}
+    assert coverage["excluded"]["NOPE"].startswith("not priced: embedded: not in the embedded")
     assert combined["report"]["data_notes"]["windows"]["warmup_days"] == 300
 
     comprehensive = dask_comprehensive_portfolio_analysis_flow(
