@@ -243,7 +243,10 @@ def _did_you_mean(ticker: str, price_sources: Sequence[str]) -> str:
     if "embedded" not in price_sources:
         return ""
     close = ticker_suggestions(ticker)
-    return f"; did you mean {' or '.join(close)}?" if close else ""
+    if not close:
+        return ""
+    names = close[0] if len(close) == 1 else f"{', '.join(close[:-1])} or {close[-1]}"
+    return f"; did you mean {names}?"
 
 
 def _failure_warnings(failed: Sequence[Mapping], price_sources: Sequence[str]) -> list[str]:
