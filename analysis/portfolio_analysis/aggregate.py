@@ -263,10 +263,14 @@ def _failure_warnings(failed: Sequence[Mapping], price_sources: Sequence[str]) -
     return lines
 
 
-def _left_out(excluded: Mapping[str, Any], at_most: int = 5) -> str:
-    shown = "; ".join(f"{t} ({reason})" for t, reason in list(excluded.items())[:at_most])
-    more = len(excluded) - at_most
-    return shown + (f"; and {more} more (see portfolio.coverage)" if more > 0 else "")
+def _left_out(excluded: Mapping[str, Any], with_reasons: int = 3, names: int = 8) -> str:
+    """A few tickers with their reasons, or, when there are more, their names only (every
+    reason is in the report's portfolio section)."""
+    if len(excluded) <= with_reasons:
+        return "; ".join(f"{t} ({reason})" for t, reason in excluded.items())
+    shown = ", ".join(list(excluded)[:names])
+    more = f" and {len(excluded) - names} more" if len(excluded) > names else ""
+    return f"{shown}{more} (each with its reason in the report's portfolio section)"
 
 
 def _coverage_warning(portfolio: Mapping[str, Any]) -> str | None:

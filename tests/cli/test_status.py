@@ -82,8 +82,10 @@ def test_coverage_from_the_data_helper_decides_when_present() -> None:
     assert result["status"] == "partial"
     (line,) = result["report"]["warnings"]
     assert line.startswith("portfolio figures cover 492 of 523 tickers from 2009-08-21 to ")
-    assert "T0 (listed late); T1 (listed late)" in line
-    assert line.endswith("and 26 more (see portfolio.coverage)")
+    assert line.endswith(
+        "left out: T0, T1, T2, T3, T4, T5, T6, T7 and 23 more (each with its reason in the "
+        "report's portfolio section)"
+    )
 
     full = {**coverage, "tickers_used": 523, "excluded": {}}
     result = _report(_combined("AAPL", "MSFT"), portfolio=_portfolio(coverage=full))
