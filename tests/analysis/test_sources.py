@@ -498,6 +498,38 @@ def test_sources_are_asked_for_the_indicators_warm_up_before_the_lookback(tmp_pa
     assert aapl.frame.index[0] < pd.Timestamp("2012-03-01") - pd.Timedelta(days=280)
 
 
+def test_local_folder_reads_yf_download_csvs_and_applies_their_adj_close(tmp_path):
+    # yf.download(..., auto_adjust=False).to_csv(): two extra header rows, and an Adj Close
+    # that the raw Close lacks (here a 2-for-1 split in the middle, as adj/close = 1/2 before).
+    folder = tmp_path / "yahoo"
+    folder.mkdir()
+    raw = ohlcv(8)
+    adj = raw["close"].where(raw.index >= raw.index[60], raw["close"] / 2)
+    header = "Price,Adj Close,Close,High,Low,Open,Volume\nTicker,AAPL,AAPL,AAPL,AAPL,AAPL,AAPL\n"
+    rows = pd.DataFrame(
+        {
+            "Adj Close": adj,
+            "Close": raw["close"],
+            "High": raw["high"],
+            "Low": raw["low"],
+            "Open": raw["open"],
+            "Volume": raw["volume"],
+        }
+    )
+    body = rows.to_csv(header=False)
+    (folder / "AAPL.csv").write_text(header + "Date,,,,,,\n" + body)
+    cfg = config(tmp_path, "local", local_data_dir=folder, start=date(2023, 12, 1))
+    histories, failures = fetch_histories(["AAPL"], cfg)
+
+    assert failures == {}
+    got = histories["AAPL"].frame
+    np.testing.assert_allclose(got["close"], adj.loc[got.index])
+    np.testing.assert_allclose(got["open"], (raw["open"] * adj / raw["close"]).loc[got.index])
+    assert histories["AAPL"].adjustments == (
+        {"ticker": "AAPL", "date": "2023-12-01", "ratio": 2.0, "kind": "adj_close"},
+    )
+
+
 def test_embedded_data_is_the_default_and_offline():
     histories, failures = fetch_histories(["AAPL", "NOPE"], AnalysisConfig(cache_dir=None))
     assert histories["AAPL"].source == "embedded"
