@@ -101,11 +101,11 @@ def seq_seed(workload: str, universe: Universe) -> Callable[[], object]:
             if workload in ("news", "combined"):
                 workers.fetch_news_for_ticker(ticker, config)
         if workload == "combined":
-            from portfolio_analysis.pipeline import _overlapping
+            from portfolio_analysis.portfolio import choose_members
 
             close = pd.DataFrame(closes).sort_index()
-            kept, _ = _overlapping(close, list(close.columns))
-            portfolio_figures(close[kept])
+            chosen = choose_members(close, holdings=False)
+            portfolio_figures(close.loc[chosen.start : chosen.end, chosen.members])
         return None
 
     return run
