@@ -45,6 +45,7 @@ from portfolio_analysis.vocabulary import (
     NEWS_SOURCES,
     PRICE_SOURCES,
     TICKER_RE,
+    UNIVERSE_DATASET_ORDER,
 )
 
 if TYPE_CHECKING:
@@ -260,7 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument(
         "--universe",
         choices=EMBEDDED_DATASETS,
-        help="an embedded universe: sample (5 stocks) or sp500 (524 stocks, 2009-2010)",
+        help="an embedded universe: sample (5 stocks, 2012-2013) or sp500 (the S&P 500 of "
+        "2009-2010, about 520 stocks)",
     )
     run.add_argument(
         "--source",
@@ -670,9 +672,9 @@ def _config(args: argparse.Namespace) -> AnalysisConfig:
         changes["lookback_days"] = args.lookback_days
     if args.benchmark:
         changes["benchmark"] = args.benchmark
-    if args.universe == "sp500":
-        # Serve every ticker from the S&P set first, so they all share the same dates.
-        changes["embedded_datasets"] = ("sp500", "sample")
+    if args.universe:
+        # Serve every ticker from the universe's own data set first, so they share the same dates.
+        changes["embedded_datasets"] = UNIVERSE_DATASET_ORDER[args.universe]
     try:
         return AnalysisConfig(**changes)
     except (TypeError, ValueError) as exc:

@@ -45,12 +45,6 @@ SAMPLE_PORTFOLIO: Mapping[str, float] = MappingProxyType(
 )
 
 
-# Which embedded data set serves a ticker first, per universe: a universe's own data set
-# first, so that every ticker of one run shares the same dates.
-UNIVERSE_DATASET_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
-    {"sample": ("sample", "sp500"), "sp500": ("sp500", "sample")}
-)
-
 SYNTHETIC_LABEL = "synthetic"
 
 # Per-ticker synthetic parameters, drawn uniformly: annual drift, annual volatility,

@@ -7,6 +7,8 @@ read these, so a name added or a pattern changed here is accepted (or refused) e
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from types import MappingProxyType
 
 # The analyses a run can do, in the order they run.
 ANALYSES = ("pricing", "technicals", "news", "portfolio")
@@ -22,6 +24,13 @@ LIVE_PRICE_ORDER = ("yfinance", "stooq", "local", "embedded")
 # first one holding a ticker serves it, so a run over the S&P 500 universe puts "sp500" first
 # to keep every ticker on the same dates.
 EMBEDDED_DATASETS = ("sample", "sp500")
+
+# Which embedded data set serves a ticker first, per universe (a universe is named after its
+# data set): a universe's own data set first, so that every ticker of one run shares its dates.
+UNIVERSE_DATASET_ORDER: Mapping[str, tuple[str, ...]] = MappingProxyType(
+    {name: (name, *(other for other in EMBEDDED_DATASETS if other != name))
+     for name in EMBEDDED_DATASETS}
+)  # fmt: skip
 
 # A price history's columns (validation.validate_ohlcv guarantees them).
 PRICE_COLUMNS = ("open", "high", "low", "close")

@@ -13,6 +13,7 @@ import sys
 from typing import Any
 
 import yaml
+from portfolio_analysis.config import RISK_FREE_RATE_RANGE
 from portfolio_analysis.vocabulary import (
     ANALYSES,
     EMBEDDED_DATASETS,
@@ -50,7 +51,6 @@ from portfolio_operator.spec import (
     ONE_SECURITY_FIELD,
     PULL_POLICIES,
     QUANTITY_PATTERN,
-    RISK_FREE_RATE_RANGE,
     SCHEDULER_ADDRESS_PATTERN,
     SECURITY_FIELDS,
     UNIVERSES,
@@ -377,6 +377,7 @@ def _spec_schema() -> dict[str, Any]:
             "riskFreeRate": _number(
                 "Annual risk-free rate for the Sharpe ratio, e.g. 0.03 for 3%.",
                 minimum=RISK_FREE_RATE_RANGE[0],
+                exclusiveMinimum=True,
                 maximum=RISK_FREE_RATE_RANGE[1],
                 default=analysis_default("risk_free_rate"),
             ),

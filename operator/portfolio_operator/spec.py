@@ -15,8 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from datetime import date
 from typing import Any
 
-from portfolio_analysis.config import AnalysisConfig
-from portfolio_analysis.embedded import UNIVERSE_DATASET_ORDER
+from portfolio_analysis.config import MAX_LOOKBACK_DAYS, RISK_FREE_RATE_RANGE, AnalysisConfig
 from portfolio_analysis.vocabulary import (
     ANALYSES,
     EMBEDDED_DATASETS,
@@ -24,13 +23,13 @@ from portfolio_analysis.vocabulary import (
     PRICE_SOURCES,
     TICKER_PATTERN,
     TICKER_RE,
+    UNIVERSE_DATASET_ORDER,
 )
 
 MAX_TICKERS = 2000
 MAX_WORKERS = 100
 MAX_TICKER_LENGTH = 16
-LOOKBACK_DAYS_RANGE = (60, 36500)
-RISK_FREE_RATE_RANGE = (-1.0, 1.0)
+LOOKBACK_DAYS_RANGE = (60, MAX_LOOKBACK_DAYS)
 CLUSTER_POLICIES = ("Delete", "Keep")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 # Kubernetes' resource.Quantity, as controller-gen writes it into CRDs.
@@ -381,9 +380,12 @@ def _analysis_config(spec: Mapping[str, Any]) -> AnalysisConfig:
     if (
         isinstance(rate, bool)
         or not isinstance(rate, int | float)
-        or not low_rate <= rate <= high_rate
+        or not low_rate < rate <= high_rate
     ):
-        raise SpecError(f"spec.riskFreeRate is {_shown(rate)}: use an annual rate such as 0.03")
+        raise SpecError(
+            f"spec.riskFreeRate is {_shown(rate)}: use an annual rate above {low_rate:g} and at "
+            f"most {high_rate:g}, such as 0.03"
+        )
     options["risk_free_rate"] = float(rate)
     if spec.get("benchmark") is not None:
         options["benchmark"] = _check_ticker(spec["benchmark"], "spec.benchmark")

@@ -133,6 +133,27 @@ def test_the_schema_the_parser_and_the_sources_accept_the_same_tickers(ticker: s
     assert by_schema == by_parser == bool(valid), (by_schema, by_parser, valid)
 
 
+@pytest.mark.parametrize("rate", [-1.5, -1.0, -0.99, 0.0, 0.04, 1.0, 1.01])
+def test_the_schema_the_parser_and_the_library_accept_the_same_risk_free_rates(
+    rate: float,
+) -> None:
+    """A rate the API server stores is one the analysis runs with (-1 was stored, then refused)."""
+    schema = spec_schema()["properties"]["riskFreeRate"]
+    low, high = schema["minimum"], schema["maximum"]
+    by_schema = (low < rate if schema.get("exclusiveMinimum") else low <= rate) and rate <= high
+    try:
+        parse_spec({"tickers": ["AAPL"], "riskFreeRate": rate})
+        by_parser = True
+    except SpecError:
+        by_parser = False
+    try:
+        AnalysisConfig(risk_free_rate=rate)
+        by_library = True
+    except ValueError:
+        by_library = False
+    assert by_schema == by_parser == by_library, (by_schema, by_parser, by_library)
+
+
 def test_a_huge_value_is_not_echoed_back_whole() -> None:
     with pytest.raises(SpecError) as caught:
         parse_spec({"tickers": ["A"], "endDate": "9" * 1_000_000})
