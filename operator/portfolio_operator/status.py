@@ -231,6 +231,11 @@ def result_fields(result: Mapping[str, Any], max_rows: int = MAX_STATUS_ROWS) ->
     }
 
 
+# A partial run's condition message names its first warnings (coverage, benchmark), bounded.
+MAX_OUTCOME_WARNINGS = 2
+MAX_OUTCOME_MESSAGE = 600
+
+
 def outcome(result: Mapping[str, Any]) -> tuple[str, str, str]:
     """(phase, reason, message) for a finished run."""
     analyzed = result_fields(result)
@@ -243,11 +248,21 @@ def outcome(result: Mapping[str, Any]) -> tuple[str, str, str]:
             or "no security could be analysed"
         )
         return FAILED, "AnalysisFailed", f"no security was analysed ({reasons})"
-    if failed or state == "partial":
+    if failed:
         return (
             SUCCEEDED,
             "CompletedWithFailures",
             f"analysed {done} securities; {failed} failed (see status.failures)",
+        )
+    if state == "partial":  # nothing failed, yet the figures leave something out
+        report = result.get("report") if isinstance(result.get("report"), Mapping) else {}
+        why = "; ".join(str(w) for w in (report.get("warnings") or ())[:MAX_OUTCOME_WARNINGS])
+        return (
+            SUCCEEDED,
+            "CompletedPartially",
+            f"analysed {done} securities; the results are partial: {why or 'see the report'}"[
+                :MAX_OUTCOME_MESSAGE
+            ],
         )
     return SUCCEEDED, "Completed", f"analysed {done} securities"
 

@@ -6,11 +6,14 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
+from portfolio_analysis.aggregate import comprehensive_report
 from portfolio_operator.constants import TRUNCATED_ANNOTATION
 from portfolio_operator.status import (
     REPORT_KEY,
     bounded_report,
     get_condition,
+    outcome,
     report_configmap,
     result_fields,
     set_condition,
@@ -125,3 +128,20 @@ def test_portfolio_coverage_is_summarised_in_status_and_absent_coverage_is_null(
         result_fields({"report": {"portfolio": {"sharpe_ratio": 1.0}}})["portfolio"]["coverage"]
         is None
     )
+
+
+def test_a_partial_run_with_no_failed_ticker_says_what_is_missing_in_its_condition() -> None:
+    """A benchmark that could not be priced leaves beta out although every ticker succeeded:
+    the condition names that, instead of '0 failed (see status.failures)'."""
+    combined = pd.DataFrame([{"ticker": "AAPL", "close": 1.0}, {"ticker": "MSFT", "close": 2.0}])
+    result = comprehensive_report(
+        combined,
+        execution_time_seconds=1.0,
+        portfolio={"tickers": ["AAPL", "MSFT"], "beta": None, "benchmark": "NOPE"},
+        extra={"benchmark": "NOPE", "price_sources": ["embedded"]},
+    )
+    assert result["status"] == "partial" and not result["failed"]
+    phase, reason, message = outcome(result)
+    assert (phase, reason) == ("Succeeded", "CompletedPartially")
+    assert "NOPE" in message and "0 failed" not in message
+    assert outcome({**result, "status": "success"})[1] == "Completed"
