@@ -297,13 +297,20 @@ def _coverage_warning(portfolio: Mapping[str, Any]) -> str | None:
 
 def beta_reason(portfolio: Mapping[str, Any], price_sources: Sequence[str] = ()) -> str | None:
     """Why a benchmark was asked for but the portfolio has no beta (None when it has one):
-    the producer's ``beta_reason`` if it gave one, else what the report shows."""
+    the producer's ``beta_reason`` if it gave one, else the benchmark's pricing failure
+    (``benchmark_error``, from the pipeline) or what the report shows, with close names."""
     benchmark = portfolio.get("benchmark")
     if not benchmark or portfolio.get("beta") is not None or portfolio.get("error"):
         return None
-    return portfolio.get("beta_reason") or (
-        f"benchmark {benchmark} has no prices on the portfolio's dates (check the ticker "
-        f"and the price sources), so the portfolio has no beta"
+    if portfolio.get("beta_reason"):
+        return str(portfolio["beta_reason"])
+    why = (
+        f"could not be priced ({portfolio['benchmark_error']})"
+        if portfolio.get("benchmark_error")
+        else "has no prices on the portfolio's dates (check the ticker and the price sources)"
+    )
+    return (
+        f"benchmark {benchmark} {why}, so the portfolio has no beta"
         f"{_did_you_mean(str(benchmark), price_sources)}"
     )
 

@@ -759,6 +759,7 @@ def assemble_report(
             gathered.close, list(tickers), holdings, config, unpriced
         )
         gathered.timings["portfolio"] = time.perf_counter() - portfolio_started
+        portfolio = _with_benchmark_reason(portfolio, config.benchmark, gathered.failed)
         if options.progress:
             options.progress("portfolio", 1, 1)
     return steps.comprehensive_report(
@@ -782,6 +783,18 @@ def assemble_report(
             ),
         },
     )
+
+
+def _with_benchmark_reason(
+    portfolio: dict, benchmark: str | None, failed: Sequence[Mapping]
+) -> dict:
+    """The portfolio section with ``benchmark_error`` when the benchmark could not be priced:
+    its own pricing failure says why (a typo, no data from any source), which the report's
+    beta warning then quotes (aggregate.beta_reason)."""
+    if not benchmark or portfolio.get("beta") is not None:
+        return portfolio
+    reasons = [r["reason"] for r in failed if r["ticker"] == benchmark and r["stage"] == "pricing"]
+    return {**portfolio, "benchmark_error": reasons[0]} if reasons else portfolio
 
 
 def _news_section(news_results: list[dict]) -> dict:

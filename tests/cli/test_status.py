@@ -193,6 +193,9 @@ def test_a_benchmark_that_cannot_be_priced_is_a_partial_run(
     portfolio = result["report"]["portfolio"]
     assert portfolio["beta"] is None
     assert portfolio["benchmark"] == "NOPE" and "NOPE" in portfolio["beta_reason"]
+    # The benchmark's own pricing failure says why, not a guess about dates.
+    assert "could not be priced" in portfolio["beta_reason"]
+    assert portfolio["benchmark_error"] in portfolio["beta_reason"]
     assert f"warning: {portfolio['beta_reason']}" in err
     assert err.startswith("PARTIAL")
 
