@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from portfolio_analysis.config import MAX_LOOKBACK_DAYS, RISK_FREE_RATE_RANGE, AnalysisConfig
 from portfolio_analysis.vocabulary import (
-    CLASS_SHARE_RE,
     EMBEDDED_DATASETS,
     NEWS_SOURCES,
     PRICE_SOURCES,
     TICKER_RE,
     UNIVERSE_DATASET_ORDER,
+    security,
 )
 
 if TYPE_CHECKING:
@@ -205,12 +205,6 @@ def _benchmark(text: str) -> str:
         return ticker_symbol(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def security(ticker: str) -> str:
-    """One name for the spellings of a security: a share class written with a dash or a dot
-    (BRK-B, BRK.B) is one security, so listing both is listing it twice."""
-    return CLASS_SHARE_RE.sub(r"\1.\2", ticker)
 
 
 def _tickers(text: str) -> list[str]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from portfolio_analysis.config import AnalysisConfig
-from portfolio_analysis.vocabulary import ANALYSES
+from portfolio_analysis.vocabulary import ANALYSES, security
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -381,19 +381,20 @@ class RunOptions:
 
 
 def normalize_tickers(tickers: Sequence[str] | str | None) -> list[str]:
-    """Upper-case, stripped, de-duplicated tickers in their given order."""
+    """Upper-case, stripped, de-duplicated tickers in their given order; the two spellings of
+    a share class (BRK.B, BRK-B) are one security, kept as first given."""
     if tickers is None:
         return []
     if isinstance(tickers, str):
         tickers = tickers.split(",")
-    seen: dict[str, None] = {}
+    seen: dict[str, str] = {}
     for ticker in tickers:
         if not isinstance(ticker, str):
             raise ValueError(f"tickers must be strings, got {ticker!r}")
         cleaned = ticker.strip().upper()
         if cleaned:
-            seen.setdefault(cleaned, None)
-    return list(seen)
+            seen.setdefault(security(cleaned), cleaned)
+    return list(seen.values())
 
 
 def error_record(ticker: str, stage: str, reason: str) -> dict[str, str]:

@@ -44,6 +44,12 @@ TICKER_RE = re.compile(TICKER_PATTERN)
 # A to C, so Yahoo's one-letter exchange suffixes (VOD.L, 7203.T, ABC.V, SAP.F) are not one.
 CLASS_SHARE_RE = re.compile(r"^([A-Z]{1,6})[.-]([A-C])$")
 
+
+def security(ticker: str) -> str:
+    """One name for the spellings of a security: a share class written with a dash or a dot
+    (BRK-B, BRK.B) is one security, so listing both is listing it twice."""
+    return CLASS_SHARE_RE.sub(r"\1.\2", ticker)
+
 # VADER's convention: a compound score at or beyond +-0.05 is positive or negative.
 POSITIVE_SENTIMENT = 0.05
 NEGATIVE_SENTIMENT = -0.05

@@ -24,6 +24,7 @@ from portfolio_analysis.vocabulary import (
     TICKER_PATTERN,
     TICKER_RE,
     UNIVERSE_DATASET_ORDER,
+    security,
 )
 
 MAX_TICKERS = 2000
@@ -234,7 +235,7 @@ def _securities(
         if not isinstance(raw, list) or not raw:
             raise SpecError("spec.tickers must be a non-empty list of ticker symbols")
         tickers = tuple(_check_ticker(t, f"spec.tickers[{i}]") for i, t in enumerate(raw))
-        if len(set(tickers)) != len(tickers):
+        if len({security(t) for t in tickers}) != len(tickers):
             raise SpecError("spec.tickers lists a ticker twice: list each ticker once")
         holdings = None
     else:
@@ -242,6 +243,7 @@ def _securities(
         if not isinstance(raw, list) or not raw:
             raise SpecError("spec.holdings must be a non-empty list of {ticker, shares}")
         holdings = {}
+        listed: set[str] = set()  # securities, so BRK.B and BRK-B are one
         for i, item in enumerate(raw):
             where = f"spec.holdings[{i}]"
             if not isinstance(item, Mapping):
@@ -252,8 +254,9 @@ def _securities(
                 raise SpecError(
                     f"{where}.shares is {_shown(shares)}: use a number greater than zero"
                 )
-            if ticker in holdings:
+            if security(ticker) in listed:
                 raise SpecError(f"{where}: {ticker} is listed twice; merge the positions")
+            listed.add(security(ticker))
             holdings[ticker] = float(shares)
         tickers = tuple(holdings)
     if len(tickers) > MAX_TICKERS:

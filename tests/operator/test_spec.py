@@ -76,6 +76,11 @@ def test_holdings_become_the_run_arguments() -> None:
         ({"tickers": []}, "non-empty list"),
         ({"tickers": ["AAPL", "msft"]}, "spec.tickers[1] is 'msft': use an upper-case ticker"),
         ({"tickers": ["AAPL", "AAPL"]}, "lists a ticker twice"),
+        ({"tickers": ["BRK.B", "BRK-B"]}, "lists a ticker twice"),
+        (
+            {"holdings": [{"ticker": "BF-B", "shares": 1}, {"ticker": "BF.B", "shares": 2}]},
+            "BF.B is listed twice",
+        ),
         ({"holdings": [{"ticker": "AAPL", "shares": 0}]}, "greater than zero"),
         ({"tickers": ["A"], "analyses": ["magic"]}, "unknown value(s) ['magic']"),
         (
