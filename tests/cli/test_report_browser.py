@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jsonschema
 import pytest
 from portfolio_analysis import cli, report
 
@@ -64,6 +65,14 @@ def run_cli(output: Path, *args: str) -> Path:
     return output / "report.html"
 
 
+def validate(output: Path) -> dict:
+    """The run's report.json, checked against the report's JSON Schema."""
+    document = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    schema = json.loads(report.schema_path().read_text(encoding="utf-8"))
+    jsonschema.Draft202012Validator(schema).validate(document)
+    return document
+
+
 def screenshot_dir(tmp_path: Path) -> Path:
     folder = Path(os.environ.get("REPORT_SCREENSHOT_DIR") or tmp_path)
     folder.mkdir(parents=True, exist_ok=True)
@@ -96,7 +105,7 @@ def open_and_check(page: Path, tmp_path: Path, name: str) -> dict:
 def test_sample_report_opens_in_chromium_with_every_chart_drawn(tmp_path):
     page = run_cli(tmp_path / "sample")
     assert page.stat().st_size <= SAMPLE_HTML_LIMIT
-    document = json.loads((tmp_path / "sample" / "report.json").read_text(encoding="utf-8"))
+    document = validate(tmp_path / "sample")
     tickers = list(document["report"]["series"]["tickers"])
     assert len(tickers) == 5
     seen = open_and_check(page, tmp_path, "sample")
@@ -110,6 +119,7 @@ def test_sample_report_opens_in_chromium_with_every_chart_drawn(tmp_path):
 def test_sp500_report_is_under_a_megabyte_and_opens_in_chromium(tmp_path):
     page = run_cli(tmp_path / "sp500", "--universe", "sp500")
     assert page.stat().st_size <= SP500_HTML_LIMIT
+    validate(tmp_path / "sp500")
     seen = open_and_check(page, tmp_path, "sp500")
     assert len(seen["charts"]) == 4 + 3 * report.MAX_TICKER_CHARTS
 
