@@ -202,7 +202,10 @@ def _reference(
                     "note": f"{name}, rebased to the portfolio's value on {_dates(line.index)[0]}.",
                 }, line
         reference = {"kind": "none", "ticker": name, "label": None}
-        reference["note"] = f"Benchmark {name} could not be priced over the portfolio's window."
+        why = portfolio.get("benchmark_error")
+        reference["note"] = f"Benchmark {name} could not be priced over the portfolio's window" + (
+            f" ({why})." if why else "."
+        )
         return reference, None
     universe = [t for t in close.columns if t in set(portfolio.get("tickers") or ())]
     equal = dict.fromkeys(universe, 1.0 / len(universe)) if universe else {}

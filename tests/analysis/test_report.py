@@ -7,6 +7,7 @@ as text; tests/cli/test_report_browser.py opens it in a real Chromium.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -58,7 +59,7 @@ def validator() -> jsonschema.Draft202012Validator:
 def text_of(page: str) -> str:
     """The page's visible text, roughly: tags removed, whitespace collapsed."""
     body = page.split("<script", 1)[0]
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body))
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", body)))
 
 
 # --- the JSON document ---------------------------------------------------------------------
@@ -415,3 +416,14 @@ def test_series_and_contributions_agree_with_the_figures_when_prices_have_holes(
     assert sum(v is not None for v in series["rolling_volatility"]) == (
         portfolio["periods"] - series["rolling_window_days"] + 1
     )
+
+
+def test_an_unpriced_benchmark_is_said_under_the_chart_with_its_reason():
+    run = synthetic_run(list(SAMPLE_HOLDINGS), SAMPLE_HOLDINGS)
+    run.result["report"]["portfolio"]["benchmark"] = "NOPE"
+    run.result["report"]["portfolio"]["benchmark_error"] = "not in the embedded data"
+    doc = document(run)
+    reference = doc["report"]["analytics"]["reference"]
+    assert reference["kind"] == "none" and doc["report"]["series"]["portfolio"]["reference"] is None
+    text = text_of(report.render_html(doc))
+    assert "Benchmark NOPE could not be priced over the portfolio's window (not in the" in text
