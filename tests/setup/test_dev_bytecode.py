@@ -51,7 +51,8 @@ def uv() -> str:
 @pytest.mark.timeout(900)
 def test_dev_run_environment_has_bytecode_for_everything_the_command_imports(tmp_path):
     venv = tmp_path / "venv"
-    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(venv))
+    # UV_OFFLINE: the packages come from uv's cache (filled when ./dev test synced .venv).
+    env = dict(os.environ, UV_PROJECT_ENVIRONMENT=str(venv), UV_OFFLINE="1")
     env["PATH"] = f"{Path(uv()).parent}{os.pathsep}{env['PATH']}"
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     subprocess.run(
