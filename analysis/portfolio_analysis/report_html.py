@@ -671,11 +671,15 @@ def _indicators_section(document: Mapping) -> str:
     if not tickers:
         return ""
     parts = ["<h2 id='indicators'>Indicators</h2>"]
-    for ticker in tickers:
+    for ticker, entry in tickers.items():
+        if not entry.get("dates"):
+            continue  # nothing to draw (chart_data leaves it out too)
         parts.append(f"<h3>{_esc(ticker)}</h3>")
         parts.append(_chart(f"price:{ticker}", f"{ticker} close, moving averages, Bollinger", 260))
-        parts.append(_chart(f"rsi:{ticker}", f"{ticker} RSI 14", 140))
-        parts.append(_chart(f"macd:{ticker}", f"{ticker} MACD 12/26/9", 160))
+        if entry.get("rsi_14"):
+            parts.append(_chart(f"rsi:{ticker}", f"{ticker} RSI 14", 140))
+        if entry.get("macd") and entry.get("macd_signal"):
+            parts.append(_chart(f"macd:{ticker}", f"{ticker} MACD 12/26/9", 160))
     parts.append(
         _note(
             "Close with SMA 20/50/200 and Bollinger bands (20 days, 2 standard deviations); "

@@ -427,3 +427,14 @@ def test_an_unpriced_benchmark_is_said_under_the_chart_with_its_reason():
     assert reference["kind"] == "none" and doc["report"]["series"]["portfolio"]["reference"] is None
     text = text_of(report.render_html(doc))
     assert "Benchmark NOPE could not be priced over the portfolio's window (not in the" in text
+
+
+def test_a_ticker_series_without_rsi_or_macd_gets_only_its_price_chart(holdings_doc):
+    doc = json.loads(report.to_json(holdings_doc))
+    first = next(iter(doc["report"]["series"]["tickers"].values()))
+    for column in ("rsi_14", "macd", "macd_signal"):
+        del first[column]
+    ticker = next(iter(doc["report"]["series"]["tickers"]))
+    charts = re.findall(r"data-chart='([^']+)'", report.render_html(doc))
+    assert f"price:{ticker}" in charts
+    assert f"rsi:{ticker}" not in charts and f"macd:{ticker}" not in charts
