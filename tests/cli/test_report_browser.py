@@ -9,7 +9,6 @@ go to ``$REPORT_SCREENSHOT_DIR`` when set (to look at them), else to the test's 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,30 +17,12 @@ import jsonschema
 import pytest
 from portfolio_analysis import cli, report
 
-from tests.support.chromium import chromium
 from tests.support.report_documents import synthetic_run, with_contract_notes
+from tests.support.report_page import open_and_check
 
 SAMPLE_HTML_LIMIT = 300_000  # bytes (issue 15)
 SP500_HTML_LIMIT = 1_000_000
 OK_EXIT_CODES = {cli.EXIT_OK, getattr(cli, "EXIT_PARTIAL", cli.EXIT_OK)}
-# Every chart's canvas has this many non-background pixels at least once drawn.
-MIN_INKED_PIXELS = 500
-
-# Counts, per chart container, the canvas pixels that are not transparent or white.
-INKED_PIXELS = """
-Array.from(document.querySelectorAll('[data-chart]')).map(function (el) {
-  var canvas = el.querySelector('canvas');
-  if (!canvas) { return [el.dataset.chart, el.dataset.drawn || null, 0]; }
-  var pixels = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data;
-  var inked = 0;
-  for (var i = 0; i < pixels.length; i += 4) {
-    if (pixels[i + 3] > 0 && (pixels[i] < 240 || pixels[i + 1] < 240 || pixels[i + 2] < 240)) {
-      inked += 1;
-    }
-  }
-  return [el.dataset.chart, el.dataset.drawn || null, inked];
-})
-"""
 
 
 def run_cli(output: Path, *args: str) -> Path:
@@ -71,33 +52,6 @@ def validate(output: Path) -> dict:
     schema = json.loads(report.schema_path().read_text(encoding="utf-8"))
     jsonschema.Draft202012Validator(schema).validate(document)
     return document
-
-
-def screenshot_dir(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("REPORT_SCREENSHOT_DIR") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def open_and_check(page: Path, tmp_path: Path, name: str) -> dict:
-    """Open ``page`` in Chromium and check it; returns what the page reported."""
-    url = page.resolve().as_uri()
-    with chromium(tmp_path / f"profile-{name}") as browser:
-        visit = browser.visit(url)
-        assert visit.errors == []
-        assert [u for u in visit.requests if u != url] == []  # nothing fetched: self-contained
-        containers = browser.evaluate("document.querySelectorAll('[data-chart]').length")
-        drawn = browser.evaluate("document.body.dataset.chartsDrawn || null")
-        error = browser.evaluate("document.body.dataset.chartError || null")
-        assert error is None
-        assert drawn == str(containers)
-        charts = browser.evaluate(INKED_PIXELS)
-        assert all(flag == "1" for _, flag, _ in charts), charts
-        blank = [chart for chart, _, inked in charts if inked < MIN_INKED_PIXELS]
-        assert blank == [], f"charts with nothing drawn: {blank}"
-        shot = browser.screenshot(screenshot_dir(tmp_path) / f"report-{name}.png")
-    assert shot.stat().st_size > 50_000  # a page of charts and tables, not a blank image
-    return {"charts": [chart for chart, _, _ in charts]}
 
 
 @pytest.mark.dask

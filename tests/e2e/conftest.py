@@ -21,6 +21,8 @@ import pytest
 
 from tests.e2e.harness import (
     CHART,
+    OPERATOR_NAMESPACE,
+    RELEASE,
     E2EError,
     Kube,
     LocalCluster,
@@ -28,8 +30,6 @@ from tests.e2e.harness import (
     prerequisite_problem,
 )
 
-RELEASE = "portfolio-operator"
-OPERATOR_NAMESPACE = "portfolio-system"
 REUSE = os.environ.get("E2E_REUSE_CLUSTER") == "1"
 _timings: dict[str, float] = {}
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,10 @@ CLUSTER_SCRIPT = REPO / "hack" / "local-cluster" / "cluster.py"
 # What cluster.py runs, and helm for the chart; found the way cluster.py finds them.
 E2E_BINARIES = (*CONTROL_PLANE_BINARIES, *NODE_BINARIES, "helm")
 CHART = REPO / "charts" / "portfolio-operator"
+# The chart's release in the tests, and the Service that serves its HTML report pages.
+RELEASE = "portfolio-operator"
+OPERATOR_NAMESPACE = "portfolio-system"
+REPORTS_SERVICE = f"{RELEASE}-reports"
 # cluster.py's default state folder (its logs are under logs/).
 STATE_DIR = Path(os.environ.get("E2E_STATE_DIR", "/var/lib/portfolio-e2e"))
 # A cold `up` builds the base image (debootstrap), CoreDNS and the product image.
@@ -175,6 +181,26 @@ class Kube:
             args += ["-l", selector]
         return self.items(*args)
 
+    @contextmanager
+    def port_forward(self, namespace: str, target: str, port: int) -> Iterator[int]:
+        """`kubectl port-forward <target> :<port>` as a user runs it; yields the local port."""
+        cmd = [
+            str(self.binaries["kubectl"]), f"--kubeconfig={self.kubeconfig}",
+            "port-forward", "-n", namespace, target, f":{port}", "--address=127.0.0.1",
+        ]  # fmt: skip
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = process.stdout.readline() if process.stdout else ""
+            found = re.search(r"Forwarding from 127\.0\.0\.1:(\d+) ->", line)
+            if not found:
+                process.kill()
+                _, err = process.communicate(timeout=10)
+                raise E2EError(f"kubectl port-forward {target} printed {line!r}: {err}")
+            yield int(found.group(1))
+        finally:
+            process.kill()
+            process.wait(timeout=10)
+
     def describe(self, namespace: str, kinds: Iterable[str] = ("pfa", "daskclusters")) -> str:
         """Diagnostics for a failure message: objects, pods, recent events, operator logs."""
         parts = []
@@ -185,7 +211,7 @@ class Kube:
             [
                 "logs",
                 "-n",
-                "portfolio-system",
+                OPERATOR_NAMESPACE,
                 "-l",
                 "app.kubernetes.io/component=operator",
                 "--tail=60",

@@ -11,13 +11,16 @@ from __future__ import annotations
 import copy
 import json
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
-from tests.e2e.harness import REPO, Kube, names, ready
+from tests.e2e.harness import OPERATOR_NAMESPACE, REPO, REPORTS_SERVICE, Kube, names, ready
 from tests.support.polling import wait_until
+from tests.support.report_page import open_and_check
 
 pytestmark = pytest.mark.e2e
 
@@ -156,7 +159,7 @@ def test_chart_runs_both_operators_from_the_project_image(
     assert {"daskclusters.kubernetes.dask.org", "daskautoscalers.kubernetes.dask.org"} <= set(crds)
 
 
-def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> None:
+def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str, tmp_path: Path) -> None:
     name = "small-portfolio"
     # A namespace that enforces the restricted Pod Security Standard: the Dask pods meet it.
     kube.kubectl("label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted")
@@ -211,6 +214,20 @@ def test_sample_runs_on_dask_pods_and_reports(kube: Kube, namespace: str) -> Non
     assert portfolio["total_market_value"] == pytest.approx(figures["marketValue"])
     assert sum(portfolio["market_value"].values()) == pytest.approx(figures["marketValue"])
     assert portfolio["var_95"] == pytest.approx(figures["var95"])
+
+    # The HTML report, served by the operator through its Service at status.reportURL, opens
+    # in a real browser with every chart drawn (kubectl port-forward, as docs/operator.md says).
+    assert status["reportURL"] == f"/reports/{namespace}/{name}", status
+    with kube.port_forward(OPERATOR_NAMESPACE, f"service/{REPORTS_SERVICE}", 8080) as port:
+        base = f"http://127.0.0.1:{port}"
+        page = httpx.get(base + status["reportURL"], timeout=30)
+        assert page.status_code == 200, page.text[:500]
+        assert page.headers["content-type"].startswith("text/html")
+        assert "content-security-policy" in page.headers
+        assert page.text.lstrip().lower().startswith("<!doctype html>")
+        seen = open_and_check(base + status["reportURL"], tmp_path, "e2e-sample")
+        assert {"equity", "drawdown"} <= set(seen["charts"]), seen
+        assert httpx.get(f"{base}/reports/{namespace}/nope", timeout=30).status_code == 404
 
     # The workers reached the scheduler through its Service's DNS name.
     cluster_name = assert_one_cluster_no_orphans(kube, namespace, name)
