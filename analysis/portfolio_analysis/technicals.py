@@ -419,10 +419,26 @@ def compile_kernels() -> None:
     compute_indicators(build_panel({"FULL": history, "GAPS": history.iloc[[0, 2]]}))
 
 
-def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+def blank_before(block: np.ndarray, first_rows: np.ndarray) -> None:
+    """Set ``block[..., ticker, :first_rows[ticker]]`` to NaN (``block``: ... x tickers x dates).
+
+    One slice assignment per distinct first row (a batch's tickers mostly share one), not
+    a dates x tickers mask per frame: how a run hides the indicators' warm-up rows.
+    """
+    first_rows = np.asarray(first_rows, dtype=np.int64)
+    for first in np.unique(first_rows):
+        if first > 0:
+            block[..., first_rows == first, :first] = np.nan
+
+
+def compute_indicators(
+    panel: Mapping[str, pd.DataFrame], first_rows: np.ndarray | None = None
+) -> dict[str, pd.DataFrame]:
     """Every indicator in ``INDICATORS`` as a dates x tickers frame like ``panel["close"]``.
 
-    A cell is NaN where the ticker has no row on that date or not enough rows before it.
+    A cell is NaN where the ticker has no row on that date or not enough rows before it,
+    and, with ``first_rows`` (one row number per ticker), on the rows before the ticker's
+    first row: indicators use those rows (a warm-up) but show nothing there.
     The frames share one block of memory (freed when the last of them is).
     """
     close_frame = panel["close"]
@@ -431,6 +447,8 @@ def compute_indicators(panel: Mapping[str, pd.DataFrame]) -> dict[str, pd.DataFr
     high, low, close = (_read_only(panel[field]) for field in ("high", "low", "close"))
     arena = np.empty((len(_COMPUTED), *close.shape))
     _panel_indicators(high, low, close, arena)
+    if first_rows is not None:
+        blank_before(arena, first_rows)
     frames = {
         name: pd.DataFrame(
             arena[i].T, index=close_frame.index, columns=close_frame.columns, copy=False

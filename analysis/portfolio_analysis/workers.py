@@ -114,13 +114,14 @@ def fetch_price_batch(tickers: Sequence[str], config: AnalysisConfig | None = No
 
 def _data_notes(history: Any) -> dict:
     """What the report's data notes say about one history (pipeline.data_notes)."""
-    warmup = history.frame.index < history.window_start if history.window_start else []
+    # Rows before the lookback: the dates are sorted (validate_ohlcv).
+    warmup = history.frame.index.searchsorted(history.window_start) if history.window_start else 0
     return {
         "fallbacks": list(history.fallback_reasons),
         "dropped_rows": history.dropped_rows,
         "dropped_reason": history.dropped_reason,
         "adjustments": list(history.adjustments),
-        "warmup_sessions": int(np.count_nonzero(warmup)),
+        "warmup_sessions": int(warmup),
     }
 
 
@@ -138,17 +139,61 @@ def _price_summary(ticker: str, frame: pd.DataFrame, source: str) -> dict:
 
 
 def price_batch_summary(batch: PriceBatch) -> BatchResult:
-    """Last close, date range and source per ticker, plus the batch's close panel."""
+    """Last close, date range and source per ticker, plus the batch's close panel.
+
+    Built from each history's numpy arrays at once (the panel like ``build_panel``: one
+    block, the union of the lookback dates, NaN where a ticker has no row), not a pandas
+    alignment of one Series per ticker.
+    """
+    tickers = list(batch.histories)
+    if not tickers:
+        return BatchResult(failed=list(batch.failed))
+    frames = [batch.histories[t] for t in tickers]
+    stamps = [f.index.to_numpy(dtype="datetime64[us]") for f in frames]
+    cuts = [
+        0
+        if batch.starts.get(t) is None
+        else int(s.searchsorted(np.datetime64(batch.starts[t], "us")))
+        for t, s in zip(tickers, stamps, strict=True)
+    ]
+    closes = [f["close"].to_numpy(dtype=np.float64) for f in frames]
+    firsts = np.array([s[c] for s, c in zip(stamps, cuts, strict=True)])
+    lasts = np.array([s[-1] for s in stamps])
+    first_text = np.datetime_as_string(firsts, unit="D")
+    last_text = np.datetime_as_string(lasts, unit="D")
     results = []
-    for ticker in batch.histories:
-        result = _price_summary(ticker, batch.window(ticker), batch.sources[ticker])
+    for i, ticker in enumerate(tickers):
+        result = {
+            "ticker": ticker,
+            "price_data": {
+                "close": float(closes[i][-1]),
+                "start": str(first_text[i]),
+                "end": str(last_text[i]),
+                "days": len(closes[i]) - cuts[i],
+            },
+            "source": batch.sources[ticker],
+        }
         if ticker in batch.notes:
             result["data_notes"] = batch.notes[ticker]
         results.append(result)
-    close = (
-        pd.DataFrame({t: batch.window(t)["close"] for t in batch.histories})
-        if batch.histories
-        else None
+    first = stamps[0][cuts[0] :]
+    same = all(
+        len(s) - c == len(first) and np.array_equal(s[c:], first)
+        for s, c in zip(stamps[1:], cuts[1:], strict=True)
+    )
+    dates = (
+        first
+        if same
+        else np.unique(np.concatenate([s[c:] for s, c in zip(stamps, cuts, strict=True)]))
+    )
+    block = np.full((len(tickers), len(dates)), np.nan)  # tickers x dates: the frame's layout
+    for row, (s, c, values) in enumerate(zip(stamps, cuts, closes, strict=True)):
+        if same:
+            block[row] = values[c:]
+        else:
+            block[row, dates.searchsorted(s[c:])] = values[c:]
+    close = pd.DataFrame(
+        block.T, index=pd.DatetimeIndex(dates, name="date"), columns=pd.Index(tickers), copy=False
     )
     return BatchResult(results=results, failed=list(batch.failed), close=close)
 
@@ -191,6 +236,13 @@ def fetch_price_from_multiple_sources(
 # --- technicals ----------------------------------------------------------------------------
 
 
+def _first_rows(dates: pd.DatetimeIndex, tickers: Sequence[str], starts: Mapping) -> np.ndarray:
+    """Per ticker, the first row of ``dates`` on or after its lookback start (0 without one)."""
+    first = np.array([np.datetime64(starts.get(t, pd.NaT), "us") for t in tickers])
+    rows = dates.to_numpy(dtype="datetime64[us]").searchsorted(first, side="left")
+    return np.where(np.isnat(first), 0, rows)
+
+
 def _summaries(
     histories: Mapping[str, pd.DataFrame],
     starts: Mapping[str, pd.Timestamp] | None = None,
@@ -198,20 +250,22 @@ def _summaries(
     """Per-ticker summary rows and the indicator panel for ``histories``.
 
     Indicators are computed on the whole histories (warm-up included); the summary, its
-    crosses and the returned panel cover each ticker's lookback from ``starts`` on.
+    crosses and the returned panel cover each ticker's lookback from ``starts`` on (the
+    rows before it are NaN).
     """
     from portfolio_analysis import technicals
 
     panel = technicals.build_panel(histories)
-    indicators = {"close": panel["close"], **technicals.compute_indicators(panel)}
+    close = panel["close"]
+    first_rows = None
     if starts:
-        first = np.array(
-            [np.datetime64(starts.get(t, pd.NaT), "us") for t in panel["close"].columns]
-        )
-        dates = panel["close"].index.to_numpy(dtype="datetime64[us]")
-        keep = ~(dates[:, None] < first[None, :])  # NaT start: keep every row
-        indicators = {name: frame.where(keep) for name, frame in indicators.items()}
-    summary = technicals.summarize({"close": indicators["close"]}, indicators)
+        first_rows = _first_rows(close.index, close.columns, starts)
+        # The close panel is stored tickers x dates (build_panel): blank it the same way.
+        block = np.array(close.to_numpy().T, order="C")
+        technicals.blank_before(block, first_rows)
+        close = pd.DataFrame(block.T, index=close.index, columns=close.columns, copy=False)
+    indicators = {"close": close, **technicals.compute_indicators(panel, first_rows)}
+    summary = technicals.summarize({"close": close}, indicators)
     return summary, indicators
 
 
