@@ -333,8 +333,9 @@ class AnalysisController:
             case WriteReport():
                 assert obs.run is not None and obs.run.result is not None
                 manifest = await asyncio.to_thread(
-                    report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes
-                )
+                    report_configmap, obj, obs.run.result, self.ctx.config.report_max_bytes,
+                    obs.run.document,
+                )  # fmt: skip
                 await self.ctx.api.put_configmap(manifest, self.uid)
             case DeleteResource():
                 self.log.info("ttlSecondsAfterFinished passed: deleting")

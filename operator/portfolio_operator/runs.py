@@ -13,19 +13,32 @@ import concurrent.futures
 import enum
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import KilledWorker
+from portfolio_analysis.config import AnalysisConfig
 from portfolio_analysis.pipeline import AnalysisCancelled, VersionMismatchError
+from portfolio_analysis.vocabulary import ANALYSES
 
 from portfolio_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
 
-RunFn = Callable[..., Mapping[str, Any]]
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What a run hands back: the plain result (status figures, the ConfigMap's readable
+    ``report.json``) and the report document the CLI writes (the served page's source)."""
+
+    result: Mapping[str, Any]
+    document: Mapping[str, Any] | None = None
+
+
+# A run function returns a RunOutput, or only the plain result (then there is no document).
+RunFn = Callable[..., "RunOutput | Mapping[str, Any]"]
 
 # The Failed reason of a run failure that has one of its own (reconcile picks
 # SchedulerUnreachable or AnalysisError for the others).
@@ -52,6 +65,7 @@ class RunView:
     state: RunState
     address: str
     result: Mapping[str, Any] | None = None
+    document: Mapping[str, Any] | None = None
     error: str | None = None
     temporary: bool = False
     reason: str | None = None
@@ -71,6 +85,7 @@ class _Run:
     cancel: threading.Event = field(default_factory=threading.Event)
     state: RunState = RunState.QUEUED
     result: Mapping[str, Any] | None = None
+    document: Mapping[str, Any] | None = None
     error: str | None = None
     temporary: bool = False
     reason: str | None = None
@@ -83,6 +98,7 @@ class _Run:
             state=self.state,
             address=self.address,
             result=self.result,
+            document=self.document,
             error=self.error,
             temporary=self.temporary,
             reason=self.reason,
@@ -96,21 +112,46 @@ def run_pipeline(
     cancel: threading.Event,
     progress: Callable[[str, int, int], None],
     connected: Callable[[], None],
-    **kwargs: Any,
-) -> Mapping[str, Any]:
-    """The default run: the library's plain-Dask pipeline against the given scheduler.
+    tickers: Sequence[str] | None = None,
+    holdings: Mapping[str, float] | None = None,
+    analyses: Collection[str] = ANALYSES,
+    config: AnalysisConfig | None = None,
+) -> RunOutput:
+    """The default run: the library's plain-Dask pipeline against the given scheduler, and
+    the report document built from it exactly as the CLI builds report.json.
 
     It connects first (SchedulerUnreachableError within the connect timeout), says so through
-    `connected`, then runs on that client and closes it.
+    `connected`, then runs on that client and closes it. Like the CLI's run, it asks for the
+    chart tickers' daily series (``report.chart_tickers``) and gives the run's close panel,
+    series and holdings to ``report.build_document``, so the served page has the CLI's charts.
     """
-    from portfolio_analysis.pipeline import run_combined_analysis, setup_dask_client
+    from portfolio_analysis import report
+    from portfolio_analysis.pipeline import (
+        RunOptions,
+        resolve_request,
+        run_analysis,
+        setup_dask_client,
+    )
 
+    chosen, holdings = resolve_request(tickers, holdings)
     client = setup_dask_client(address)
     try:
         connected()
-        return run_combined_analysis(client=client, cancel=cancel, progress=progress, **kwargs)
+        options = RunOptions(
+            analyses=tuple(analyses),
+            config=config,
+            client=client,
+            progress=progress,
+            cancel=cancel,
+            series_tickers=tuple(report.chart_tickers(chosen, holdings)),
+        )
+        run = run_analysis(chosen, holdings, options)
     finally:
         client.close()
+    document = report.build_document(
+        run.result, close=run.close, series=run.series, holdings=run.holdings, config=config
+    )
+    return RunOutput(run.result, document)
 
 
 def classify_error(exc: BaseException) -> tuple[str, bool, str | None]:
@@ -230,7 +271,7 @@ class RunRegistry:
             run.progress = (str(stage), int(done), int(total))
             connected()  # progress implies a scheduler
 
-        def call() -> Mapping[str, Any]:
+        def call() -> RunOutput | Mapping[str, Any]:
             return self.run_fn(
                 address=run.address, cancel=run.cancel, progress=report, connected=connected,
                 **run.kwargs,
@@ -246,7 +287,8 @@ class RunRegistry:
                 run.state = RunState.FAILED
                 logger.debug("analysis run %s failed: %s", uid, run.error)  # the controller logs it
         else:
-            run.result = result
+            output = result if isinstance(result, RunOutput) else RunOutput(result)
+            run.result, run.document = output.result, output.document
             run.state = RunState.CANCELLED if run.cancel.is_set() else RunState.SUCCEEDED
 
     async def shutdown(self, timeout: float = 10.0) -> None:

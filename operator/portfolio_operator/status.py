@@ -7,6 +7,8 @@ status schema (schema.py); the API server would silently prune anything else.
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -27,9 +29,14 @@ from portfolio_operator.owners import MAX_OBJECT_NAME, child_metadata, fitted_na
 
 # Per-security rows kept in status (the full list is in the report ConfigMap).
 MAX_STATUS_ROWS = 20
-# A ConfigMap (data plus metadata) must stay under 1 MiB; leave room for metadata.
+# The readable report.json key is kept under this (as before the compressed document).
 DEFAULT_REPORT_MAX_BYTES = 900_000
+# The API server refuses a ConfigMap whose data and binaryData values add up to more than
+# 1 MiB (1,048,576 bytes); both keys together stay under this, a little below it.
+REPORT_CONFIGMAP_MAX_BYTES = 1_000_000
 REPORT_KEY = "report.json"
+# binaryData key: the whole report document (what the CLI writes as report.json), gzipped.
+DOCUMENT_KEY = "report.json.gz"
 
 
 def utcnow() -> datetime:
@@ -279,31 +286,59 @@ def _dumps(doc: Any) -> str:
 ROW_LISTS = ("combined_analysis", "failed")
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode())
+
+
+def gzipped(text: str) -> bytes:
+    """``text`` gzipped (mtime 0, so the same report gives the same bytes)."""
+    return gzip.compress(text.encode(), compresslevel=6, mtime=0)
+
+
+def _trim_note(max_bytes: int, omitted: Mapping[str, Mapping[str, int]]) -> str:
+    kept = ", ".join(f"{k} keeps {v['kept']} of {v['total']} rows" for k, v in omitted.items())
+    return (
+        f"This stored report was trimmed to fit the Kubernetes ConfigMap size limit "
+        f"({max_bytes} bytes): {kept or 'rows were left out'}."
+    )
+
+
 def bounded_report(
-    result: Mapping[str, Any], max_bytes: int = DEFAULT_REPORT_MAX_BYTES
+    result: Mapping[str, Any],
+    max_bytes: int = DEFAULT_REPORT_MAX_BYTES,
+    *,
+    measure: Callable[[str], int] = _utf8_size,
 ) -> tuple[str, bool]:
-    """The report as JSON of at most max_bytes, and whether it had to be truncated.
+    """The report as JSON whose ``measure`` (bytes of UTF-8, or of its gzip) is at most
+    max_bytes, and whether it had to be truncated.
 
     Only the per-security lists grow with the portfolio, so truncation keeps their first rows
     (as many as fit, found by bisection) and adds a top-level ``truncated`` marker saying how
-    many were kept of how many; the document stays valid JSON.
+    many were kept of how many, and the same sentence first in ``report.warnings`` (so the
+    HTML page says it too); the document stays valid JSON.
     """
     doc = jsonable(result)
     text = _dumps(doc)
-    if not isinstance(doc, dict) or len(text.encode()) <= max_bytes:
+    if not isinstance(doc, dict) or measure(text) <= max_bytes:
         return text, False
     lists = {k: doc[k] for k in ROW_LISTS if isinstance(doc.get(k), list)}
 
     def attempt(keep: int) -> str:
+        omitted = {k: {"total": len(v), "kept": min(keep, len(v))} for k, v in lists.items()}
+        note = _trim_note(max_bytes, omitted)
+        trimmed = {**doc, **{k: v[:keep] for k, v in lists.items()}}
         marker = {
             "maxBytes": max_bytes,
             "note": "the report exceeded the ConfigMap size limit; rows were left out",
-            "omitted": {k: {"total": len(v), "kept": min(keep, len(v))} for k, v in lists.items()},
+            "omitted": omitted,
         }
-        return _dumps({**doc, **{k: v[:keep] for k, v in lists.items()}, "truncated": marker})
+        report = doc.get("report")
+        if isinstance(report, dict):
+            trimmed["report"] = {**report, "warnings": [note, *(report.get("warnings") or [])]}
+        return _dumps({**trimmed, "truncated": marker})
 
     low, high = 0, max((len(v) for v in lists.values()), default=0)
-    if len(attempt(0).encode()) > max_bytes:
+    if measure(attempt(0)) > max_bytes:
         minimal = {
             "status": doc.get("status"),
             "truncated": {"maxBytes": max_bytes, "note": "the report was too large to keep"},
@@ -311,11 +346,26 @@ def bounded_report(
         return _dumps(minimal), True
     while low < high:  # largest row count that fits
         middle = (low + high + 1) // 2
-        if len(attempt(middle).encode()) <= max_bytes:
+        if measure(attempt(middle)) <= max_bytes:
             low = middle
         else:
             high = middle - 1
     return attempt(low), True
+
+
+def compressed_document(document: Mapping[str, Any], max_bytes: int) -> tuple[bytes | None, bool]:
+    """The report document gzipped in at most max_bytes, and whether it was trimmed.
+
+    Whole when it fits; else its per-security lists trimmed as :func:`bounded_report` does
+    (its page then says so); None when not even that fits (the page is then drawn from the
+    readable ``report.json`` key alone).
+    """
+    if max_bytes <= 0:
+        return None, True
+    text, trimmed = bounded_report(document, max_bytes, measure=lambda t: len(gzipped(t)))
+    if trimmed and "omitted" not in json.loads(text)["truncated"]:  # not even the summary fits
+        return None, True
+    return gzipped(text), trimmed
 
 
 def report_configmap_name(resource_name: str) -> str:
@@ -324,19 +374,39 @@ def report_configmap_name(resource_name: str) -> str:
 
 
 def report_configmap(
-    owner: Mapping[str, Any], result: Mapping[str, Any], max_bytes: int = DEFAULT_REPORT_MAX_BYTES
+    owner: Mapping[str, Any],
+    result: Mapping[str, Any],
+    max_bytes: int = DEFAULT_REPORT_MAX_BYTES,
+    document: Mapping[str, Any] | None = None,
+    total_max_bytes: int = REPORT_CONFIGMAP_MAX_BYTES,
 ) -> dict[str, Any]:
-    """The ConfigMap holding the full JSON report, owned by the PortfolioAnalysis."""
+    """The report ConfigMap, owned by the PortfolioAnalysis.
+
+    ``data["report.json"]``: the run's result as readable JSON, bounded by max_bytes (what
+    ``kubectl get cm -o jsonpath`` users read). ``binaryData["report.json.gz"]``: the report
+    document (the CLI's report.json, daily series included) gzipped, in what is left of
+    total_max_bytes, trimmed when it must be; the annotation says whether either was trimmed.
+    """
     meta = owner["metadata"]
     text, truncated = bounded_report(result, max_bytes)
+    binary: dict[str, str] = {}
+    if document is not None:
+        room = total_max_bytes - len(text.encode())
+        data, trimmed = compressed_document(document, room)
+        truncated = truncated or trimmed
+        if data is not None:
+            binary[DOCUMENT_KEY] = base64.b64encode(data).decode("ascii")
     metadata = child_metadata(owner, report_configmap_name(meta["name"]))
     metadata["annotations"] = {
         TRUNCATED_ANNOTATION: "true" if truncated else "false",
         GENERATION_ANNOTATION: str(meta.get("generation", "")),
     }
-    return {
+    manifest: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": metadata,
         "data": {REPORT_KEY: text},
     }
+    if binary:
+        manifest["binaryData"] = binary
+    return manifest

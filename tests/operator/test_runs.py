@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
+import pytest
 from portfolio_operator.metrics import OperatorMetrics
-from portfolio_operator.runs import RunRegistry, RunState, classify_error
+from portfolio_operator.runs import RunOutput, RunRegistry, RunState, classify_error, run_pipeline
+from portfolio_operator.spec import parse_spec
 
 
 def blocking_run(started: threading.Event, release: threading.Event):
@@ -149,3 +152,57 @@ def test_a_failed_run_carries_its_reason_to_the_view() -> None:
         await runs.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_a_runs_document_reaches_the_view_beside_its_result() -> None:
+    async def scenario() -> None:
+        def run(**kwargs: Any) -> RunOutput:
+            return RunOutput({"status": "success"}, {"schema_version": "1.0"})
+
+        runs = RunRegistry(1, OperatorMetrics(), run_fn=run)
+        runs.start("u1", 1, "tcp://x:1", {}, lambda: None)
+        await wait_for(lambda: runs.view("u1").state == RunState.SUCCEEDED)
+        view = runs.view("u1")
+        assert view.result == {"status": "success"}
+        assert view.document == {"schema_version": "1.0"}
+        await runs.shutdown()
+
+    asyncio.run(scenario())
+
+
+# Fields of the document that differ between any two runs (clock, durations).
+_PER_RUN = {"timestamp", "execution_time_seconds", "timings", "stage_durations"}
+
+
+@pytest.mark.dask
+def test_the_default_run_builds_the_document_the_cli_writes(dask_cluster, tmp_path) -> None:
+    """The operator's run on a scheduler gives the CLI's report.json for the same request:
+    the daily series behind every chart, the analytics, the settings (not only the result)."""
+    from portfolio_analysis import cli
+
+    request = parse_spec({"holdings": [{"ticker": "AAPL", "shares": 10},
+                                       {"ticker": "IBM", "shares": 5}]})  # fmt: skip
+    output = run_pipeline(address=dask_cluster.scheduler_address, cancel=threading.Event(),
+                          progress=lambda *a: None, connected=lambda: None,
+                          **request.run_kwargs())  # fmt: skip
+    assert isinstance(output, RunOutput) and output.document is not None
+    holdings = tmp_path / "holdings.yaml"
+    holdings.write_text("AAPL: 10\nIBM: 5\n")
+    cli.main(["run", "--holdings", str(holdings), "--scheduler", dask_cluster.scheduler_address,
+              "--output", str(tmp_path / "cli"), "--no-progress"])  # fmt: skip
+    written = json.loads((tmp_path / "cli" / "report.json").read_text())
+
+    def same(doc: Any) -> Any:
+        # Floats to 10 significant digits: sums of the same figures in another order differ
+        # in the last bits (recency-weighted sentiment).
+        doc = json.loads(json.dumps(doc), parse_float=lambda text: float(f"{float(text):.10g}"))
+        doc["report"] = {k: v for k, v in doc["report"].items() if k not in _PER_RUN}
+        doc["report"]["settings"].pop("workers", None)
+        return doc
+
+    ours = same(output.document)
+    assert ours["report"]["series"]["tickers"].keys() == {"AAPL", "IBM"}
+    assert ours["report"]["series"]["portfolio"]["dates"]
+    assert ours == same(written)
+    # The plain result is the pipeline's (what status figures and report.json's key come from).
+    assert "series" not in output.result["report"]

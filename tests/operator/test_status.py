@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 from portfolio_analysis.aggregate import comprehensive_report
+from portfolio_analysis.report import render_html
 from portfolio_operator.constants import TRUNCATED_ANNOTATION
 from portfolio_operator.status import (
+    DEFAULT_REPORT_MAX_BYTES,
+    DOCUMENT_KEY,
+    REPORT_CONFIGMAP_MAX_BYTES,
     REPORT_KEY,
     bounded_report,
     get_condition,
@@ -145,3 +151,73 @@ def test_a_partial_run_with_no_failed_ticker_says_what_is_missing_in_its_conditi
     assert (phase, reason) == ("Succeeded", "CompletedPartially")
     assert "NOPE" in message and "0 failed" not in message
     assert outcome({**result, "status": "success"})[1] == "Completed"
+
+
+def _document(rows: int, series_days: int = 250) -> dict:
+    """A report document shaped as report.build_document makes it: the result plus daily
+    series (the charts' data), here of made-up but incompressible-enough numbers."""
+    rng = np.random.default_rng(7)
+    dates = [str(d.date()) for d in pd.bdate_range("2024-01-01", periods=series_days)]
+    values = [round(float(v), 6) for v in 100 * np.cumprod(1 + rng.normal(0, 0.01, len(dates)))]
+    result = big_result(rows)
+    for row in result["combined_analysis"]:  # figures that compress like real ones
+        row["note"] = rng.bytes(60).hex()
+    report = {**result["report"], "warnings": ["the run's own warning"]}
+    report["series"] = {
+        "portfolio": {"dates": dates, "value": values, "drawdown": values},
+        "tickers": {"T0": {"dates": dates, "close": values}},
+    }
+    return {"schema_version": "1.0", **result, "report": report}
+
+
+def _stored(cm: dict) -> dict:
+    packed = cm["binaryData"][DOCUMENT_KEY]
+    return json.loads(gzip.decompress(base64.b64decode(packed)))
+
+
+def _stored_bytes(cm: dict) -> int:
+    """What the API server counts against its 1 MiB: data and binaryData values (decoded)."""
+    data = sum(len(v.encode()) for v in cm.get("data", {}).values())
+    return data + sum(len(base64.b64decode(v)) for v in cm.get("binaryData", {}).values())
+
+
+def test_the_whole_document_is_stored_gzipped_beside_the_readable_result() -> None:
+    owner = make_pfa(name="small", uid="u-2")
+    result, document = big_result(40), _document(40)
+    cm = report_configmap(owner, result, max_bytes=50_000, document=document)
+    # The readable key is the run's result, as before; the document is whole, series included.
+    assert json.loads(cm["data"][REPORT_KEY]) == result
+    assert _stored(cm) == document
+    assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "false"
+
+
+def test_a_document_too_big_for_the_room_left_is_trimmed_and_its_page_and_annotation_say_so():
+    owner = make_pfa(name="big", uid="u-3")
+    result, document = big_result(2000), _document(2000)
+    cm = report_configmap(owner, result, max_bytes=50_000, document=document,
+                          total_max_bytes=60_000)  # fmt: skip
+    assert _stored_bytes(cm) <= 60_000
+    assert len(cm["data"][REPORT_KEY].encode()) <= 50_000
+    stored = _stored(cm)
+    kept = len(stored["combined_analysis"])
+    assert 0 < kept < 2000
+    assert stored["truncated"]["omitted"]["combined_analysis"] == {"total": 2000, "kept": kept}
+    assert stored["report"]["series"] == document["report"]["series"]  # the charts stay
+    note = stored["report"]["warnings"][0]
+    assert f"combined_analysis keeps {kept} of 2000 rows" in note
+    assert stored["report"]["warnings"][1:] == ["the run's own warning"]
+    page = render_html(stored)
+    assert "trimmed to fit the Kubernetes ConfigMap size limit" in page
+    assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "true"
+
+
+def test_without_room_for_even_the_trimmed_document_only_the_readable_key_is_kept() -> None:
+    owner = make_pfa(name="full", uid="u-4")
+    cm = report_configmap(owner, big_result(1000), max_bytes=50_000,
+                          document=_document(1000), total_max_bytes=50_100)  # fmt: skip
+    assert "binaryData" not in cm and json.loads(cm["data"][REPORT_KEY])["truncated"]
+    assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "true"
+
+
+def test_the_budget_for_both_keys_is_under_the_api_servers_configmap_limit() -> None:
+    assert DEFAULT_REPORT_MAX_BYTES < REPORT_CONFIGMAP_MAX_BYTES < 1024 * 1024
