@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from portfolio_analysis.cache import PriceCache
 from portfolio_analysis.sources import fetch_histories
+from portfolio_analysis.validation import validate_ohlcv
 
 from tests.analysis.test_sources import (
     END,
@@ -46,11 +47,9 @@ def test_repeated_stooq_run_is_served_from_disk(tmp_path, stooq):
     assert {t: h.source for t, h in again.items()} == {"AAPL": "stooq", "MSFT": "stooq"}
     for ticker in first:
         pd.testing.assert_frame_equal(again[ticker].frame, first[ticker].frame)
-    files = sorted(p.relative_to(tmp_path) for p in (tmp_path / "cache").rglob("*.parquet"))
-    assert [str(p) for p in files] == [
-        "cache/prices/stooq/AAPL_2024-01-02_2024-04-30.parquet",
-        "cache/prices/stooq/MSFT_2024-01-02_2024-04-30.parquet",
-    ]
+    # One file for the batch, not one per ticker, in a folder per source and range.
+    (path,) = (tmp_path / "cache").rglob("*.arrow")
+    assert str(path.parent.relative_to(tmp_path)) == "cache/prices/stooq/2024-01-02_2024-04-30"
 
 
 @pytest.mark.network_sim
@@ -115,8 +114,8 @@ def test_a_range_ending_today_is_refetched_after_the_ttl(tmp_path):
         fetch_histories(["AAPL"], cfg)
         fetch_histories(["AAPL"], cfg)
         assert server.count() == 1  # fresh
-        (path,) = (tmp_path / "cache" / "prices" / "stooq").glob("AAPL_*.parquet")
-        assert path.name.endswith(f"_{today.isoformat()}.parquet")
+        (path,) = (tmp_path / "cache" / "prices" / "stooq").rglob("*.arrow")
+        assert path.parent.name.endswith(f"_{today.isoformat()}")
         old = time.time() - 7200
         os.utime(path, (old, old))
         fetch_histories(["AAPL"], cfg)
@@ -127,7 +126,7 @@ def test_a_past_range_never_expires(tmp_path):
     cache = PriceCache(tmp_path, ttl_seconds=0)
     frame = ohlcv()
     cache.put("stooq", "AAPL", START, END, frame)
-    path = cache.path("stooq", "AAPL", START, END)
+    (path,) = cache.files("stooq", START, END)
     os.utime(path, (0, 0))
     pd.testing.assert_frame_equal(cache.get("stooq", "AAPL", START, END), frame, check_freq=False)
 
@@ -136,8 +135,8 @@ def test_a_past_range_never_expires(tmp_path):
 def test_a_damaged_file_is_a_miss_and_gets_replaced(tmp_path, stooq):
     cfg = stooq_config(tmp_path, stooq, use_cache=True)
     fetch_histories(["AAPL"], cfg)
-    (path,) = (tmp_path / "cache" / "prices" / "stooq").glob("AAPL_*.parquet")
-    path.write_bytes(b"PAR1 truncated")
+    (path,) = (tmp_path / "cache" / "prices" / "stooq").rglob("*.arrow")
+    path.write_bytes(b"ARROW1 truncated")
 
     histories, failures = fetch_histories(["AAPL"], cfg)
     assert failures == {} and histories["AAPL"].source == "stooq"
@@ -171,7 +170,46 @@ def test_concurrent_writers_never_expose_a_partial_file(tmp_path):
         thread.join()
     lengths = {n for n in seen if n is not None}
     assert lengths == {2000}
-    assert not [p for p in (tmp_path / "prices" / "stooq").iterdir() if p.suffix == ".tmp"]
+    assert not list((tmp_path / "prices" / "stooq").rglob("*.tmp"))
+
+
+def _frames(*tickers: str, days: int = 300) -> dict[str, pd.DataFrame]:
+    return {
+        t: validate_ohlcv(t, ohlcv(i + 1, days=days, start="2020-01-01"))
+        for i, t in enumerate(tickers)
+    }
+
+
+def test_a_batch_is_one_file_and_a_reader_reads_the_tickers_it_asks_for(tmp_path):
+    cache = PriceCache(tmp_path, ttl_seconds=60)
+    frames = _frames("AAPL", "MSFT", "IBM")
+    cache.put_many("yfinance", frames, START, END)
+    assert len(cache.files("yfinance", START, END)) == 1
+
+    got = cache.get_many("yfinance", ["IBM", "AAPL", "ZZZZ"], START, END)
+
+    assert sorted(got) == ["AAPL", "IBM"]  # ZZZZ is a miss, MSFT was not asked for
+    for ticker, frame in got.items():
+        pd.testing.assert_frame_equal(frame, frames[ticker], check_freq=False)
+    assert cache.get_many("yfinance", ["AAPL"], START, END + timedelta(days=1)) == {}
+
+
+def test_a_ticker_in_two_batch_files_is_served_from_the_newest(tmp_path):
+    """Runs batch tickers differently (worker counts); a ticker re-downloaded into a newer
+    file must win over its older copy."""
+    cache = PriceCache(tmp_path, ttl_seconds=60)
+    old = _frames("AAPL", "MSFT")
+    new = _frames("MSFT", "AAPL", days=320)  # other prices and length under the same names
+    cache.put_many("stooq", old, START, END)
+    (first,) = cache.files("stooq", START, END)
+    os.utime(first, (time.time() - 100, time.time() - 100))
+    cache.put_many("stooq", {"AAPL": new["AAPL"]}, START, END)
+
+    got = cache.get_many("stooq", ["AAPL", "MSFT"], START, END)
+
+    assert len(got["AAPL"]) == 320
+    pd.testing.assert_frame_equal(got["AAPL"], new["AAPL"], check_freq=False)
+    pd.testing.assert_frame_equal(got["MSFT"], old["MSFT"], check_freq=False)
 
 
 @pytest.mark.network_sim

@@ -222,15 +222,14 @@ def fetch_histories(
         )
         answers: dict[str, pd.DataFrame | Exception] = {}
         if cached:
-            for ticker in pending:
-                hit = cache.get(source.name, ticker, start, end)
-                if hit is not None:
-                    answers[ticker] = hit
+            answers.update(cache.get_many(source.name, pending, start, end))
         to_fetch = [t for t in pending if t not in answers]
         if to_fetch:
             fetched = fetch_with_retry(source, to_fetch, start, end, config)
             answers.update(fetched)
         still_pending = []
+        fetched_now = set(to_fetch)
+        to_store: dict[str, pd.DataFrame] = {}  # cached as one file per batch, below
         # Answers stay referenced in ``answers`` meanwhile, so no index id is reused.
         dates: dict[int, pd.DatetimeIndex | None] = {}
         for ticker in pending:
@@ -250,11 +249,8 @@ def fetch_histories(
                 reasons[ticker].append(f"{source.name}: {_reason(error, config)}")
                 still_pending.append(ticker)
                 continue
-            if cached and ticker in to_fetch:
-                try:
-                    cache.put(source.name, ticker, start, end, frame)
-                except OSError as error:
-                    log.warning("could not cache %s from %s: %s", ticker, source.name, error)
+            if cached and ticker in fetched_now:
+                to_store[ticker] = frame
             if reasons[ticker]:
                 log.warning(
                     "%s served by %s after: %s", ticker, source.name, "; ".join(reasons[ticker])
@@ -271,6 +267,12 @@ def fetch_histories(
                 dropped_reason=PARTIAL_ROW_REASON if dropped else "",
                 adjustments=tuple(adjustments(ticker, frame)) if adjustments else (),
             )
+        if to_store:
+            try:
+                cache.put_many(source.name, to_store, start, end)
+            except OSError as error:
+                names = ", ".join(list(to_store)[:3]) + (", ..." if len(to_store) > 3 else "")
+                log.warning("could not cache %s from %s: %s", names, source.name, error)
         pending = still_pending
     for ticker in pending:
         failures[ticker] = "; ".join(reasons[ticker]) or "no price source configured"
