@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import gzip
+import subprocess
+import sys
 from datetime import date
 
 import numpy as np
 import pandas as pd
 import pytest
 from portfolio_analysis import corporate_actions, embedded, technicals
-from portfolio_analysis.vocabulary import OHLCV_COLUMNS
+from portfolio_analysis.config import AnalysisConfig
+from portfolio_analysis.sources.builtin import EmbeddedSource
+from portfolio_analysis.vocabulary import EMBEDDED_DATASETS, OHLCV_COLUMNS, UNIVERSE_DATASET_ORDER
 
 
 def _raw_bokeh(ticker: str) -> pd.DataFrame:
@@ -89,6 +93,122 @@ def test_universe_tickers():
 def test_loaders_parse_once_per_process():
     assert embedded.sp500_histories() is embedded.sp500_histories()
     assert embedded.sample_histories() is embedded.sample_histories()
+    assert embedded.sp500_histories()["XOM"] is embedded.sp500_histories()["XOM"]
+
+
+# --- the encoded files (data/<name>.npz) against the source packages ------------------------
+
+REBUILD = "stale encoded data set: run python -m portfolio_analysis.embedded"
+
+
+@pytest.mark.parametrize("name", EMBEDDED_DATASETS)
+def test_encoded_files_hold_exactly_what_the_packages_publish(name):
+    """Every row, date and value of the package's file, bit for bit (no rounding)."""
+    long = embedded.published(name).sort_values(["ticker", "date"], kind="stable")
+    dataset = embedded.encoded(name)
+    dates, columns = dataset.rows()
+    assert list(dataset.bounds) == sorted(long["ticker"].unique()), REBUILD
+    assert len(dates) == len(long), REBUILD
+    np.testing.assert_array_equal(dates.to_numpy(), long["date"].to_numpy(), err_msg=REBUILD)
+    assert set(columns) == set(embedded.PUBLISHED_COLUMNS[name])
+    for column, values in columns.items():
+        np.testing.assert_array_equal(
+            values, long[column].to_numpy(dtype=np.float64), err_msg=f"{column}: {REBUILD}"
+        )
+    tickers = long["ticker"].to_numpy()
+    for ticker, (start, stop) in dataset.bounds.items():
+        assert (tickers[start:stop] == ticker).all(), REBUILD
+
+
+def _frames_from_package(name):
+    """The data set's frames built straight from the package's CSV, without the encoded file."""
+    long = embedded.published(name).sort_values(["ticker", "date"], kind="stable")
+    if name == "sample":
+        factor = long["adj_close"] / long["close"]
+        for column in ("open", "high", "low", "close"):
+            long[column] = long[column] * factor
+    return {
+        ticker: pd.DataFrame(
+            rows[list(OHLCV_COLUMNS)].to_numpy(dtype=np.float64),
+            index=pd.DatetimeIndex(rows["date"].to_numpy(), name="date"),
+            columns=list(OHLCV_COLUMNS),
+        )
+        for ticker, rows in long.groupby("ticker", sort=True)
+    }
+
+
+def test_loaded_sets_are_the_packages_after_the_corrections_bit_for_bit():
+    sample = _frames_from_package("sample")
+    assert list(embedded.sample_histories()) == list(sample)
+    for ticker, frame in sample.items():
+        pd.testing.assert_frame_equal(embedded.sample_histories()[ticker], frame, check_exact=True)
+    # The S&P corrections are applied to the few tickers they name; the same frames as
+    # applying them to the whole published set.
+    expected, applied = corporate_actions.adjust(
+        corporate_actions.merge_symbol_changes(_frames_from_package("sp500"))
+    )
+    assert list(embedded.sp500_histories()) == list(expected)
+    for ticker, frame in expected.items():
+        pd.testing.assert_frame_equal(embedded.sp500_histories()[ticker], frame, check_exact=True)
+    assert embedded.sp500_adjustments() == applied
+
+
+@pytest.mark.parametrize("name", EMBEDDED_DATASETS)
+def test_the_ticker_index_finds_every_ticker_of_every_set(name):
+    """The embedded source serves each ticker from the first set (in the configured order)
+    that holds it, reading only the index to decide."""
+    frames = _frames_from_package(name)
+    if name == "sp500":
+        frames = corporate_actions.merge_symbol_changes(frames)
+    histories = embedded.dataset_histories(name)
+    assert set(histories) == set(frames) and len(histories) == len(frames)
+    assert all(ticker in histories for ticker in frames)
+    assert "MSFTT" not in histories and "ETFCD" not in embedded.sp500_histories()
+    with pytest.raises(KeyError):
+        histories["MSFTT"]
+    order = UNIVERSE_DATASET_ORDER[name]
+    source = EmbeddedSource(AnalysisConfig(embedded_datasets=order))
+    fetched = source.fetch(sorted(frames), None, None)
+    assert not [t for t, f in fetched.items() if isinstance(f, Exception)]
+    assert set(source.served.values()) == {name}
+
+
+def test_a_sample_run_never_decodes_the_sp500_prices():
+    """The sample portfolio is found in the sample set's index: the S&P rows (most of a
+    fresh worker's time before) are not read. A fresh process, so no other test loaded them."""
+    code = (
+        "from portfolio_analysis import embedded\n"
+        "from portfolio_analysis.config import AnalysisConfig\n"
+        "from portfolio_analysis.sources.builtin import EmbeddedSource\n"
+        "got = EmbeddedSource(AnalysisConfig()).fetch(list(embedded.SAMPLE_TICKERS), None, None)\n"
+        "assert not [t for t, f in got.items() if isinstance(f, Exception)], got\n"
+        "print(embedded.encoded('sp500')._rows is None, embedded.encoded('sample')._rows is None)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["True", "False"]
+
+
+def test_encode_keeps_values_that_need_more_decimals_as_floats(tmp_path):
+    long = pd.DataFrame(
+        {
+            "ticker": ["B", "A", "A"],
+            "date": pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-02"]),
+            "close": [1.5, 2.0 / 3.0, 25.1475],
+            "volume": [1e12, 3.0, 4.0],
+        }
+    )
+    embedded.encode(long, ["close", "volume"], tmp_path / "x.npz")
+    archive = np.load(tmp_path / "x.npz")
+    assert archive["column_close"].dtype == np.float64  # 2/3 has no short decimal form
+    assert archive["column_volume"].dtype == np.float64  # beyond int32
+    assert archive["tickers"].tolist() == ["A", "B"]
+    assert archive["bounds"].tolist() == [0, 2, 3]
+    with pytest.raises(ValueError, match="midnights"):
+        embedded.encode(
+            long.assign(date=long["date"] + pd.Timedelta(hours=1)), ["close"], tmp_path / "y.npz"
+        )
 
 
 def test_synthetic_histories_are_deterministic_and_independent_of_other_tickers():
@@ -224,5 +344,5 @@ def test_the_adjustment_costs_little_at_load():
     raw = embedded.sp500_raw_histories()
     started = time.perf_counter()
     corporate_actions.adjust(corporate_actions.merge_symbol_changes(raw))
-    # Measured: 3-7 ms, against 120-250 ms to parse the CSV (which happens once a process).
+    # Measured: 3-7 ms, against 120-250 ms to parse the package's CSV.
     assert time.perf_counter() - started < 0.1
