@@ -142,6 +142,7 @@ def _read(path: Path, wanted: set[str]) -> dict[str, pd.DataFrame]:
         reader = pa.ipc.open_file(source)
         tickers = json.loads(reader.schema.metadata[_TICKERS_KEY])
         last_dates, index = None, None
+        columns = pd.Index(OHLCV_COLUMNS)  # one object shared by the frames
         for position, ticker in enumerate(tickers):
             if ticker not in wanted:
                 continue
@@ -151,10 +152,12 @@ def _read(path: Path, wanted: set[str]) -> dict[str, pd.DataFrame]:
             # (validation then checks it once).
             if last_dates is None or not np.array_equal(dates, last_dates):
                 last_dates = dates.copy()  # the mapped file closes below
-                index = pd.DatetimeIndex(last_dates, name="date")
+                # normalize(): the index validate_ohlcv makes (its inferred freq), so the
+                # frame passes validation as it is.
+                index = pd.DatetimeIndex(last_dates, name="date").normalize()
             # One copy out of the mapped file into a rows x fields block.
-            values = np.column_stack([batch.column(i).to_numpy() for i in range(1, 6)])
-            found[ticker] = pd.DataFrame(
-                values, index=index, columns=list(OHLCV_COLUMNS), copy=False
-            )
+            values = np.empty((batch.num_rows, len(OHLCV_COLUMNS)))
+            for i in range(len(OHLCV_COLUMNS)):
+                values[:, i] = batch.column(i + 1).to_numpy()
+            found[ticker] = pd.DataFrame(values, index=index, columns=columns, copy=False)
     return found

@@ -140,8 +140,11 @@ def _canonical_dates(index: pd.Index) -> pd.DatetimeIndex | None:
         return None
     if (index.as_unit("us").asi8 % _DAY_US).any():
         return None  # a time of day: validate_ohlcv normalises it
-    # validate_ohlcv's own last step, so both give the same index (its inferred freq too).
-    return index.normalize().as_unit("us").rename("date")
+    # validate_ohlcv's own last step, so both give the same index (its inferred freq too);
+    # the index itself when that changes nothing (no new frame needed).
+    result = index.normalize().as_unit("us").rename("date")
+    same = index.dtype == result.dtype and index.name == "date" and index.freq == result.freq
+    return index if same else result
 
 
 def _already_valid(
@@ -179,7 +182,7 @@ def _already_valid(
     index = dates[key] if dates is not None else index
     if index is None:
         return None
-    return frame.set_axis(index, axis=0)
+    return frame if index is frame.index else frame.set_axis(index, axis=0)
 
 
 def _validated(
