@@ -6,11 +6,17 @@ manifests/rbac.yaml; analyses run on a Dask LocalCluster of this test (an extern
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client as k8s
+from portfolio_operator.constants import TRUNCATED_ANNOTATION
+from portfolio_operator.status import DOCUMENT_KEY, REPORT_CONFIGMAP_MAX_BYTES, REPORT_KEY
 
 from tests.operator.harness import MANIFESTS, Kube, phase_is
 from tests.support.control_plane import ControlPlane
@@ -25,6 +31,30 @@ FIGURES = {  # status.portfolio field -> the report's key
 }
 
 
+# The API server's limit on a ConfigMap's data and binaryData values together.
+CONFIGMAP_LIMIT = 1024 * 1024
+_CHART = re.compile(r"data-chart='([^']*)'")
+
+
+def charts(page: str) -> list[str]:
+    """The page's chart containers, in order (each drawn in the browser from the document)."""
+    return _CHART.findall(page)
+
+
+def cli_page(args: list[str], scheduler: str, output: Path) -> str:
+    """The CLI's report.html for the same request on the same scheduler."""
+    from portfolio_analysis import cli
+
+    cli.main(["run", *args, "--scheduler", scheduler, "--output", str(output), "--no-progress"])
+    return (output / "report.html").read_text()
+
+
+def stored_size(cm: Any) -> int:
+    """What the API server counts against its limit: data and binaryData values (decoded)."""
+    data = sum(len(v.encode()) for v in (cm.data or {}).values())
+    return data + sum(len(base64.b64decode(v)) for v in (cm.binary_data or {}).values())
+
+
 def _configmap(kube: Kube, name: str, data: dict[str, str], **meta: Any) -> None:
     body = k8s.V1ConfigMap(metadata=k8s.V1ObjectMeta(name=name, **meta), data=data)
     kube.core.create_namespaced_config_map(kube.namespace, body)
@@ -33,7 +63,7 @@ def _configmap(kube: Kube, name: str, data: dict[str, str], **meta: Any) -> None
 def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
     kube: Kube, dask_cluster, start_operator, tmp_path
 ) -> None:
-    from portfolio_analysis import cli, embedded
+    from portfolio_analysis import embedded
 
     operator = start_operator()
     scheduler = {"schedulerAddress": dask_cluster.scheduler_address}
@@ -47,8 +77,7 @@ def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
     # The CLI itself: `portfolio-analysis run --universe sp500 --scheduler ... --output DIR`
     # (its exit code may say "partial": some S&P tickers have too little data).
     output = tmp_path / "cli"
-    cli.main(["run", "--universe", "sp500", "--scheduler", dask_cluster.scheduler_address,
-              "--output", str(output), "--no-progress"])  # fmt: skip
+    cli_html = cli_page(["--universe", "sp500"], dask_cluster.scheduler_address, output)
     written = json.loads((output / "report.json").read_text())
     expected = written["report"]["portfolio"]
 
@@ -68,6 +97,26 @@ def test_universe_sp500_and_the_sp500_ticker_list_give_the_clis_figures(
             assert shown["tickersAsked"] == coverage["tickers_asked"]
             assert (shown["start"], shown["end"]) == (coverage["start"], coverage["end"])
             assert shown["excluded"] == len(coverage.get("excluded") or {})
+
+    # The report ConfigMap: under the API server's limit (it was accepted), the readable
+    # result under its key, the document (1.4 MB as the CLI writes it) gzipped beside it,
+    # and the served page has every chart of the CLI's page.
+    stored = kube.configmap("universe-report")
+    size = stored_size(stored)
+    assert size <= REPORT_CONFIGMAP_MAX_BYTES < CONFIGMAP_LIMIT
+    assert json.loads(stored.data[REPORT_KEY])["combined_analysis"]
+    document = json.loads(gzip.decompress(base64.b64decode(stored.binary_data[DOCUMENT_KEY])))
+    assert document["report"]["series"]["tickers"]
+    code, page = operator.get(kube.status("universe")["reportURL"])
+    assert code == 200, page
+    assert charts(page) == charts(cli_html) and len(charts(cli_html)) > 4
+    trimmed = stored.metadata.annotations[TRUNCATED_ANNOTATION] == "true"
+    assert trimmed == ("trimmed to fit the Kubernetes ConfigMap size limit" in page)
+    print(
+        f"sp500 report ConfigMap: report.json {len(stored.data[REPORT_KEY].encode())} B, "
+        f"{DOCUMENT_KEY} {size - len(stored.data[REPORT_KEY].encode())} B, total {size} B, "
+        f"trimmed: {trimmed}; CLI report.json {(output / 'report.json').stat().st_size} B"
+    )
     print(
         "CLI --universe sp500:",
         {k: round(expected[k], 4) for k in FIGURES.values()},
@@ -132,7 +181,7 @@ def test_tickers_and_holdings_from_configmaps_including_one_created_after_the_an
 
 
 def test_the_report_is_served_as_html_only_from_the_operators_own_configmap(
-    kube: Kube, dask_cluster, start_operator
+    kube: Kube, dask_cluster, start_operator, tmp_path
 ) -> None:
     operator = start_operator()
     scheduler = {"schedulerAddress": dask_cluster.scheduler_address}
@@ -145,6 +194,12 @@ def test_the_report_is_served_as_html_only_from_the_operators_own_configmap(
     assert page.startswith("<!DOCTYPE html>") and "Portfolio analysis" in page
     stored = json.loads(kube.configmap("served-report").data["report.json"])
     assert all(row["ticker"] in page for row in stored["combined_analysis"])
+    # The CLI's page for the same request has the same charts: equity, drawdown, rolling
+    # figures, and each ticker's price, RSI and MACD (drawn from the document's daily series).
+    expected = charts(cli_page(["--tickers", "AAPL,IBM"], dask_cluster.scheduler_address,
+                               tmp_path / "cli"))  # fmt: skip
+    assert "equity" in expected and "price:AAPL" in expected
+    assert charts(page) == expected
 
     # A ConfigMap of the report's name that the operator did not write is never shown: here the
     # PortfolioAnalysis exists (it waits for a ConfigMap) and even claims the managed-by label.
