@@ -471,3 +471,54 @@ def test_data_notes_name_fallbacks_dropped_rows_and_adjustments(tmp_path, thread
         {"ticker": "DHR", "date": "2010-06-14", "ratio": 2.0, "kind": "split"}
     ]
     assert notes["windows"]["warmup_days"] == 0  # no indicators asked for: no warm-up
+
+
+@pytest.mark.parametrize("warmup_days", [0, None])
+def test_the_pipeline_gives_the_in_process_floor_figures_on_the_same_histories(
+    dask_client, warmup_days
+) -> None:
+    """The optimised path (fast validation, batch panels, warm-up blanked by rows, the close
+    panel assembled in one block) against the floor of benchmarks/bench_pipeline.py:
+    build_panel + compute_indicators + summarize in this process on the same histories.
+    Without a warm-up every figure must match; with one, every figure on the last date."""
+    from datetime import date
+
+    from portfolio_analysis.sources.base import fetch_start, network_window
+
+    tickers = [f"SYN{i:03d}" for i in range(37)]  # batches of unequal size
+    config = AnalysisConfig(
+        price_sources=("synthetic",),
+        lookback_days=900,
+        warmup_days=warmup_days,
+        end=date(2026, 11, 20),
+        use_cache=False,
+    )
+    run = pipeline.run_analysis(
+        tickers,
+        options=pipeline.RunOptions(
+            analyses=("pricing", "technicals", "portfolio"), config=config, client=dask_client
+        ),
+    )
+    start, end = network_window(fetch_start(config), config.end, config)
+    histories = embedded.synthetic_histories(tickers, start, end, seed=config.synthetic_seed)
+    panel = technicals.build_panel(histories)
+    floor = technicals.summarize(panel, technicals.compute_indicators(panel))
+
+    assert run.result["status"] == "success" and run.stages.batches > 1
+    rows = pd.DataFrame(run.result["combined_analysis"]).set_index("ticker")
+    numbers = ["close", *technicals.INDICATORS, "bollinger_pct_b"]
+    signals = ["rsi_signal", "bollinger_signal", "macd_trend", "ma_trend"]
+    if warmup_days == 0:
+        signals += ["ma_cross", "ma_cross_date"]  # crosses are looked for in the lookback only
+    for column in numbers:
+        pd.testing.assert_series_equal(
+            rows[column].astype(float), floor[column].astype(float), check_names=False, rtol=0
+        )
+
+    def labels(series: pd.Series) -> list:
+        return [None if pd.isna(v) else v for v in series]
+
+    for column in signals:
+        assert labels(rows[column]) == labels(floor[column]), column
+    lookback = panel["close"].loc[pd.Timestamp(end) - pd.Timedelta(days=900) :]
+    pd.testing.assert_frame_equal(run.close, lookback, check_names=False, check_freq=False)
