@@ -29,6 +29,17 @@ def utc_timestamp() -> str:
 
 def jsonable(value: Any) -> Any:
     """``value`` with numpy/pandas scalars made plain and NaN/inf made None (JSON has no NaN)."""
+    # The plain types first, by exact type: a 2,000-ticker report has ~60,000 leaves, and
+    # the isinstance chain below cost 0.3 s of the client's time on them (issue 19).
+    kind = type(value)
+    if kind is str or value is None or kind is int or kind is bool:
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else None
+    if kind is dict:
+        return {k if type(k) is str else str(k): jsonable(v) for k, v in value.items()}
+    if kind is list:
+        return [jsonable(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
