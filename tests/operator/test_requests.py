@@ -181,7 +181,7 @@ def test_tickers_and_holdings_from_configmaps_including_one_created_after_the_an
 
 
 def test_the_report_is_served_as_html_only_from_the_operators_own_configmap(
-    kube: Kube, dask_cluster, start_operator, tmp_path
+    control_plane: ControlPlane, kube: Kube, dask_cluster, start_operator, tmp_path
 ) -> None:
     operator = start_operator()
     scheduler = {"schedulerAddress": dask_cluster.scheduler_address}
@@ -200,6 +200,21 @@ def test_the_report_is_served_as_html_only_from_the_operators_own_configmap(
                                tmp_path / "cli"))  # fmt: skip
     assert "equity" in expected and "price:AAPL" in expected
     assert charts(page) == expected
+
+    # docs/operator.md's kubectl lines read both keys: the readable result and the document.
+    def jsonpath(path: str) -> str:
+        get = ("get", "cm", "served-report", "-n", kube.namespace, "-o", f"jsonpath={path}")
+        return control_plane.kubectl(*get).stdout
+
+    assert json.loads(jsonpath(r"{.data.report\.json}")) == stored
+    document = json.loads(
+        gzip.decompress(base64.b64decode(jsonpath(r"{.binaryData.report\.json\.gz}")))
+    )
+    assert document["report"]["series"]["tickers"].keys() == {"AAPL", "IBM"}
+    assert (
+        jsonpath(r"{.metadata.annotations.analysis\.portfolio-operator\.io/report-truncated}")
+        == "false"
+    )
 
     # A ConfigMap of the report's name that the operator did not write is never shown: here the
     # PortfolioAnalysis exists (it waits for a ConfigMap) and even claims the managed-by label.
