@@ -186,3 +186,45 @@ def test_reports_are_served_with_a_strict_policy_and_404_or_503_say_why_not() ->
             await server.stop()
 
     asyncio.run(scenario())
+
+
+def test_the_page_is_drawn_from_the_gzipped_document_else_from_the_readable_json() -> None:
+    """reports.py reads what status.report_configmap stores: the document when it is there,
+    the readable result otherwise (a ConfigMap an earlier operator wrote), and a damaged
+    document is a 503 saying so, never a page of something else."""
+    import base64
+
+    from portfolio_operator.reports import ReportPages, ReportUnavailable
+    from portfolio_operator.status import DOCUMENT_KEY, report_configmap
+
+    from tests.operator.conftest import make_pfa
+
+    owner = make_pfa(name="done", namespace="team", uid="u-1")
+    result = {"status": "partial", "report": {"warnings": ["from the readable result"]},
+              "combined_analysis": [], "failed": []}  # fmt: skip
+    document = {**result, "report": {"warnings": ["from the whole document"]}}
+    stored = report_configmap(owner, result, document=document)
+    stored["metadata"].update(uid="cm-1", resourceVersion="1")
+
+    class Api:
+        configmap = stored
+
+        async def get_analysis(self, namespace: str, name: str) -> dict | None:
+            return owner if (namespace, name) == ("team", "done") else None
+
+        async def get_configmap(self, namespace: str, name: str) -> dict | None:
+            return self.configmap
+
+    async def scenario() -> None:
+        api = Api()
+        page = await ReportPages(api).html("team", "done")  # type: ignore[arg-type]
+        assert "from the whole document" in page and "from the readable result" not in page
+        api.configmap = {**stored, "binaryData": {}}
+        page = await ReportPages(api).html("team", "done")  # type: ignore[arg-type]
+        assert "from the readable result" in page
+        damaged = base64.b64encode(b"not gzip").decode()
+        api.configmap = {**stored, "binaryData": {DOCUMENT_KEY: damaged}}
+        with pytest.raises(ReportUnavailable, match="cannot be read"):
+            await ReportPages(api).html("team", "done")  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
