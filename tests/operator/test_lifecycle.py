@@ -133,7 +133,9 @@ def test_created_cluster_runs_to_succeeded_then_cluster_and_resource_are_deleted
     kube.apply_pfa("ttl", {"tickers": TICKERS, "ttlSecondsAfterFinished": 4})
     wait_until(lambda: kube.dask("daskclusters", "ttl-dask"), 60, "the cluster exists",
                operator.log)  # fmt: skip
-    assert kube.status("ttl")["phase"] == "Provisioning"
+    # The status is written just after the cluster is created; it stays there until it runs.
+    wait_until(phase_is(kube, "ttl", "Provisioning"), 30, "the phase says Provisioning",
+               operator.log)  # fmt: skip
     kube.mark_cluster_running("ttl-dask")
     wait_until(phase_is(kube, "ttl", "Succeeded", "Failed"), 120, "the analysis ends",
                operator.log)  # fmt: skip
