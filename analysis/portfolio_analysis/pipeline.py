@@ -47,6 +47,12 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 # --debug: a cancelled run's workers otherwise print heartbeat tracebacks while their
 # cluster shuts down.
 DEFAULT_LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
+# An embedded cluster for a run of at most this many tickers, with no worker count asked
+# for, runs its tasks in threads of this process: starting and stopping worker processes
+# (each importing Dask, pandas and numba) cost more than a small run's work. Measured for
+# the sample portfolio (5 tickers, 2 cores): 5.3 s of CPU with two worker processes, 2.2 s
+# in this process, the whole `./dev run` about twice as fast (docs/benchmarks.md).
+IN_PROCESS_MAX_TICKERS = 50
 # Rows of indicator history a chart ticker brings back (about a year of trading days).
 SERIES_DAYS = 260
 # Batching: at least this many batches per worker, so that a slow or lost batch is not the
@@ -106,18 +112,26 @@ def local_worker_count(requested: int | None = None) -> int:
     return min(cores, requested)
 
 
+def in_process_cluster(n_tickers: int | None, n_workers: int | None) -> bool:
+    """Whether a run's embedded cluster runs in this process: a run of at most
+    ``IN_PROCESS_MAX_TICKERS`` tickers for which no worker count was asked."""
+    return n_workers is None and n_tickers is not None and n_tickers <= IN_PROCESS_MAX_TICKERS
+
+
 def setup_dask_client(
     address: str | None = None,
     *,
     n_workers: int | None = None,
     timeout: float = DEFAULT_CONNECT_TIMEOUT,
     log_level: int = DEFAULT_LOCAL_CLUSTER_LOG_LEVEL,
+    in_process: bool = False,
 ) -> Client:
     """A Dask client: connected to ``address`` (``tcp://host:port``), or to a new LocalCluster.
 
     The embedded cluster uses worker processes with one thread each (the work is pandas code
     that holds the GIL), ``min(cores, n_workers)`` of them, logging at ``log_level``;
-    closing the client closes it.
+    with ``in_process``, one worker in this process with a thread per core instead (see
+    ``IN_PROCESS_MAX_TICKERS``). Closing the client closes it.
     An unreachable or malformed address, or a peer that is no Dask scheduler (silent, or
     answering in another protocol), raises :class:`SchedulerUnreachableError` after at most
     ``timeout`` seconds, naming the address and what to check; a cluster running other
@@ -127,9 +141,9 @@ def setup_dask_client(
 
     if address is None or address == "":
         return Client(
-            n_workers=local_worker_count(n_workers),
-            threads_per_worker=1,
-            processes=True,
+            n_workers=1 if in_process else local_worker_count(n_workers),
+            threads_per_worker=local_worker_count() if in_process else 1,
+            processes=not in_process,
             dashboard_address=None,
             # No dashboard; its HTTP routes on a free port, not the default 8787, which
             # another cluster may hold (Dask then warns on stderr).
@@ -280,8 +294,9 @@ def version_mismatches(versions: Mapping[str, Any]) -> list[str]:
 
 
 @contextmanager
-def dask_session(options: RunOptions) -> Iterator[Client]:
-    """The options' client as is, or a new one that is closed (with its cluster) afterwards."""
+def dask_session(options: RunOptions, n_tickers: int | None = None) -> Iterator[Client]:
+    """The options' client as is, or a new one that is closed (with its cluster) afterwards;
+    an embedded cluster for ``n_tickers`` runs in this process if ``in_process_cluster``."""
     if options.client is not None:
         yield options.client
         return
@@ -289,6 +304,7 @@ def dask_session(options: RunOptions) -> Iterator[Client]:
         options.dask_scheduler,
         n_workers=options.n_workers,
         log_level=options.local_cluster_log_level,
+        in_process=in_process_cluster(n_tickers, options.n_workers),
     )
     try:
         yield own
@@ -459,7 +475,7 @@ def run_stages(tickers: Sequence[str], options: RunOptions) -> StageResults:
     results = StageResults(tickers=tickers)
     _raise_if_cancelled(cancel, None, [])
     started = time.perf_counter()
-    with dask_session(options) as dask_client:
+    with dask_session(options, len(tickers)) as dask_client:
         results.timings["dask_setup"] = time.perf_counter() - started
         results.workers = worker_count(dask_client)
         batches = plan_batches(tickers, results.workers, config.batch_size)
@@ -909,6 +925,12 @@ def _note_correlation_limit(figures: dict) -> None:
         figures["correlation_note"] = f"the {shown} largest positions of {positions}"
 
 
+def _columns(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``frame[names]`` without the copy when ``names`` are its columns already, in order:
+    at 10,000 tickers x 20 years each copy is a 417 MB close panel (issue 19)."""
+    return frame if list(frame.columns) == names else frame[names]
+
+
 def portfolio_section(
     close: pd.DataFrame | None,
     tickers: Sequence[str],
@@ -935,7 +957,7 @@ def portfolio_section(
         priced = [t for t in priced if t in holdings]
         if not priced:
             return {"error": "none of the held tickers was priced"}
-    chosen = choose_members(close[priced], holdings is not None)
+    chosen = choose_members(_columns(close, priced), holdings is not None)
     reasons.update(chosen.excluded)
     priced = chosen.members
     excluded = [t for t in tickers if t in reasons]
@@ -950,7 +972,7 @@ def portfolio_section(
             benchmark = close[name]
     try:
         figures = portfolio_figures(
-            window[priced],
+            _columns(window, priced),
             holdings=positions,
             risk_free_rate=config.risk_free_rate,
             benchmark=benchmark,
