@@ -53,6 +53,33 @@ def best(function: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+def breakdown(client, run: Callable[[], object]) -> str:
+    """One more run under Dask's task stream: compute seconds summed per task kind (over
+    all workers), and the wall time before the first task starts and after the last one
+    ends (the client: submitting; gathering, the close panel, portfolio figures, report)."""
+    from collections import defaultdict
+
+    from distributed import get_task_stream
+
+    with get_task_stream(client=client) as stream:
+        started = time.time()
+        run()
+        ended = time.time()
+    compute: dict[str, float] = defaultdict(float)
+    first, last = ended, started
+    for task in stream.data:
+        kind = str(task["key"]).strip("('").split("-")[0]
+        for span in task["startstops"]:
+            if span["action"] == "compute":
+                compute[kind] += span["stop"] - span["start"]
+                first, last = min(first, span["start"]), max(last, span["stop"])
+    kinds = ", ".join(f"{k} {v:.2f} s" for k, v in sorted(compute.items(), key=lambda i: -i[1]))
+    return (
+        f"run {ended - started:.2f} s: before the first task {first - started:.2f} s, tasks "
+        f"{last - first:.2f} s ({kinds}), after the last task {ended - last:.2f} s"
+    )
+
+
 def load() -> str:
     return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
@@ -159,6 +186,8 @@ def main() -> int:
                     assert not result["failed"], result["failed"][:3]
                     results[name] = best(run, args.repeat)
                     print(f"{name:<26} {results[name]:.3f} s  (load {load()})", flush=True)
+                    if not name.startswith("S&P"):
+                        print(f"  where the time goes: {breakdown(client, run)}", flush=True)
             finally:
                 client.close()
     finally:
