@@ -13,7 +13,10 @@ run the wall time and its breakdown:
 * ``analysis``: the rest of ``execution_time_seconds`` (the Dask work, aggregation, the
   cluster's shutdown);
 * ``rendering``: building the document and the HTML (``report_build`` + ``report_render``);
-* ``writing``: writing report.html and report.json.
+* ``writing``: writing report.html and report.json;
+* ``CPU``: user + system seconds of the command and every process it started (Dask's
+  workers included), which other jobs on a shared machine hardly move: on an idle machine
+  the wall time of a run in one process is about this.
 
 and the ratio of the wall time to the reference guide's 2.0 s (4 workers, 5 tickers) and to the
 5 s asked for the S&P universe. A last run sets ``PYTHONDONTWRITEBYTECODE=1`` (many containers
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -72,6 +76,8 @@ def run_once(universe: str, venv: Path, **extra: str) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench-cli-") as folder:
         output = Path(folder) / "report"
         command = ["./dev", "run", "--output", str(output), "--no-progress", *ARGS[universe]]
+        load_1m = os.getloadavg()[0]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         started = time.perf_counter()
         completed = subprocess.run(
             command,
@@ -82,6 +88,7 @@ def run_once(universe: str, venv: Path, **extra: str) -> dict[str, float]:
             text=True,
         )
         wall = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if completed.returncode not in OK_EXIT_CODES:
             raise SystemExit(f"{' '.join(command)} failed:\n{completed.stderr}")
         text = (output / "report.json").read_text(encoding="utf-8")
@@ -101,12 +108,16 @@ def run_once(universe: str, venv: Path, **extra: str) -> dict[str, float]:
     writing = float(durations.get("report_write_html", 0.0)) + json_write
     return {
         "wall": wall,
+        # CPU seconds of the command and every process it started (uv, python, Dask's
+        # workers): unlike wall time, hardly moved by other jobs on a shared machine.
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
         "start-up": wall - execution - rendering - writing,
         "cluster": cluster,
         "analysis": execution - cluster,
         "rendering": rendering,
         "writing": writing,
         "html_kb": html_bytes / 1000,
+        "load": load_1m,
         "json_kb": len(text.encode()) / 1000,
     }
 
@@ -129,9 +140,10 @@ def load() -> str:
 
 
 def row(name: str, figures: dict[str, float], target: float) -> str:
-    cells = [f"{figures[k]:.2f}" for k in ("wall", "start-up", "cluster", "analysis")]
+    cells = [f"{figures[k]:.2f}" for k in ("wall", "cpu", "start-up", "cluster", "analysis")]
     cells += [f"{figures['rendering']:.3f}", f"{figures['writing']:.3f}"]
     cells += [f"{figures['wall'] / target:.2f}", f"{figures['html_kb']:.0f}"]
+    cells += [f"{figures['load']:.1f}"]
     return f"| {name} | " + " | ".join(cells) + " |"
 
 
@@ -150,10 +162,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"# bench_cli_run: {os.cpu_count()} cores, load average before {load()}")
     print(f"# python {sys.version.split()[0]}, environment {args.venv}")
     print(
-        "| run | wall s | start-up s | cluster s | analysis s | rendering s | writing s "
-        "| wall / target | HTML KB |"
+        "| run | wall s | CPU s | start-up s | cluster s | analysis s | rendering s | writing s "
+        "| wall / target | HTML KB | load 1 min |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     summary: dict[str, dict[str, float]] = {}
     for universe in universes:
         run_once(universe, args.venv)  # warm-up, not timed

@@ -49,10 +49,12 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_LOCAL_CLUSTER_LOG_LEVEL = logging.ERROR
 # An embedded cluster for a run of at most this many tickers, with no worker count asked
 # for, runs its tasks in threads of this process: starting and stopping worker processes
-# (each importing Dask, pandas and numba) cost more than a small run's work. Measured for
-# the sample portfolio (5 tickers, 2 cores): 5.3 s of CPU with two worker processes, 2.2 s
-# in this process, the whole `./dev run` about twice as fast (docs/benchmarks.md).
-IN_PROCESS_MAX_TICKERS = 50
+# (each importing Dask, pandas and numba, ~1.5 s of CPU each) cost more than what they
+# save by working in parallel, up to about this size on 2 cores. `./dev run` measured on 2
+# cores (docs/benchmarks.md): the sample portfolio took 5.3 s of CPU with two worker
+# processes, 2.2 s in this process; the S&P universe (521) 8.5-12 s against 4.1-5.3 s, and
+# less wall time at every load seen. Bigger runs, and any --workers, get worker processes.
+IN_PROCESS_MAX_TICKERS = 600
 # Rows of indicator history a chart ticker brings back (about a year of trading days).
 SERIES_DAYS = 260
 # Batching: at least this many batches per worker, so that a slow or lost batch is not the
