@@ -144,7 +144,8 @@ def main() -> int:
         if not args.no_cache:
             cache = PriceCache(folder, cached.cache_ttl_seconds)
             c_start, c_end = network_window(fetch_start(cached), cached.end, cached)
-            cache.put_many("yfinance", histories, c_start, c_end)
+            for batch in pipeline.plan_batches(tickers, 2):  # files as a 2-worker run writes them
+                cache.put_many("yfinance", {t: histories[t] for t in batch}, c_start, c_end)
             long = pd.concat(histories, names=["ticker", "date"]).reset_index()
             table = pa.Table.from_pandas(long, preserve_index=False)
             feather.write_feather(table, folder / "one.arrow", compression="uncompressed")
