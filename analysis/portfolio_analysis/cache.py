@@ -155,9 +155,10 @@ def _read(path: Path, wanted: set[str]) -> dict[str, pd.DataFrame]:
                 # normalize(): the index validate_ohlcv makes (its inferred freq), so the
                 # frame passes validation as it is.
                 index = pd.DatetimeIndex(last_dates, name="date").normalize()
-            # One copy out of the mapped file into a rows x fields block.
-            values = np.empty((batch.num_rows, len(OHLCV_COLUMNS)))
+            # One copy out of the mapped file, column after column into a fields x rows
+            # block: the layout pandas keeps a float frame in (so no second copy).
+            values = np.empty((len(OHLCV_COLUMNS), batch.num_rows))
             for i in range(len(OHLCV_COLUMNS)):
-                values[:, i] = batch.column(i + 1).to_numpy()
-            found[ticker] = pd.DataFrame(values, index=index, columns=columns, copy=False)
+                values[i] = batch.column(i + 1).to_numpy()
+            found[ticker] = pd.DataFrame(values.T, index=index, columns=columns, copy=False)
     return found
