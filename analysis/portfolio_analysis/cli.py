@@ -225,6 +225,8 @@ def _tickers(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (``run`` is the default command)."""
+    from portfolio_analysis.pipeline import IN_PROCESS_MAX_TICKERS
+
     parser = _Parser(
         prog=PROG,
         description="Parallel portfolio analysis on Dask: prices, indicators, news sentiment "
@@ -281,8 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--workers",
         type=_positive_int,
-        help="worker processes of the local Dask cluster (default: one per core); not with "
-        "--scheduler",
+        help="worker processes of the local Dask cluster (default: one per core, or for runs "
+        f"of at most {IN_PROCESS_MAX_TICKERS} tickers one worker inside this process, which "
+        "starts faster); not with --scheduler",
     )
     run.add_argument(
         "--scheduler",
