@@ -72,6 +72,14 @@ POLL_SECONDS = 0.005
 OWN_DISTRIBUTION = "portfolio-operator"
 WORKER_VERSIONS = ("python", "dask", "distributed", OWN_DISTRIBUTION)
 SCHEDULER_VERSIONS = ("python", "dask", "distributed")
+# glibc settings for the embedded cluster's worker processes. Dask's nanny sets
+# MALLOC_TRIM_THRESHOLD_, which also switches off glibc's adaptive mmap threshold: every array
+# above 128 KiB then comes from a fresh mmap whose pages the kernel zeroes, and a worker's
+# pricing and indicator tasks ran 2-3x slower than the same code in one process (issue 19,
+# docs/benchmarks.md). Below this threshold freed blocks are reused instead (a batch's arrays
+# are 0.1-30 MB); trimming stays on.
+PRE_SPAWN_ENVIRON = "distributed.nanny.pre-spawn-environ"
+WORKER_MALLOC_ENVIRON = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**20)}
 # distributed's reason for the futures it cancels when its scheduler connection drops.
 CONNECTION_LOST = "scheduler-connection-lost"
 
@@ -139,20 +147,24 @@ def setup_dask_client(
     ``timeout`` seconds, naming the address and what to check; a cluster running other
     versions raises :class:`VersionMismatchError`.
     """
+    import dask
     from distributed import Client
 
     if address is None or address == "":
-        return Client(
-            n_workers=1 if in_process else local_worker_count(n_workers),
-            threads_per_worker=local_worker_count() if in_process else 1,
-            processes=not in_process,
-            dashboard_address=None,
-            # No dashboard; its HTTP routes on a free port, not the default 8787, which
-            # another cluster may hold (Dask then warns on stderr).
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            silence_logs=log_level,
-            set_as_default=False,
-        )
+        # Read by each nanny as it starts its worker process (environment set before spawn).
+        environ = {**dask.config.get(PRE_SPAWN_ENVIRON, {}), **WORKER_MALLOC_ENVIRON}
+        with dask.config.set({PRE_SPAWN_ENVIRON: environ}):
+            return Client(
+                n_workers=1 if in_process else local_worker_count(n_workers),
+                threads_per_worker=local_worker_count() if in_process else 1,
+                processes=not in_process,
+                dashboard_address=None,
+                # No dashboard; its HTTP routes on a free port, not the default 8787, which
+                # another cluster may hold (Dask then warns on stderr).
+                scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                silence_logs=log_level,
+                set_as_default=False,
+            )
     if "://" not in address and ":" not in address:
         raise SchedulerUnreachableError(
             f"{address!r} is not a Dask scheduler address: use tcp://HOST:PORT "
