@@ -937,11 +937,39 @@ INTERRUPTED = "interrupted; outstanding Dask tasks were cancelled"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console-script entry point; returns the exit code."""
+    """Console-script entry point; returns the exit code.
+
+    Called without ``argv`` (the ``portfolio-analysis`` script, ``python -m
+    portfolio_analysis.cli``), it ends the process itself once everything is written and
+    printed (``end_process``); called with ``argv`` (tests, other programs), it returns.
+    """
     try:
-        return _main(argv)
+        code = _main(argv)
     except KeyboardInterrupt:  # before or after the run (during it, _main handles it)
-        return _fail(INTERRUPTED, EXIT_INTERRUPTED)
+        code = _fail(INTERRUPTED, EXIT_INTERRUPTED)
+    if argv is None:
+        end_process(code)
+    return code
+
+
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code`` now, without the interpreter's teardown of every module and object.
+
+    That teardown (pandas, numba and LLVM, Dask) took 0.2-0.6 s after a run had written its
+    reports and printed its summary: a quarter of the sample portfolio's `./dev run`.
+    What a normal exit does that matters is done first, in its order: other threads are
+    joined (``threading._shutdown``, which also stops idle thread pools), atexit handlers
+    run (logging's flush, tempfile's, multiprocessing's and Dask's clean-up, a Prefect
+    server's shutdown), the standard streams are flushed.
+    """
+    threading._shutdown()  # what Py_FinalizeEx runs first (CPython 3.11-3.13)
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _main(argv: Sequence[str] | None) -> int:
