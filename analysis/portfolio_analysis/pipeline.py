@@ -448,6 +448,8 @@ class StageResults:
     series: dict[str, pd.DataFrame] = field(default_factory=dict)
     failed: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # Worker seconds per stage, summed over its batches (report.stage_durations).
+    task_seconds: dict[str, float] = field(default_factory=dict)
     workers: int = 0
     batches: int = 0
     tasks: int = 0
@@ -658,6 +660,7 @@ def _record_batch_failure(
 def _collect(results: StageResults, job: _Job, outcome: Any) -> None:
     """Fold one finished batch into the results."""
     results.failed.extend(outcome.failed)
+    results.task_seconds[job.stage] = results.task_seconds.get(job.stage, 0.0) + outcome.seconds
     if job.stage == "pricing":
         results.pricing.extend(outcome.results)
         if outcome.close is not None and not outcome.close.empty:
@@ -833,6 +836,7 @@ def assemble_report(
         portfolio=portfolio,
         extra={
             "data_notes": data_notes(gathered.pricing, config),
+            "task_seconds": {k: round(v, 4) for k, v in gathered.task_seconds.items()},
             "tickers": list(tickers),
             "workers": gathered.workers,
             "batches": gathered.batches,

@@ -396,15 +396,33 @@ def ticker_series(series: Mapping[str, pd.DataFrame] | None) -> dict[str, dict]:
 # --- the document ----------------------------------------------------------------------------
 
 
-def stage_durations(timings: Mapping[str, float]) -> dict[str, float]:
-    """The pipeline's timings as durations in seconds.
+# The stages whose tasks run at the same time on the workers.
+PARALLEL_STAGES = ("pricing", "technicals", "news")
 
-    ``dask_setup`` and ``portfolio`` are durations already. ``pricing``, ``technicals`` and
-    ``news`` are measured from the moment every task was submitted (all at once) to the
-    stage's last batch finishing: each is the stage's elapsed time, and they overlap, so
-    they do not add up to the run's time.
+
+def stage_durations(report: Mapping[str, Any]) -> dict[str, float]:
+    """How long each stage took, in seconds.
+
+    ``dask_setup`` and ``portfolio`` run alone, so their ``timings`` are their durations.
+    ``pricing``, ``technicals`` and ``news`` run at the same time, batch by batch, on every
+    worker: their duration is the worker time their tasks took, summed (``task_seconds``; it
+    can exceed the wall time with several workers), and ``analysis`` is the wall time from
+    submitting the tasks to the last one finishing (the latest stage end in ``timings``).
     """
-    return {str(k): round(float(v), 4) for k, v in timings.items() if v is not None}
+    timings = report.get("timings") or {}
+    tasks = report.get("task_seconds") or {}
+    durations = {
+        str(k): round(float(v), 4)
+        for k, v in timings.items()
+        if v is not None and k not in PARALLEL_STAGES
+    }
+    ends = [float(timings[s]) for s in PARALLEL_STAGES if timings.get(s) is not None]
+    if ends:
+        durations["analysis"] = round(max(ends), 4)
+    for stage in PARALLEL_STAGES:
+        if tasks.get(stage) is not None:
+            durations[stage] = round(float(tasks[stage]), 4)
+    return durations
 
 
 def as_of(result: Mapping) -> str | None:
@@ -465,7 +483,7 @@ def build_document(
     )
     report["as_of"] = as_of(document)
     report["settings"] = run_settings(document, holdings, config)
-    report["stage_durations"] = stage_durations(report.get("timings") or {})
+    report["stage_durations"] = stage_durations(report)
     if analytics is not None:
         report["analytics"] = analytics
     report["series"] = {"portfolio": portfolio_series, "tickers": ticker_series(series)}

@@ -15,8 +15,10 @@ keeps failing. All are plain module-level functions, picklable by reference.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +69,7 @@ class PriceBatch:
     starts: dict[str, pd.Timestamp] = field(default_factory=dict)
     # Data notes per ticker: fallbacks, dropped rows, adjustments (docs/data.md).
     notes: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0  # spent fetching it (report.stage_durations)
 
     def window(self, ticker: str) -> pd.DataFrame:
         """A history's lookback rows, without the warm-up."""
@@ -84,11 +87,28 @@ class BatchResult:
     failed: list[dict] = field(default_factory=list)
     close: pd.DataFrame | None = None  # dates x tickers (pricing)
     series: dict[str, pd.DataFrame] = field(default_factory=dict)  # chart data (technicals)
+    # Worker seconds spent on this batch's stage (pricing: the fetch too), for the report's
+    # stage durations: the stages run at the same time, so only the tasks can say this.
+    seconds: float = 0.0
+
+
+def _timed(task: Callable[..., Any]) -> Callable[..., Any]:
+    """``task``, adding its own run time to the ``seconds`` of what it returns."""
+
+    @functools.wraps(task)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        out = task(*args, **kwargs)
+        out.seconds += time.perf_counter() - started
+        return out
+
+    return timed
 
 
 # --- prices --------------------------------------------------------------------------------
 
 
+@_timed
 def fetch_price_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> PriceBatch:
     """Price histories of ``tickers`` from the configured sources, tried in order."""
     from portfolio_analysis.sources import fetch_histories
@@ -138,6 +158,7 @@ def _price_summary(ticker: str, frame: pd.DataFrame, source: str) -> dict:
     }
 
 
+@_timed
 def price_batch_summary(batch: PriceBatch) -> BatchResult:
     """Last close, date range and source per ticker, plus the batch's close panel.
 
@@ -147,7 +168,7 @@ def price_batch_summary(batch: PriceBatch) -> BatchResult:
     """
     tickers = list(batch.histories)
     if not tickers:
-        return BatchResult(failed=list(batch.failed))
+        return BatchResult(failed=list(batch.failed), seconds=batch.seconds)
     frames = [batch.histories[t] for t in tickers]
     stamps = [f.index.to_numpy(dtype="datetime64[us]") for f in frames]
     cuts = [
@@ -195,7 +216,9 @@ def price_batch_summary(batch: PriceBatch) -> BatchResult:
     close = pd.DataFrame(
         block.T, index=pd.DatetimeIndex(dates, name="date"), columns=pd.Index(tickers), copy=False
     )
-    return BatchResult(results=results, failed=list(batch.failed), close=close)
+    return BatchResult(
+        results=results, failed=list(batch.failed), close=close, seconds=batch.seconds
+    )
 
 
 def _ohlcv_records(frame: pd.DataFrame) -> list[dict]:
@@ -291,6 +314,7 @@ def _series(ticker: str, indicators: Mapping[str, pd.DataFrame], days: int) -> p
     return pd.DataFrame(columns).dropna(subset=["close"]).tail(days)
 
 
+@_timed
 def technicals_batch(
     batch: PriceBatch, series_tickers: Sequence[str] = (), series_days: int = 260
 ) -> BatchResult:
@@ -386,6 +410,7 @@ def _news_one(ticker: str, config: AnalysisConfig) -> dict:
     return sentiment.summarize_sentiment(ticker, articles)
 
 
+@_timed
 def news_batch(tickers: Sequence[str], config: AnalysisConfig | None = None) -> BatchResult:
     """Headline sentiment of each ticker (the reference guide's news shape), errors as records."""
     config = config or AnalysisConfig()

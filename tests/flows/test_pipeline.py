@@ -65,6 +65,12 @@ def test_combined_run_equals_the_reference_guide_functions_run_one_by_one(dask_c
     report = result["report"]
     assert report["securities_analyzed"] == len(SAMPLE)
     assert set(report["timings"]) >= {"pricing", "technicals", "news", "portfolio"}
+    # Each concurrent stage's own worker time: positive, and at most every worker busy
+    # for the whole analysis (report.stage_durations turns these into durations).
+    tasks = report["task_seconds"]
+    assert set(tasks) == {"pricing", "technicals", "news"} and min(tasks.values()) > 0
+    wall = max(report["timings"][s] for s in tasks)
+    assert sum(tasks.values()) <= report["workers"] * wall * 1.05 + 0.05, (tasks, wall)
     assert report["workers"] == 2
     assert report["batches"] >= 2  # work spread over both workers
 

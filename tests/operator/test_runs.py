@@ -171,7 +171,7 @@ def test_a_runs_document_reaches_the_view_beside_its_result() -> None:
 
 
 # Fields of the document that differ between any two runs (clock, durations).
-_PER_RUN = {"timestamp", "execution_time_seconds", "timings", "stage_durations"}
+_PER_RUN = {"timestamp", "execution_time_seconds", "timings", "task_seconds", "stage_durations"}
 
 
 @pytest.mark.dask
