@@ -50,6 +50,7 @@ def security(ticker: str) -> str:
     (BRK-B, BRK.B) is one security, so listing both is listing it twice."""
     return CLASS_SHARE_RE.sub(r"\1.\2", ticker)
 
+
 # VADER's convention: a compound score at or beyond +-0.05 is positive or negative.
 POSITIVE_SENTIMENT = 0.05
 NEGATIVE_SENTIMENT = -0.05
