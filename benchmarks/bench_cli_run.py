@@ -44,6 +44,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure import load  # benchmarks/measure.py, beside this script
+
 REPO = Path(__file__).resolve().parents[1]
 GUIDE_SECONDS = 2.0  # the reference guide's combined analysis, 5 tickers on 4 workers
 TARGETS = {"sample": GUIDE_SECONDS, "sp500": 5.0}
@@ -132,11 +134,6 @@ def imports_seconds(venv: Path, **extra: str) -> float:
         check=True,
     )
     return time.perf_counter() - started
-
-
-def load() -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def row(name: str, figures: dict[str, float], target: float) -> str:

@@ -33,6 +33,8 @@ from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 
+from measure import best  # benchmarks/measure.py, beside this script
+
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 
@@ -61,17 +63,6 @@ def universes(names: Sequence[str]) -> list[Universe]:
         else:
             raise SystemExit(f"unknown universe {name!r}: choose sample or sp500")
     return out
-
-
-def timed(function: Callable[[], object], repeat: int) -> float:
-    """Best wall time of ``repeat`` calls, in seconds: on a shared machine the minimum is
-    the figure least disturbed by other processes."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 # --- sequential baselines (this process) ---------------------------------------------------
@@ -214,10 +205,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for universe in chosen:
         for workload in WORKLOADS:
             seq_batch(workload, universe)()  # warm: imports, embedded data parsed once
-            results[(universe.name, workload, "seq guide")] = timed(
+            results[(universe.name, workload, "seq guide")] = best(
                 seq_seed(workload, universe), args.repeat
             )
-            results[(universe.name, workload, "seq batch")] = timed(
+            results[(universe.name, workload, "seq batch")] = best(
                 seq_batch(workload, universe), args.repeat
             )
             print(
@@ -240,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for workload in WORKLOADS:
                     run = plain_dask(workload, universe, client)
                     run()  # warm the workers (imports, embedded data)
-                    results[(universe.name, workload, f"dask {n}")] = timed(run, args.repeat)
+                    results[(universe.name, workload, f"dask {n}")] = best(run, args.repeat)
                     if not args.no_prefect:
                         flow = prefect_flow(workload, universe, address)
                         if prefect_started is None:
@@ -251,9 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                 f"first Prefect flow in this process (temporary server "
                                 f"start-up included): {prefect_started:.2f} s"
                             )
-                        results[(universe.name, workload, f"prefect {n}")] = timed(
-                            flow, args.repeat
-                        )
+                        results[(universe.name, workload, f"prefect {n}")] = best(flow, args.repeat)
                     line = ", ".join(
                         f"{kind} {results[(universe.name, workload, kind)]:.3f} s"
                         for kind in (f"dask {n}", f"prefect {n}")
@@ -263,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             client.close()
         for universe in chosen:
-            results[(universe.name, "combined", f"cold {n}")] = timed(
+            results[(universe.name, "combined", f"cold {n}")] = best(
                 cold_run(universe, n), args.repeat
             )
             print(
@@ -295,12 +284,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if kind.startswith(("dask", "prefect"))
                 and (universe.name, workload, kind) in results
             ]
-            best = min(parallel) if parallel else None
+            fastest = min(parallel) if parallel else None
             guide = results[(universe.name, workload, "seq guide")]
             batch = results[(universe.name, workload, "seq batch")]
             cells = [f"{t:.3f} s" if t is not None else "" for t in row]
-            speedup = f"{guide / best:.2f}x / {batch / best:.2f}x" if best else ""
-            per = f"{best / len(universe.tickers) * 1000:.1f} ms" if best else ""
+            speedup = f"{guide / fastest:.2f}x / {batch / fastest:.2f}x" if fastest else ""
+            per = f"{fastest / len(universe.tickers) * 1000:.1f} ms" if fastest else ""
             print(
                 f"| {universe.name} | {workload} | " + " | ".join(cells) + f" | {speedup} | {per} |"
             )

@@ -39,18 +39,10 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
 
+from measure import best, load  # noqa: E402  (benchmarks/measure.py, beside this script)
+
 END = date(2026, 11, 20)  # fixed, so every run prices the same business days
 ANALYSES = ("pricing", "technicals", "portfolio")
-
-
-def best(function: Callable[[], object], repeat: int) -> float:
-    """Best wall time of ``repeat`` calls: on a shared machine the least disturbed one."""
-    times = []
-    for _ in range(repeat):
-        started = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - started)
-    return min(times)
 
 
 def breakdown(client, run: Callable[[], object]) -> str:
@@ -78,10 +70,6 @@ def breakdown(client, run: Callable[[], object]) -> str:
         f"run {ended - started:.2f} s: before the first task {first - started:.2f} s, tasks "
         f"{last - first:.2f} s ({kinds}), after the last task {ended - last:.2f} s"
     )
-
-
-def load() -> str:
-    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> int:
