@@ -44,7 +44,7 @@ histories differ (``coverage`` in the report says what it chose and why).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -56,6 +56,9 @@ WEIGHT_SUM_TOLERANCE = 1e-6
 VAR_LEVEL = 0.95
 # A date counts for the portfolio when positions holding this share of it have a price.
 MIN_DAY_COVERAGE = 0.9
+# The per-position passes work on blocks of columns of about this many bytes (dates x
+# columns of float64), so a 10,000-ticker panel never gets whole-panel temporaries (issue 19).
+BLOCK_BYTES = 16 * 2**20
 
 
 def _json_float(value: float) -> float | None:
@@ -73,7 +76,7 @@ def _check_close(close: pd.DataFrame) -> None:
         raise ValueError("close must be indexed by dates (a DatetimeIndex)")
     if not close.index.is_unique or not close.index.is_monotonic_increasing:
         raise ValueError("close's dates must be sorted and unique")
-    non_numeric = [c for c in close.columns if not pd.api.types.is_numeric_dtype(close[c])]
+    non_numeric = [c for c, t in close.dtypes.items() if not pd.api.types.is_numeric_dtype(t)]
     if non_numeric:
         raise ValueError(f"close has non-numeric columns {non_numeric}: pass prices as numbers")
 
@@ -125,33 +128,126 @@ def _resolve_positions(
     return "weights", series
 
 
-def _coverage_weights(mode: str, positions: pd.Series, prices: pd.DataFrame) -> np.ndarray:
-    """Each position's share of the portfolio, for deciding which dates are valued:
-    the weights, or each holding's value at its median price."""
-    if mode == "weights":
-        weights = positions.to_numpy(dtype=np.float64)
-    else:
-        weights = positions.to_numpy(dtype=np.float64) * prices.median().to_numpy()
-    return weights / weights.sum()
+def column_blocks(n_rows: int, n_columns: int) -> Iterator[slice]:
+    """Slices of about ``BLOCK_BYTES`` of float64 columns each, covering ``n_columns``."""
+    width = max(1, BLOCK_BYTES // (8 * max(n_rows, 1)))
+    for start in range(0, n_columns, width):
+        yield slice(start, min(start + width, n_columns))
 
 
-def _held_prices(close: pd.DataFrame, positions: pd.Series, mode: str) -> pd.DataFrame:
+def filled(levels: np.ndarray) -> np.ndarray:
+    """``levels`` (dates x columns) forward- then back-filled along the dates, as pandas'
+    ``ffill().bfill()`` does, without building a DataFrame."""
+    valid = ~np.isnan(levels)
+    rows = np.where(valid, np.arange(len(levels))[:, None], 0)
+    np.maximum.accumulate(rows, axis=0, out=rows)
+    np.maximum(rows, valid.argmax(axis=0), out=rows)  # before the first price: the first price
+    return np.take_along_axis(levels, rows, axis=0)
+
+
+@dataclass
+class PositionPrices:
+    """Close prices of the positions, read from the caller's panel without copying it.
+
+    ``matrix`` is the panel's array (a view when it is one float64 block), ``columns`` the
+    matrix column of each position and ``rows`` the dates kept (a slice or row numbers), so
+    only blocks of columns are ever copied (:meth:`block`).
+    """
+
+    matrix: np.ndarray
+    columns: np.ndarray | slice
+    rows: np.ndarray | slice
+    index: pd.DatetimeIndex
+    tickers: pd.Index
+
+    @classmethod
+    def of(cls, close: pd.DataFrame, tickers: pd.Index) -> PositionPrices:
+        matrix = close.to_numpy(dtype=np.float64, copy=False)
+        columns = close.columns.get_indexer(tickers)
+        if len(columns) and np.array_equal(columns, np.arange(columns[0], columns[-1] + 1)):
+            columns = slice(int(columns[0]), int(columns[-1]) + 1)
+        return cls(matrix, columns, slice(None), pd.DatetimeIndex(close.index), tickers)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.index), len(self.tickers)
+
+    def block(self, columns: slice) -> np.ndarray:
+        """Prices of the positions in ``columns`` on the kept dates (dates x block)."""
+        picked = self.columns[columns] if isinstance(self.columns, np.ndarray) else None
+        if picked is None:
+            part = self.matrix[:, self.columns][:, columns]
+            return part[self.rows]
+        if isinstance(self.rows, slice):
+            return self.matrix[self.rows][:, picked]
+        return self.matrix[np.ix_(self.rows, picked)]
+
+    def blocks(self) -> Iterator[tuple[slice, np.ndarray]]:
+        for columns in column_blocks(*self.shape):
+            yield columns, self.block(columns)
+
+    def keep(self, mask: np.ndarray) -> PositionPrices:
+        """The same positions on the dates where ``mask`` is true."""
+        if mask.all():
+            return self
+        base = np.arange(len(self.matrix))[self.rows]
+        return PositionPrices(self.matrix, self.columns, base[mask], self.index[mask], self.tickers)
+
+
+def _held_prices(close: pd.DataFrame, positions: pd.Series, mode: str) -> PositionPrices:
     """Close prices of the held tickers on the dates the portfolio is valued (positions
-    holding at least ``MIN_DAY_COVERAGE`` of it have a price); holes stay NaN."""
-    prices = close[list(positions.index)].astype("float64")
-    nonpositive = prices.columns[(prices <= 0).any().to_numpy()]
-    if len(nonpositive):
-        raise ValueError(f"close prices must be positive; check {', '.join(map(str, nonpositive))}")
-    present = prices.notna().to_numpy()
-    share = present @ _coverage_weights(mode, positions, prices)
-    valued = prices[share >= MIN_DAY_COVERAGE - 1e-12]
-    if len(valued) < 2:
-        counts = prices.notna().sum().sort_values()
+    holding at least ``MIN_DAY_COVERAGE`` of it have a price); holes stay NaN.
+
+    Each position's share of the portfolio decides which dates are valued: the weights,
+    or each holding's value at its median price. Computed block by block of columns.
+    """
+    prices = PositionPrices.of(close, positions.index)
+    amounts = positions.to_numpy(dtype=np.float64)
+    n_rows, n_columns = prices.shape
+    nonpositive = np.zeros(n_columns, dtype=bool)
+    counts = np.zeros(n_columns, dtype=np.int64)
+    medians = np.empty(n_columns)
+    for columns, block in prices.blocks():
+        with np.errstate(invalid="ignore"):
+            nonpositive[columns] = (block <= 0).any(axis=0)
+        present = ~np.isnan(block)
+        counts[columns] = present.sum(axis=0)
+        if mode == "holdings":
+            for j in range(block.shape[1]):  # pandas' median: of the prices there are
+                column = block[present[:, j], j]
+                medians[columns.start + j] = np.median(column) if len(column) else np.nan
+    if nonpositive.any():
+        bad = prices.tickers[nonpositive]
+        raise ValueError(f"close prices must be positive; check {', '.join(map(str, bad))}")
+    weights = amounts if mode == "weights" else amounts * medians
+    weights = weights / weights.sum()
+    share = np.zeros(n_rows)
+    for columns, block in prices.blocks():
+        share += (~np.isnan(block)) @ weights[columns]
+    valued = share >= MIN_DAY_COVERAGE - 1e-12
+    if valued.sum() < 2:
+        ordered = pd.Series(counts, index=prices.tickers).sort_values()
         raise ValueError(
             f"fewer than 2 dates on which every held ticker has a price "
-            f"(shortest history: {counts.index[0]} with {int(counts.iloc[0])} prices)"
+            f"(shortest history: {ordered.index[0]} with {int(ordered.iloc[0])} prices)"
         )
-    return valued
+    return prices.keep(valued)
+
+
+def member_returns(prices: PositionPrices, columns: np.ndarray, daily: np.ndarray) -> np.ndarray:
+    """Daily returns of the positions ``columns`` (NaN where one has no price at either
+    end) on the moves ``daily`` selects: only these columns are ever materialised."""
+    out = np.empty((int(daily.sum()), len(columns)))
+    for part in column_blocks(*prices.shape):
+        chosen = columns[(columns >= part.start) & (columns < part.stop)]
+        if not len(chosen):
+            continue
+        spot = np.searchsorted(columns, chosen)
+        levels = prices.block(part)[:, chosen - part.start]
+        with np.errstate(invalid="ignore"):
+            growth = levels[1:] / levels[:-1] - 1.0
+        out[:, spot] = growth[daily]  # NaN where a price is missing at either end
+    return out
 
 
 @dataclass
@@ -160,51 +256,73 @@ class _Steps:
 
     values: pd.Series  # portfolio value on each valued date
     returns: pd.Series  # the daily returns (consecutive sessions), by their end date
-    member_returns: pd.DataFrame  # each position's daily returns, NaN where it has none
+    daily: np.ndarray  # which moves between valued dates are daily returns
+    last_prices: np.ndarray  # each position's last price on the valued dates
     sessions: int  # trading sessions the window spans
     dropped: list[str] = field(default_factory=list)  # end dates of dropped moves
 
 
-def _steps(mode: str, positions: pd.Series, prices: pd.DataFrame, calendar: pd.Series) -> _Steps:
+def _steps(mode: str, positions: pd.Series, prices: PositionPrices, calendar: pd.Series) -> _Steps:
     """Value series and daily returns over ``prices`` (valued dates x positions, NaN holes).
 
-    ``calendar`` numbers the trading sessions (trading_calendar.session_numbers).
+    ``calendar`` numbers the trading sessions (trading_calendar.session_numbers). Sums over
+    positions are taken block by block of columns, so memory stays a few blocks.
     """
-    levels = prices.to_numpy(dtype=np.float64)
-    filled = prices.ffill().bfill().to_numpy(dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        growth = levels[1:] / levels[:-1] - 1.0
-    have = np.isfinite(growth)
-    if mode == "holdings":
-        weights = filled[:-1] * positions.to_numpy()
-    else:
-        weights = np.broadcast_to(positions.to_numpy(), growth.shape)
-    counted = np.where(have, weights, 0.0)
-    covered = counted.sum(axis=1)
-    complete = have.all()
+    amounts = positions.to_numpy(dtype=np.float64)
+    n_rows, n_columns = prices.shape
+    moves = n_rows - 1
+    covered = np.zeros(moves)  # weight of the positions priced at both ends of each move
+    total = np.zeros(moves)  # weight of all positions
+    spread = np.zeros(moves)  # sum over priced positions of weight x return
+    dot = np.zeros(n_rows if mode == "holdings" else moves)  # sum(shares x close) / w . r
+    last = np.empty(n_columns)
+    complete = True
+    for columns, levels in prices.blocks():
+        amount = amounts[columns]
+        with np.errstate(invalid="ignore"):
+            growth = levels[1:] / levels[:-1] - 1.0
+        have = np.isfinite(growth)
+        complete = complete and bool(have.all())
+        if mode == "holdings":
+            full = filled(levels)
+            last[columns] = full[-1] if np.isnan(levels).any() else levels[-1]
+            weights = full[:-1] * amount
+            dot += full @ amount
+            del full
+        else:
+            weights = np.broadcast_to(amount, growth.shape)
+            dot += growth @ amount
+        total += weights.sum(axis=1)
+        counted = np.where(have, weights, 0.0)
+        del weights
+        covered += counted.sum(axis=1)
+        growth[~have] = 0.0
+        counted *= growth
+        spread += counted.sum(axis=1)
+        del counted, growth, have
     if complete and mode == "holdings":
-        values = filled @ positions.to_numpy()  # exactly sum(shares * close)
+        values = dot  # exactly sum(shares * close)
         step = values[1:] / values[:-1] - 1.0
     elif complete:
-        step = growth @ positions.to_numpy()
+        step = dot
     else:  # the positions priced at both ends, their weights scaled up to the whole
         with np.errstate(invalid="ignore", divide="ignore"):
-            step = (counted * np.where(have, growth, 0.0)).sum(axis=1) / covered
+            step = spread / covered
         step = np.nan_to_num(step, nan=0.0)
     numbers = calendar.reindex(prices.index).to_numpy()
     consecutive = np.diff(numbers) == 1
     with np.errstate(invalid="ignore", divide="ignore"):
-        share = covered / weights.sum(axis=1)
+        share = covered / total
     daily = consecutive & (share >= MIN_DAY_COVERAGE - 1e-12)
     if not (complete and mode == "holdings"):
-        start = float(filled[0] @ positions.to_numpy()) if mode == "holdings" else 1.0
+        start = float(dot[0]) if mode == "holdings" else 1.0
         values = start * np.concatenate([[1.0], np.cumprod(1.0 + step)])
     ends = prices.index[1:]
-    member = np.where(have, growth, np.nan)[daily]
     return _Steps(
         values=pd.Series(values, index=prices.index, name="portfolio_value"),
         returns=pd.Series(step[daily], index=ends[daily]),
-        member_returns=pd.DataFrame(member, index=ends[daily], columns=prices.columns),
+        daily=daily,
+        last_prices=last,
         sessions=int(numbers[-1] - numbers[0]),
         dropped=[d.date().isoformat() for d in ends[~daily]],
     )
@@ -285,16 +403,23 @@ def _beta(returns: pd.Series, benchmark_returns: pd.Series) -> float | None:
 
 
 def _correlation(
-    returns: pd.DataFrame, weights: pd.Series, limit: int | None
+    prices: PositionPrices, steps: _Steps, weights: pd.Series, limit: int | None
 ) -> dict[str, dict[str, float | None]]:
     """Daily-return correlations of the ``limit`` largest positions (by current weight).
 
     Chosen before the matrix is built: the full matrix of 2,000 tickers is 4 million
-    Python floats (~450 MB), which once took an operator pod past its memory limit.
+    Python floats (~450 MB), which once took an operator pod past its memory limit; and
+    only the chosen positions' daily returns are ever built.
     """
-    if limit is not None and returns.shape[1] > limit:
-        order = np.argsort(-np.abs(weights.reindex(returns.columns).to_numpy()), kind="stable")
-        returns = returns.iloc[:, np.sort(order[:limit])]  # the largest, in position order
+    columns = np.arange(prices.shape[1])
+    if limit is not None and len(columns) > limit:
+        order = np.argsort(-np.abs(weights.reindex(prices.tickers).to_numpy()), kind="stable")
+        columns = np.sort(order[:limit])  # the largest, in position order
+    returns = pd.DataFrame(
+        member_returns(prices, columns, steps.daily),
+        index=steps.returns.index,
+        columns=prices.tickers[columns],
+    )
     matrix = returns.corr()
     return {
         str(row): {str(col): _json_float(v) for col, v in matrix.loc[row].items()}
@@ -367,7 +492,7 @@ def portfolio_figures(
     var_95, cvar_95 = _value_at_risk(returns_array)
 
     if mode == "holdings":
-        last_values = prices.ffill().iloc[-1] * positions
+        last_values = pd.Series(steps.last_prices, index=positions.index) * positions
         market_value = {str(t): float(v) for t, v in last_values.items()}
         total_market_value = float(last_values.sum())
         current_weights = last_values / total_market_value
@@ -401,7 +526,7 @@ def portfolio_figures(
         "beta": None
         if benchmark_prices is None
         else _beta(steps.returns, _daily_returns(benchmark_prices, calendar)),
-        "correlation": _correlation(steps.member_returns, current_weights, max_correlation_tickers),
+        "correlation": _correlation(prices, steps, current_weights, max_correlation_tickers),
     }
 
 
@@ -482,7 +607,10 @@ def choose_members(close: pd.DataFrame, holdings: bool) -> Coverage:
     else:
         # A ticker counts for a window when it has prices on MIN_PRESENT of its dates, so
         # one missing day (common in this data) does not cost a whole ticker.
-        counted = np.vstack([np.zeros(len(tickers), dtype=np.int64), np.cumsum(valid, axis=0)])
+        # Prices per ticker up to each row, in the smallest integer type that holds the
+        # count (int16 up to 32,767 dates: a quarter of a float64 panel), filled in place.
+        counted = np.zeros((n + 1, len(tickers)), dtype=np.min_scalar_type(-(n + 1)))
+        np.cumsum(valid, axis=0, out=counted[1:])
         ends = np.unique(last)
         best = (-1, 0, 0)
         for s in np.unique(first):  # a loop over start dates, vectorised over ends x tickers
