@@ -58,7 +58,7 @@ VAR_LEVEL = 0.95
 MIN_DAY_COVERAGE = 0.9
 # The per-position passes work on blocks of columns of about this many bytes (dates x
 # columns of float64), so a 10,000-ticker panel never gets whole-panel temporaries (issue 19).
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 8 * 2**20
 
 
 def _json_float(value: float) -> float | None:
@@ -610,7 +610,7 @@ def choose_members(close: pd.DataFrame, holdings: bool) -> Coverage:
         # Prices per ticker up to each row, in the smallest integer type that holds the
         # count (int16 up to 32,767 dates: a quarter of a float64 panel), filled in place.
         counted = np.zeros((n + 1, len(tickers)), dtype=np.min_scalar_type(-(n + 1)))
-        np.cumsum(valid, axis=0, out=counted[1:])
+        np.cumsum(valid, axis=0, dtype=counted.dtype, out=counted[1:])
         ends = np.unique(last)
         best = (-1, 0, 0)
         for s in np.unique(first):  # a loop over start dates, vectorised over ends x tickers

@@ -147,33 +147,53 @@ def _dates(index: pd.Index) -> list[str]:
     return [d.isoformat() for d in pd.DatetimeIndex(index).date]
 
 
-def _window_prices(close: pd.DataFrame, portfolio: Mapping) -> pd.DataFrame | None:
-    """The held tickers' closes over the portfolio's window (holes stay NaN: portfolio.py
-    decides which dates are valued and how a missing price is treated)."""
+def _window_prices(
+    close: pd.DataFrame, portfolio: Mapping
+) -> tuple[pd.DataFrame, list[str]] | None:
+    """(frame, held tickers): ``close`` over the portfolio's window, on the dates where a held
+    ticker has a price (holes stay NaN: portfolio.py decides which dates are valued and how a
+    missing price is treated). The frame is a view of ``close`` whenever it can be: at
+    10,000 tickers one copy of the panel is 400 MB (issue 19)."""
+    from portfolio_analysis.portfolio import PositionPrices
+
     tickers = [t for t in portfolio.get("tickers") or () if t in close.columns]
     if not tickers:
         return None
-    prices = close[tickers].astype("float64")
     start, end = portfolio.get("start"), portfolio.get("end")
-    if start and end:
-        prices = prices.loc[pd.Timestamp(start) : pd.Timestamp(end)]
-    prices = prices.dropna(how="all")
-    return prices if len(prices) >= 2 else None
+    window = close.loc[pd.Timestamp(start) : pd.Timestamp(end)] if start and end else close
+    prices = PositionPrices.of(window, pd.Index(tickers))
+    priced = np.zeros(prices.shape[0], dtype=bool)
+    for _, block in prices.blocks():
+        priced |= ~np.isnan(block).all(axis=1)
+    if not priced.all():
+        window = window.loc[priced, tickers]
+    return (window, tickers) if priced.sum() >= 2 else None
 
 
-def _portfolio_values(prices: pd.DataFrame, portfolio: Mapping, holdings: Mapping | None):
+def _at(frame: pd.DataFrame, index: pd.Index, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame``'s rows at the dates ``index``: a view of all its columns when they are
+    consecutive rows (no copy), else a copy of ``columns`` only."""
+    rows = frame.index.get_indexer(index)
+    if len(rows) and rows[0] >= 0 and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+        return frame.iloc[rows[0] : rows[0] + len(rows)]
+    return frame.loc[index, list(columns)]
+
+
+def _portfolio_values(
+    window: pd.DataFrame, tickers: Sequence[str], portfolio: Mapping, holdings: Mapping | None
+):
     """(values, positions) of the portfolio, valued by portfolio.py itself, so the series
     and the figures agree."""
     from portfolio_analysis.portfolio import portfolio_value_series
 
     if portfolio.get("mode") == "holdings" and holdings:
-        positions = {t: float(holdings[t]) for t in prices.columns if t in holdings}
-        return portfolio_value_series(prices[list(positions)], holdings=positions), positions
+        positions = {t: float(holdings[t]) for t in tickers if t in holdings}
+        return portfolio_value_series(window, holdings=positions), positions
     weights = portfolio.get("weights") or {}
-    positions = {t: float(weights[t]) for t in prices.columns if t in weights}
+    positions = {t: float(weights[t]) for t in tickers if t in weights}
     if not positions or abs(sum(positions.values()) - 1.0) > 1e-6:
-        positions = dict.fromkeys(prices.columns, 1.0 / prices.shape[1])
-    return portfolio_value_series(prices[list(positions)], weights=positions), positions
+        positions = dict.fromkeys(tickers, 1.0 / len(tickers))
+    return portfolio_value_series(window, weights=positions), positions
 
 
 def _consecutive(index: pd.DatetimeIndex) -> np.ndarray:
@@ -222,7 +242,7 @@ def _reference(
         }, None
     from portfolio_analysis.portfolio import portfolio_value_series
 
-    growth = portfolio_value_series(close.loc[values.index, universe], weights=equal)
+    growth = portfolio_value_series(_at(close, values.index, universe), weights=equal)
     growth = growth.reindex(values.index).ffill().bfill()
     line = growth / growth.iloc[0] * values.iloc[0]
     label = f"Equal-weighted holdings ({len(universe)} tickers)"
@@ -262,7 +282,7 @@ def _monthly_returns(values: pd.Series) -> list[dict]:
 
 
 def _positions(
-    prices: pd.DataFrame, values: pd.Series, portfolio: Mapping, positions: Mapping[str, float]
+    window: pd.DataFrame, values: pd.Series, portfolio: Mapping, positions: Mapping[str, float]
 ) -> list[dict]:
     """Per position: weight, market value, contribution to total return and to risk.
 
@@ -272,32 +292,69 @@ def _positions(
     day with a missing price), so the contributions add up to the total return. Contribution
     to risk is each position's share of the portfolio's daily-return variance at current
     weights, ``w_i (Cov w)_i / (w' Cov w)``, over consecutive sessions; the shares add up to 1.
+
+    Computed block by block of positions (portfolio.PositionPrices), so no dates x positions
+    array is built whole (issue 19). With no missing return, ``Cov w`` is
+    ``X' (X w) / (n - 1)`` over the demeaned daily returns ``X``, never the positions x
+    positions matrix (800 MB at 10,000 tickers); with missing returns, pandas' pairwise
+    covariance over the days both positions have.
     """
+    from portfolio_analysis.portfolio import PositionPrices, filled
+
     tickers = list(positions)
-    frame = prices.loc[values.index, tickers]
-    levels = frame.to_numpy(dtype=np.float64)
-    filled = frame.ffill().bfill().to_numpy(dtype=np.float64)
-    amounts = np.array([positions[t] for t in tickers])
-    with np.errstate(invalid="ignore"):
-        growth = levels[1:] / levels[:-1] - 1.0
-    have = np.isfinite(growth)
-    if portfolio.get("mode") == "holdings":
-        sizes = filled[:-1] * amounts
-    else:
-        sizes = np.broadcast_to(amounts, growth.shape)
-    counted = np.where(have, sizes, 0.0)
-    covered = counted.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        parts = np.where(covered > 0, counted / covered, 0.0) * np.where(have, growth, 0.0)
+    frame = _at(window, values.index, tickers)
+    prices = PositionPrices.of(frame, pd.Index(tickers))
+    amounts = np.array([positions[t] for t in tickers], dtype=np.float64)
+    holdings = portfolio.get("mode") == "holdings"
+
+    def moves(columns: slice, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        with np.errstate(invalid="ignore"):
+            growth = levels[1:] / levels[:-1] - 1.0
+        have = np.isfinite(growth)
+        if holdings:
+            sizes = filled(levels)[:-1] * amounts[columns]
+        else:
+            sizes = np.broadcast_to(amounts[columns], growth.shape)
+        return growth, have, np.where(have, sizes, 0.0)
+
+    covered = np.zeros(len(values) - 1)
+    complete = True
+    for columns, levels in prices.blocks():
+        _, have, counted = moves(columns, levels)
+        covered += counted.sum(axis=1)
+        complete = complete and bool(have.all())
+    covered = covered[:, None]
     before = values.to_numpy()[:-1, None] / float(values.iloc[0])
-    contribution = (parts * before).sum(axis=0)
+    consecutive = _consecutive(values.index)
+    n_daily = int(consecutive.sum())
     weights = portfolio.get("weights") or {}
     current = np.array([float(weights.get(t, 0.0)) for t in tickers])
-    daily = pd.DataFrame(np.where(have, growth, np.nan)[_consecutive(values.index)])
+    contribution = np.empty(len(tickers))
+    combined = np.zeros(n_daily)  # complete: the demeaned daily returns times the weights
+    every = None if complete else np.empty((n_daily, len(tickers)))
+    for columns, levels in prices.blocks():
+        growth, have, counted = moves(columns, levels)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            parts = np.where(covered > 0, counted / covered, 0.0) * np.where(have, growth, 0.0)
+        contribution[columns] = (parts * before).sum(axis=0)
+        del parts, counted
+        daily = np.where(have, growth, np.nan)[consecutive]
+        if complete:
+            daily -= daily.mean(axis=0)
+            combined += daily @ current[columns]
+        else:
+            every[:, columns] = daily
     risk = np.full(len(tickers), np.nan)
-    if len(daily) > 2:
-        covariance = daily.cov().to_numpy()  # pairwise over the days both have
-        marginal = np.nan_to_num(covariance) @ current
+    if n_daily > 2:
+        if complete:
+            marginal = np.empty(len(tickers))
+            for columns, levels in prices.blocks():
+                daily = (levels[1:] / levels[:-1] - 1.0)[consecutive]
+                daily -= daily.mean(axis=0)
+                marginal[columns] = daily.T @ combined / (n_daily - 1)
+        else:
+            covariance = pd.DataFrame(every).cov().to_numpy()  # pairwise over the days both have
+            marginal = np.nan_to_num(covariance) @ current
         variance = float(current @ marginal)
         if variance > 1e-18:
             risk = current * marginal / variance
@@ -305,7 +362,7 @@ def _positions(
     rows = [
         {
             "ticker": t,
-            "shares": positions[t] if portfolio.get("mode") == "holdings" else None,
+            "shares": positions[t] if holdings else None,
             "weight": float(current[i]),
             "market_value": market_value.get(t),
             "contribution_to_return": float(contribution[i]) + 0.0,
@@ -323,13 +380,14 @@ def portfolio_analytics(
     """(analytics, daily series) of the portfolio, or (None, None) when there is none."""
     if close is None or not portfolio or portfolio.get("error"):
         return None, None
-    prices = _window_prices(close, portfolio)
-    if prices is None:
+    held = _window_prices(close, portfolio)
+    if held is None:
         return None, None
+    window, tickers = held
     from portfolio_analysis.portfolio import drawdown_series
 
     try:
-        values, positions = _portfolio_values(prices, portfolio, holdings)
+        values, positions = _portfolio_values(window, tickers, portfolio, holdings)
     except ValueError:
         return None, None
     reference, line = _reference(close, values, portfolio, positions)
@@ -358,7 +416,7 @@ def portfolio_analytics(
     analytics = {
         "reference": reference,
         "excess_return": excess,
-        "positions": _positions(prices, values, portfolio, positions),
+        "positions": _positions(window, values, portfolio, positions),
         "monthly_returns": _monthly_returns(values),
         "correlation_note": _correlation_note(correlation, portfolio),
     }

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from portfolio_analysis import portfolio
 from portfolio_analysis.portfolio import (
     drawdown_series,
     portfolio_figures,
@@ -278,3 +279,55 @@ def test_bad_frames_say_what_to_fix():
         portfolio_figures(_close().iloc[:1], holdings={"A": 1})
     with pytest.raises(ValueError, match="non-numeric"):
         portfolio_figures(_close().assign(B=list("wxyz")), holdings={"A": 1})
+
+
+def _random_close(n_dates: int, n_tickers: int, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    moves = rng.standard_normal((n_dates, n_tickers)) * 0.015 + 0.0003
+    dates = pd.bdate_range("2015-01-02", periods=n_dates)
+    columns = [f"T{i:04d}" for i in range(n_tickers)]
+    return pd.DataFrame(40.0 * np.exp(np.cumsum(moves, axis=0)), index=dates, columns=columns)
+
+
+def test_filled_is_pandas_forward_then_back_fill():
+    close = _random_close(30, 6)
+    close.iloc[:4, 1] = np.nan  # a late start
+    close.iloc[10:13, 2] = np.nan  # a hole
+    close.iloc[25:, 3] = np.nan  # an early end
+    close.iloc[:, 4] = np.nan  # no price at all
+    expected = close.ffill().bfill().to_numpy()
+    np.testing.assert_array_equal(portfolio.filled(close.to_numpy()), expected)
+
+
+@pytest.mark.parametrize("kind", ["holdings", "weights", "equal"])
+def test_figures_do_not_depend_on_how_many_columns_are_summed_at_once(monkeypatch, kind):
+    # Sums over positions are taken block by block of columns (issue 19): blocks of one
+    # column and one block of everything give the same figures, holes included.
+    close = _random_close(300, 23)
+    close.iloc[:40, 3] = np.nan
+    close.iloc[100:103, 5] = np.nan
+    close.iloc[150, 7:] = np.nan
+    holdings = {t: float(1 + i % 4) for i, t in enumerate(close.columns)}
+    weights = dict.fromkeys(close.columns[:20], 1 / 20)
+    args = {"holdings": holdings, "weights": {"weights": weights}, "equal": {}}[kind]
+    args = {"holdings": args} if kind == "holdings" else args
+
+    def figures() -> tuple[dict, list[float]]:
+        return (
+            portfolio_figures(close, benchmark="T0000", max_correlation_tickers=6, **args),
+            portfolio_value_series(close, **args).tolist(),
+        )
+
+    monkeypatch.setattr(portfolio, "BLOCK_BYTES", 10**12)
+    whole, whole_values = figures()
+    monkeypatch.setattr(portfolio, "BLOCK_BYTES", 1)
+    blocked, blocked_values = figures()
+    assert blocked_values == pytest.approx(whole_values, rel=1e-12)
+    for key, value in whole.items():
+        if isinstance(value, float):
+            assert blocked[key] == pytest.approx(value, rel=1e-12), key
+        elif key == "correlation":
+            for row, cells in value.items():
+                assert blocked[key][row] == pytest.approx(cells, rel=1e-12), row
+        else:
+            assert blocked[key] == value, key
