@@ -111,7 +111,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     load = "/".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"# bench_cli_memory: {args.days} days, {args.workers} workers, load average {load}")
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"# bench_cli_memory: {args.days} days, {args.workers} workers, commit {commit or '?'}, "
+        f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {load}"
+    )
     print(
         "| tickers | exit | wall s | client peak MiB | worker peaks MiB | MiB/1000 tickers "
         "(client) | analysed |"
