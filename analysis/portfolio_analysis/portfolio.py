@@ -39,6 +39,12 @@ Conventions, chosen once and used everywhere (reports, CLI, operator status):
 
 ``choose_members`` picks which tickers and which window a portfolio covers when their
 histories differ (``coverage`` in the report says what it chose and why).
+
+Memory: a panel of 10,000 tickers x 20 years is 400 MB, so nothing here builds a dates x
+positions array whole. Prices are read through ``PositionPrices`` (a view of the caller's
+panel) and every per-position quantity is computed block by block of columns
+(``BLOCK_BYTES``); sums over positions are added block by block, which can change only the
+last bits of a figure (issue 19; docs/benchmarks.md).
 """
 
 from __future__ import annotations
