@@ -20,13 +20,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.harness import (
-    CHART,
     OPERATOR_NAMESPACE,
     RELEASE,
     E2EError,
     Kube,
     LocalCluster,
     e2e_binaries,
+    install_chart,
     prerequisite_problem,
 )
 
@@ -74,31 +74,13 @@ def product_image(e2e_cluster: LocalCluster) -> str:
 @pytest.fixture(scope="session")
 def chart_release(kube: Kube, product_image: str) -> Iterator[str]:
     """`helm install` of the chart with the dask-kubernetes operator enabled; its namespace."""
-    repository, tag = product_image.rsplit(":", 1)
     started = time.monotonic()
     installed = None
     if REUSE:
         installed = kube.helm("status", RELEASE, "-n", OPERATOR_NAMESPACE, check=False)
-    args = [
-        CHART,
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        f"image.repository={repository}",
-        "--set",
-        f"image.tag={tag}",
-        "--set",
-        "image.pullPolicy=IfNotPresent",
-        "--set",
-        "daskKubernetesOperator.enabled=true",
-        "--wait",
-        "--timeout",
-        "6m",
-    ]
-    verb = "upgrade" if installed is not None and installed.returncode == 0 else "install"
+    upgrade = installed is not None and installed.returncode == 0
     try:
-        kube.helm(verb, RELEASE, *map(str, args), timeout=420)
+        install_chart(kube, product_image, upgrade=upgrade)
     except E2EError as error:
         pytest.fail(f"{error}\n{kube.describe(OPERATOR_NAMESPACE, kinds=['deploy'])}")
     _timings["helm install --wait (s)"] = round(time.monotonic() - started, 1)

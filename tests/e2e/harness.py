@@ -222,6 +222,24 @@ class Kube:
         return "\n".join(parts)
 
 
+def install_chart(kube: Kube, product_image: str, *, upgrade: bool = False) -> None:
+    """`helm install` (or upgrade) of the chart with the product image and the dask-kubernetes
+    operator enabled, waiting for both Deployments; shared by the tests and the benchmarks."""
+    repository, tag = product_image.rsplit(":", 1)
+    kube.helm(
+        "upgrade" if upgrade else "install",
+        RELEASE,
+        str(CHART),
+        "--namespace", OPERATOR_NAMESPACE, "--create-namespace",
+        "--set", f"image.repository={repository}",
+        "--set", f"image.tag={tag}",
+        "--set", "image.pullPolicy=IfNotPresent",
+        "--set", "daskKubernetesOperator.enabled=true",
+        "--wait", "--timeout", "6m",
+        timeout=420,
+    )  # fmt: skip
+
+
 def ready(pod: dict[str, Any]) -> bool:
     conditions = (pod.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
