@@ -679,4 +679,10 @@ def portfolio_lines(result: Mapping) -> list[str]:
         if portfolio.get(key) is not None
     ]
     period = f"{portfolio.get('start')} to {portfolio.get('end')}"
+    coverage = portfolio.get("coverage") or {}
+    if coverage.get("tickers_asked"):  # what the figures cover, wherever they are shown
+        period = (
+            f"{coverage.get('tickers_used')} of {coverage['tickers_asked']} tickers, {period}, "
+            f"{coverage.get('returns')} daily returns"
+        )
     return [f"Portfolio ({period}): " + ", ".join(figures)]

@@ -486,3 +486,17 @@ def test_portfolio_figures_and_analytics_stay_within_a_panel_of_memory(monkeypat
         tracemalloc.stop()
     assert len(analytics["positions"]) == 2000 and len(series["value"]) == 2520
     assert peak < 1.0 * panel, f"peak {peak / panel:.2f} panels"
+
+
+def test_the_terminal_line_says_what_the_portfolio_figures_cover():
+    result = {
+        "report": {
+            "portfolio": {
+                "start": "2012-03-01", "end": "2013-03-01", "total_return": 0.1,
+                "coverage": {"tickers_asked": 2, "tickers_used": 1, "returns": 250},
+            }
+        }
+    }  # fmt: skip
+    (line,) = report.portfolio_lines(result)
+    covered = "Portfolio (1 of 2 tickers, 2012-03-01 to 2013-03-01, 250 daily returns)"
+    assert line.startswith(covered)
