@@ -275,6 +275,7 @@ class DatasetFrames(Mapping[str, pd.DataFrame]):
         self.name = name
         self._frames: dict[str, pd.DataFrame] = {}
         self._names: tuple[str, ...] | None = None
+        self._name_set: frozenset[str] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -285,7 +286,9 @@ class DatasetFrames(Mapping[str, pd.DataFrame]):
         return self._names
 
     def __contains__(self, ticker: object) -> bool:
-        return ticker in encoded(self.name).bounds and ticker in self.names
+        if self._name_set is None:  # asked per ticker, spelling and data set: a set, not a scan
+            self._name_set = frozenset(self.names)
+        return ticker in self._name_set
 
     def __getitem__(self, ticker: str) -> pd.DataFrame:
         frame = self._frames.get(ticker)

@@ -50,6 +50,7 @@ last bits of a figure (issue 19; docs/benchmarks.md).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 
@@ -219,9 +220,9 @@ def _held_prices(close: pd.DataFrame, positions: pd.Series, mode: str) -> Positi
         present = ~np.isnan(block)
         counts[columns] = present.sum(axis=0)
         if mode == "holdings":
-            for j in range(block.shape[1]):  # pandas' median: of the prices there are
-                column = block[present[:, j], j]
-                medians[columns.start + j] = np.median(column) if len(column) else np.nan
+            with warnings.catch_warnings():  # a column with no price at all: NaN, as pandas
+                warnings.simplefilter("ignore", RuntimeWarning)
+                medians[columns] = np.nanmedian(block, axis=0)
     if nonpositive.any():
         bad = prices.tickers[nonpositive]
         raise ValueError(f"close prices must be positive; check {', '.join(map(str, bad))}")
