@@ -13,7 +13,6 @@ from portfolio_analysis.aggregate import comprehensive_report
 from portfolio_analysis.report import render_html
 from portfolio_operator.constants import TRUNCATED_ANNOTATION
 from portfolio_operator.status import (
-    DEFAULT_REPORT_MAX_BYTES,
     DOCUMENT_KEY,
     REPORT_CONFIGMAP_MAX_BYTES,
     REPORT_KEY,
@@ -219,5 +218,7 @@ def test_without_room_for_even_the_trimmed_document_only_the_readable_key_is_kep
     assert cm["metadata"]["annotations"][TRUNCATED_ANNOTATION] == "true"
 
 
-def test_the_budget_for_both_keys_is_under_the_api_servers_configmap_limit() -> None:
-    assert DEFAULT_REPORT_MAX_BYTES < REPORT_CONFIGMAP_MAX_BYTES < 1024 * 1024
+def test_a_large_report_at_the_default_limits_fits_the_api_servers_configmap_limit() -> None:
+    owner = make_pfa(name="large", uid="u-5")
+    cm = report_configmap(owner, big_result(20_000), document=_document(20_000))
+    assert _stored_bytes(cm) <= REPORT_CONFIGMAP_MAX_BYTES < 1024 * 1024
