@@ -23,7 +23,6 @@ import csv
 import dataclasses
 import fcntl
 import glob
-import json
 import logging
 import math
 import os
@@ -1034,7 +1033,9 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     result = run.result
     if args.json:
-        sys.stdout.write(json.dumps(result, indent=2) + "\n")
+        from portfolio_analysis.report import to_json  # the same text as report.json
+
+        sys.stdout.write(to_json(result))
     else:
         _print_summary(result, paths, stdout)
     _print_warnings(result, stderr)

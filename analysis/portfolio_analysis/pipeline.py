@@ -844,7 +844,11 @@ def assemble_report(
             "news_sources": list(config.news_sources),
             # Each ticker's headlines, and whether they are invented (aggregate.news_section).
             **(
-                {"news": _news_section([r for r in gathered.news if r["ticker"] in tickers])}
+                {
+                    "news": _news_section(
+                        [r for r in gathered.news if r["ticker"] not in extra_tickers]
+                    )
+                }
                 if "news" in stages
                 else {}
             ),
